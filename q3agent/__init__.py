@@ -1,0 +1,55 @@
+"""q3agent: a Qwen3 agent and tool-calling framework.
+
+``Agent(model="Qwen3-30B-A3B").run(task)`` runs a Qwen3 model through multi-step tool use with
+budgeted thinking, on embedded SGLang, a remote server or local transformers. Names are loaded
+on first use, so ``import q3agent`` imports neither torch, transformers nor sglang.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Agent": "q3agent.agent",
+    "AgentSession": "q3agent.agent",
+    "RunResult": "q3agent.result",
+    "StepRecord": "q3agent.result",
+    "UsageLimits": "q3agent.result",
+    "tool": "q3agent.tools.function",
+    "Tool": "q3agent.tools.base",
+    "ToolError": "q3agent.tools.base",
+    "RunContext": "q3agent.tools.context",
+    "AlwaysThink": "q3agent.policy.builtin",
+    "NeverThink": "q3agent.policy.builtin",
+    "PlanAct": "q3agent.policy.builtin",
+    "StepMode": "q3agent.policy.base",
+    "ScriptedRuntime": "q3agent.serving.testing",
+    "FunctionRuntime": "q3agent.serving.testing",
+    "SamplingParams": "q3agent.serving.base",
+    "Usage": "q3agent.serving.base",
+}
+
+if TYPE_CHECKING:
+    from q3agent.agent import Agent, AgentSession
+    from q3agent.policy.base import StepMode
+    from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
+    from q3agent.result import RunResult, StepRecord, UsageLimits
+    from q3agent.serving.base import SamplingParams, Usage
+    from q3agent.serving.testing import FunctionRuntime, ScriptedRuntime
+    from q3agent.tools.base import Tool, ToolError
+    from q3agent.tools.context import RunContext
+    from q3agent.tools.function import tool
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'q3agent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

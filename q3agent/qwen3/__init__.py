@@ -1,0 +1,1 @@
+"""Everything Qwen3-specific and pure: models, chat format, prompt ids, parsing, thinking."""

@@ -1,0 +1,24 @@
+"""Runtimes behind one async protocol: SGLang (embedded, remote), OpenAI-compatible,
+transformers, and the scripted/function test doubles. Heavy imports stay inside each runtime."""
+
+from q3agent.serving.base import (
+    Generation,
+    GenerationChunk,
+    GenerationRequest,
+    Runtime,
+    RuntimeUnavailableError,
+    SamplingParams,
+    ToolCallConstraint,
+    Usage,
+)
+
+__all__ = [
+    "Generation",
+    "GenerationChunk",
+    "GenerationRequest",
+    "Runtime",
+    "RuntimeUnavailableError",
+    "SamplingParams",
+    "ToolCallConstraint",
+    "Usage",
+]

@@ -1,0 +1,176 @@
+"""The runtime protocol: one small async interface every way of running Qwen3 implements.
+
+A runtime turns a prompt (token ids, or text for servers that only take text) plus sampling
+settings into a completion with usage figures. The agent loop, the thinking-budget procedure,
+the BFCL harness and deep research all talk to this protocol only; the embedded SGLang engine,
+remote servers, local transformers and the test doubles are interchangeable behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from q3agent.qwen3.messages import Message
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+FinishReason = Literal["stop", "length", "abort"]
+"""``stop``: EOS or a stop string/id; ``length``: hit ``max_tokens``; ``abort``: cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Decoding settings for one request (names follow SGLang's ``sampling_params``)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 32768
+    stop: tuple[str, ...] = ()
+    """Stop strings; the matched string is not part of the returned text."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Extra stop ids besides EOS (``<|im_end|>``, ``<|endoftext|>``); the id is returned."""
+    seed: int | None = None
+
+    def with_(self, **changes: Any) -> SamplingParams:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallConstraint:
+    """Constrain decoding so the completion is (or contains) a schema-valid ``<tool_call>``.
+
+    ``tools`` are OpenAI-style function schemas (``{"type": "function", "function": {...}}``).
+    ``required`` forces a call (``tool_choice="required"`` or a named tool); otherwise the model
+    may answer in text and only what it writes inside ``<tool_call>`` is constrained.
+    """
+
+    tools: tuple[dict[str, Any], ...]
+    required: bool = True
+
+
+OutputConstraint = ToolCallConstraint
+"""Output constraints a runtime may support (extend as a union when more kinds exist)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """What the loop asks a runtime for.
+
+    ``prompt_ids`` is the normal form: the append-only prompt built by
+    :class:`q3agent.qwen3.prompt.PromptBuilder`. ``messages``/``tools`` travel alongside for
+    runtimes that can only take a chat request (an OpenAI ``/v1/chat/completions`` server).
+    """
+
+    prompt_ids: tuple[int, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    constraint: OutputConstraint | None = None
+    messages: tuple[Message, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    enable_thinking: bool | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts for one or more requests; ``+`` adds them up."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens served from a prefix cache (RadixAttention, the transformers KV reuse)."""
+    reasoning_tokens: int = 0
+    """Completion tokens inside ``<think>…</think>``."""
+    requests: int = 0
+
+    @property
+    def prefilled_tokens(self) -> int:
+        """Prompt tokens the runtime actually computed (not served from cache)."""
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            requests=self.requests + other.requests,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A finished completion.
+
+    ``token_ids`` are exactly the ids the model produced, including a final EOS/stop id when
+    the runtime reports one, so the next prompt can append them without re-tokenizing. ``text``
+    is their decoding with control tokens kept (``<think>``, ``</think>``, ``<tool_call>`` …,
+    a matched ``stop_token_ids`` id too), except a final ``<|im_end|>``/``<|endoftext|>`` and a
+    matched stop string, which are left out.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    matched_stop: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationChunk:
+    """One streamed piece of a completion; the last chunk carries ``generation``."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    generation: Generation | None = None
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Anything that can run a Qwen3 model for the agent loop."""
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The tokenizer whose ids ``generate`` takes and returns."""
+        ...
+
+    @property
+    def model_name(self) -> str:
+        """A human-readable model name for traces and errors."""
+        ...
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Run one request to completion."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Run one request, yielding text as it is produced; the last chunk has the result."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the runtime holds (engine, HTTP client, GPU memory)."""
+        ...
+
+
+class RuntimeError_(Exception):  # the trailing underscore avoids shadowing the builtin
+    """Base class of errors a runtime raises; the message says what to do next."""
+
+
+class RuntimeUnavailableError(RuntimeError_):
+    """The runtime cannot run here (no GPU, package missing, no weights, server down)."""
+
+
+def stop_ids_for(tokenizer: Qwen3Tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
+    """The ids generation stops at: ``<|im_end|>``, ``<|endoftext|>`` and ``extra``."""
+    return (tokenizer.im_end_id, tokenizer.eos_id, *extra)
