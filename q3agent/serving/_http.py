@@ -1,0 +1,324 @@
+"""HTTP plumbing shared by the server runtimes: retries with backoff, SSE reading, errors.
+
+Both :class:`~q3agent.serving.sglang_runtime.RemoteSGLangRuntime` and
+:class:`~q3agent.serving.openai_runtime.OpenAICompatibleRuntime` post JSON to a server that may
+be starting up, overloaded (429) or briefly failing (5xx). :func:`post_json` and
+:func:`open_stream` retry those cases with exponential backoff and jitter, honour
+``Retry-After``, and turn what is left into errors that say what to do next.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+
+from q3agent.serving.base import RuntimeError_, RuntimeUnavailableError
+
+logger = logging.getLogger("q3agent.serving.http")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RuntimeHTTPError(RuntimeError_):
+    """The server answered with an error status (after retries, for retryable statuses)."""
+
+    def __init__(self, message: str, *, status_code: int, body: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class RuntimeTimeoutError(RuntimeError_):
+    """The server accepted the request but did not answer within the read timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a server runtime retries a failed request.
+
+    Retried: connection failures (refused, reset, connect timeout) and the statuses in
+    ``retry_statuses``. The delay before retry ``n`` (0-based) is
+    ``min(max_backoff, initial_backoff * 2**n)`` stretched by up to ``jitter`` (a fraction),
+    unless the server sent ``Retry-After``: then that many seconds (capped at
+    ``max_retry_after``). A read timeout is not retried: the server may still be generating,
+    and a second copy of a long request doubles its load.
+    """
+
+    max_retries: int = 4
+    initial_backoff: float = 0.5
+    max_backoff: float = 20.0
+    jitter: float = 0.25
+    max_retry_after: float = 120.0
+    retry_statuses: frozenset[int] = field(
+        default_factory=lambda: frozenset({408, 429, 500, 502, 503, 504})
+    )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based) without ``Retry-After``."""
+        base = min(self.max_backoff, self.initial_backoff * (2.0**attempt))
+        return base * (1.0 + self.jitter * random.random())
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Parse ``Retry-After`` (delta-seconds or an HTTP date) into seconds, or ``None``."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _connection_error(exc: Exception) -> bool:
+    return isinstance(
+        exc,
+        httpx.ConnectError
+        | httpx.ConnectTimeout
+        | httpx.PoolTimeout
+        | httpx.RemoteProtocolError
+        | httpx.ReadError
+        | httpx.WriteError,
+    )
+
+
+def _body_snippet(text: str, limit: int = 500) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _Attempts:
+    """Counts attempts and sleeps between them according to a :class:`RetryPolicy`."""
+
+    def __init__(self, policy: RetryPolicy, url: str, server: str, sleep: Sleep) -> None:
+        self.policy = policy
+        self.url = url
+        self.server = server
+        self.sleep = sleep
+        self.attempt = 0
+
+    async def after_connection_error(self, exc: Exception) -> None:
+        if self.attempt >= self.policy.max_retries:
+            raise RuntimeUnavailableError(
+                f"Could not reach the {self.server} at {self.url} after "
+                f"{self.attempt + 1} attempts ({type(exc).__name__}: {exc}). Check that the "
+                "server is running and the URL and port are right; a server that is still "
+                "loading weights answers once it is ready."
+            ) from exc
+        delay = self.policy.backoff(self.attempt)
+        logger.warning(
+            "%s at %s unreachable (%s); retry %d/%d in %.2f s",
+            self.server,
+            self.url,
+            type(exc).__name__,
+            self.attempt + 1,
+            self.policy.max_retries,
+            delay,
+        )
+        self.attempt += 1
+        await self.sleep(delay)
+
+    async def after_status(self, response: httpx.Response, body: str) -> None:
+        status = response.status_code
+        if status not in self.policy.retry_statuses or self.attempt >= self.policy.max_retries:
+            raise _status_error(self.server, self.url, status, body, self.attempt + 1)
+        hinted = retry_after_seconds(response.headers)
+        if hinted is not None:
+            delay = min(hinted, self.policy.max_retry_after)
+            reason = "Retry-After"
+        else:
+            delay = self.policy.backoff(self.attempt)
+            reason = "backoff"
+        logger.warning(
+            "%s at %s answered %d; retry %d/%d in %.2f s (%s)",
+            self.server,
+            self.url,
+            status,
+            self.attempt + 1,
+            self.policy.max_retries,
+            delay,
+            reason,
+        )
+        self.attempt += 1
+        await self.sleep(delay)
+
+
+def _status_error(server: str, url: str, status: int, body: str, attempts: int) -> RuntimeHTTPError:
+    snippet = _body_snippet(body)
+    if status in (401, 403):
+        hint = "Pass the server's API key (api_key=...) or check it."
+    elif status == 404:
+        hint = "Check the base URL: the endpoint does not exist on this server."
+    elif status == 429:
+        hint = "The server is overloaded; lower the concurrency or raise RetryPolicy.max_retries."
+    elif status >= 500:
+        hint = "The server failed; its log says why."
+    else:
+        hint = "The server rejected the request; its message says which field."
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    return RuntimeHTTPError(
+        f"The {server} at {url} answered HTTP {status}{tried}: {snippet or '(empty body)'}. {hint}",
+        status_code=status,
+        body=body,
+    )
+
+
+def _timeout_error(server: str, url: str, exc: Exception, timeout: float | None) -> Exception:
+    limit = f" within {timeout:g} s" if timeout else ""
+    return RuntimeTimeoutError(
+        f"The {server} at {url} did not answer{limit} ({type(exc).__name__}). Long generations "
+        "need a larger timeout (timeout=...), or stream the request."
+    )
+
+
+def _read_timeout(client: httpx.AsyncClient) -> float | None:
+    return client.timeout.read
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    policy: RetryPolicy,
+    server: str,
+    sleep: Sleep = anyio.sleep,
+) -> Any:
+    """POST ``payload`` as JSON and return the decoded JSON reply, retrying per ``policy``."""
+    attempts = _Attempts(policy, url, server, sleep)
+    while True:
+        try:
+            response = await client.post(url, json=payload)
+        except httpx.ReadTimeout as exc:
+            raise _timeout_error(server, url, exc, _read_timeout(client)) from exc
+        except httpx.WriteTimeout as exc:
+            raise _timeout_error(server, url, exc, client.timeout.write) from exc
+        except httpx.TransportError as exc:
+            if not _connection_error(exc):
+                raise
+            await attempts.after_connection_error(exc)
+            continue
+        if response.status_code >= 400:
+            await attempts.after_status(response, response.text)
+            continue
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise RuntimeHTTPError(
+                f"The {server} at {url} answered with something that is not JSON: "
+                f"{_body_snippet(response.text)!r}. Is the URL pointing at the right server?",
+                status_code=response.status_code,
+                body=response.text,
+            ) from exc
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    policy: RetryPolicy,
+    server: str,
+    sleep: Sleep = anyio.sleep,
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """POST ``payload`` and yield an iterator over the server-sent events' JSON payloads.
+
+    Retries happen only before the first byte of a successful response; once events flow, an
+    error ends the stream (replaying would duplicate text the caller has already shown). The
+    ``data: [DONE]`` sentinel ends the iteration.
+    """
+    attempts = _Attempts(policy, url, server, sleep)
+    while True:
+        started = False
+        try:
+            async with client.stream("POST", url, json=payload) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode("utf-8", errors="replace")
+                    await attempts.after_status(response, body)
+                    continue
+                started = True
+                yield _sse_events(response, server, url, _read_timeout(client))
+                return
+        except httpx.ReadTimeout as exc:
+            if started:
+                raise
+            raise _timeout_error(server, url, exc, _read_timeout(client)) from exc
+        except httpx.TransportError as exc:
+            if started or not _connection_error(exc):
+                raise
+            await attempts.after_connection_error(exc)
+
+
+async def _sse_events(
+    response: httpx.Response, server: str, url: str, read_limit: float | None
+) -> AsyncIterator[Any]:
+    data_lines: list[str] = []
+    try:
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                data_lines.append(line[5:].lstrip(" "))
+                continue
+            if line.strip() or not data_lines:
+                continue  # comments, event/id fields, keep-alive blank lines
+            data = "\n".join(data_lines)
+            data_lines = []
+            if data.strip() == "[DONE]":
+                return
+            yield _decode_event(data, server, url)
+        if data_lines:
+            data = "\n".join(data_lines)
+            if data.strip() != "[DONE]":
+                yield _decode_event(data, server, url)
+    except httpx.ReadTimeout as exc:
+        raise _timeout_error(server, url, exc, read_limit) from exc
+    except httpx.TransportError as exc:
+        raise RuntimeUnavailableError(
+            f"The connection to the {server} at {url} broke mid-stream "
+            f"({type(exc).__name__}: {exc}). The partial completion is lost; retry the request."
+        ) from exc
+
+
+def _decode_event(data: str, server: str, url: str) -> Any:
+    try:
+        event = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise RuntimeHTTPError(
+            f"The {server} at {url} streamed an event that is not JSON: {_body_snippet(data)!r}",
+            status_code=200,
+            body=data,
+        ) from exc
+    if isinstance(event, dict) and "error" in event and len(event) <= 2:
+        raise RuntimeHTTPError(
+            f"The {server} at {url} reported an error mid-stream: {event['error']}",
+            status_code=200,
+            body=data,
+        )
+    return event
+
+
+def auth_headers(api_key: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Request headers: ``Authorization: Bearer`` when an API key is given, plus ``extra``."""
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    if extra:
+        headers.update(extra)
+    return headers

@@ -1,0 +1,538 @@
+"""Qwen3 behind any OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
+
+Two modes:
+
+* **completions** (default): ``POST /v1/completions`` with the prompt we built. With
+  ``prompt_format="ids"`` the prompt goes as a list of token ids (the OpenAI spec allows it;
+  vLLM and SGLang accept it), so the server runs exactly our tokens and prefix caching works
+  across steps. ``prompt_format="text"`` sends the trusted decoding instead, for servers that
+  take only strings. **Injection caveat**: the server re-tokenizes that text and turns any
+  special-token string in it (``<|im_start|>``, ``<tool_call>``) into the control token, also
+  where the string came from a web page or a tool result. Prefer ``"ids"`` wherever the
+  server accepts it.
+* **chat** (``chat=True``): ``POST /v1/chat/completions`` with ``request.messages`` and
+  ``request.tools``, for servers that must render the template themselves. The reply
+  (``reasoning_content``, ``content``, ``tool_calls``) is reassembled into Qwen3 completion
+  text (``<think>\\n…\\n</think>\\n\\n`` + content + ``<tool_call>`` blocks) so the same parser
+  reads it. Token ids are then our encoding of that text (the append-only prompt property
+  does not hold in chat mode), a thinking-budget continuation degrades to a plain
+  max-token limit, and a :class:`ToolCallConstraint` becomes ``tool_choice``.
+
+Requests retry with exponential backoff and jitter on 429/5xx and connection failures,
+honouring ``Retry-After`` (:class:`~q3agent.serving._http.RetryPolicy`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import httpx
+
+from q3agent.serving._http import (
+    RetryPolicy,
+    RuntimeHTTPError,
+    Sleep,
+    auth_headers,
+    open_stream,
+    post_json,
+)
+from q3agent.serving.base import (
+    FinishReason,
+    Generation,
+    GenerationChunk,
+    GenerationRequest,
+    RuntimeUnavailableError,
+    ToolCallConstraint,
+    Usage,
+    stop_ids_for,
+)
+from q3agent.serving.sglang_runtime import count_reasoning_tokens
+
+if TYPE_CHECKING:
+    from q3agent.qwen3.messages import Message
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+logger = logging.getLogger("q3agent.serving.openai")
+
+PromptFormat = Literal["ids", "text"]
+
+
+def message_to_openai(message: Message) -> dict[str, Any]:
+    """One typed message as an OpenAI chat message dict."""
+    if message.role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if message.reasoning_content:
+            out["reasoning_content"] = message.reasoning_content
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json()},
+                }
+                for call in message.tool_calls
+            ]
+        return out
+    if message.role == "tool":
+        tool: dict[str, Any] = {"role": "tool", "content": message.content}
+        if message.tool_call_id is not None:
+            tool["tool_call_id"] = message.tool_call_id
+        if message.name is not None:
+            tool["name"] = message.name
+        return tool
+    return {"role": message.role, "content": message.content}
+
+
+def _arguments_text(raw: Any) -> str:
+    """Arguments as the Qwen3 template renders them (``tojson``), raw text when not JSON."""
+    if isinstance(raw, str):
+        try:
+            return json.dumps(json.loads(raw), ensure_ascii=False)
+        except json.JSONDecodeError:
+            return raw  # model misbehaviour: our parser reports it to the model
+    return json.dumps(raw, ensure_ascii=False)
+
+
+def qwen3_completion_text(
+    reasoning: str | None, content: str, tool_calls: Sequence[Mapping[str, Any]]
+) -> str:
+    """Reassemble a chat reply into the text a Qwen3 model writes for it.
+
+    The layout is the official template's for an assistant turn: ``<think>\\n`` reasoning
+    ``\\n</think>\\n\\n`` when there is reasoning, then the content, then one
+    ``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`` block per call, separated
+    by newlines.
+    """
+    text = ""
+    if reasoning is not None:
+        text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n"
+        content = content.lstrip("\n")
+    text += content
+    for index, call in enumerate(tool_calls):
+        function = call.get("function", call)
+        if (index == 0 and content) or index > 0:
+            text += "\n"
+        name = function.get("name", "")
+        args = _arguments_text(function.get("arguments", {}))
+        text += f'<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
+    return text
+
+
+def _finish_reason(raw: Any) -> FinishReason:
+    if raw == "length":
+        return "length"
+    if raw in ("abort", "cancelled", "content_filter"):
+        return "abort"
+    return "stop"
+
+
+class OpenAICompatibleRuntime:
+    """A Qwen3 model served by an OpenAI-compatible HTTP server.
+
+    ``model`` is the served model name the server expects in requests. ``tokenizer`` is a
+    :class:`Qwen3Tokenizer` or a local model directory (default: the offline build, which all
+    Qwen3 models share). ``extended_sampling`` sends the vLLM/SGLang extensions ``top_k``,
+    ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``skip_special_tokens=False`` and
+    ``return_token_ids``; turn it off for servers that reject unknown fields. ``extra_body``
+    is merged into every request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        tokenizer: Qwen3Tokenizer | str | os.PathLike[str] | None = None,
+        chat: bool = False,
+        prompt_format: PromptFormat = "ids",
+        extended_sampling: bool = True,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        if prompt_format not in ("ids", "text"):
+            raise ValueError(f"prompt_format must be 'ids' or 'text', got {prompt_format!r}")
+        base = base_url.rstrip("/")
+        self.base_url = base if base.endswith("/v1") else f"{base}/v1"
+        self.model = model
+        self.chat = chat
+        self.prompt_format: PromptFormat = prompt_format
+        self.extended_sampling = extended_sampling
+        self.retry = retry or RetryPolicy()
+        self.extra_body = dict(extra_body or {})
+        self._tokenizer_source = tokenizer
+        self._tokenizer: Qwen3Tokenizer | None = None
+        self._sleep = sleep
+        self._client = httpx.AsyncClient(
+            headers=auth_headers(api_key, headers),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+        self._warned: set[str] = set()
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The Qwen3 tokenizer used to build prompts and ids."""
+        if self._tokenizer is None:
+            from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+            source = self._tokenizer_source
+            if source is None:
+                self._tokenizer = Qwen3Tokenizer.offline()
+            elif isinstance(source, str | os.PathLike):
+                self._tokenizer = Qwen3Tokenizer.from_pretrained(source)
+            else:
+                self._tokenizer = source
+        return self._tokenizer
+
+    @property
+    def model_name(self) -> str:
+        """The served model name."""
+        return self.model
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # ---------------------------------------------------------------- request building
+
+    def _sampling(self, request: GenerationRequest) -> dict[str, Any]:
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "presence_penalty": s.presence_penalty,
+        }
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if self.extended_sampling:
+            body["top_k"] = s.top_k
+            body["min_p"] = s.min_p
+            body["repetition_penalty"] = s.repetition_penalty
+            body["stop_token_ids"] = list(
+                dict.fromkeys(stop_ids_for(self.tokenizer, s.stop_token_ids))
+            )
+            body["skip_special_tokens"] = False
+            body["spaces_between_special_tokens"] = False
+        return body
+
+    def completion_body(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        """The JSON body of the ``/v1/completions`` request for ``request``."""
+        body = self._sampling(request)
+        if self.prompt_format == "ids":
+            body["prompt"] = list(request.prompt_ids)
+        else:
+            body["prompt"] = self.tokenizer.decode(list(request.prompt_ids))
+        if self.extended_sampling:
+            body["return_token_ids"] = True
+        if request.constraint is not None:
+            self._warn_once(
+                "constraint",
+                "OpenAICompatibleRuntime in completions mode does not enforce tool-call "
+                "constraints (servers disagree on the field); use RemoteSGLangRuntime for "
+                "structural tags or chat=True for tool_choice",
+            )
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.extra_body)
+        return body
+
+    def chat_body(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        """The JSON body of the ``/v1/chat/completions`` request for ``request``."""
+        if not request.messages:
+            raise ValueError(
+                "chat mode needs request.messages; the agent loop fills them, a hand-built "
+                "GenerationRequest must carry them (or use chat=False)"
+            )
+        body = self._sampling(request)
+        body["messages"] = [message_to_openai(m) for m in request.messages]
+        tools = list(request.tools)
+        if isinstance(request.constraint, ToolCallConstraint):
+            tools = tools or list(request.constraint.tools)
+            body["tool_choice"] = "required" if request.constraint.required else "auto"
+        if tools:
+            body["tools"] = tools
+        if request.enable_thinking is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
+        if self._continues_assistant_turn(request.prompt_ids):
+            self._warn_once(
+                "budget",
+                "chat mode cannot continue a partial assistant turn: the thinking budget "
+                "degrades to a max-token limit (the model restarts its answer). Use "
+                "completions mode (chat=False) for the Qwen3 budget procedure",
+            )
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.extra_body)
+        return body
+
+    def _continues_assistant_turn(self, prompt_ids: Sequence[int]) -> bool:
+        """Whether the prompt ends inside an assistant turn the model already started."""
+        tok = self.tokenizer
+        tail: list[int] = []
+        for tid in reversed(prompt_ids):
+            if tid == tok.im_start_id:
+                break
+            tail.append(tid)
+        tail.reverse()
+        header = tok.encode_trusted("assistant\n")
+        if tail[: len(header)] != header:
+            return False
+        rest = tail[len(header) :]
+        return rest not in ([], tok.encode_trusted("<think>\n\n</think>\n\n"))
+
+    # ---------------------------------------------------------------- replies
+
+    def _usage(self, raw: Mapping[str, Any] | None, prompt: Sequence[int], ids: list[int]) -> Usage:
+        raw = raw or {}
+        details = raw.get("prompt_tokens_details") or {}
+        return Usage(
+            prompt_tokens=int(raw.get("prompt_tokens", len(prompt))),
+            completion_tokens=int(raw.get("completion_tokens", len(ids))),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+            reasoning_tokens=count_reasoning_tokens(ids, prompt, self.tokenizer),
+            requests=1,
+        )
+
+    def _completion_ids(
+        self, text: str, server_ids: Any, finish: FinishReason, matched: Any
+    ) -> tuple[list[int], str | int | None]:
+        tok = self.tokenizer
+        if isinstance(server_ids, list) and server_ids:
+            ids = [int(t) for t in server_ids]
+        else:
+            ids = tok.encode_trusted(text)
+        stop: str | int | None = None
+        if finish == "stop":
+            if isinstance(matched, str) and matched:
+                stop = matched
+            else:
+                stop = matched if isinstance(matched, int) else tok.im_end_id
+                if not ids or ids[-1] != stop:
+                    ids.append(stop)
+        return ids, stop
+
+    def _completion_generation(
+        self, request: GenerationRequest, choice: Mapping[str, Any], usage: Any
+    ) -> Generation:
+        text = str(choice.get("text") or "")
+        finish = _finish_reason(choice.get("finish_reason"))
+        matched = choice.get("stop_reason", choice.get("matched_stop"))
+        ids, stop = self._completion_ids(text, choice.get("token_ids"), finish, matched)
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            finish_reason=finish,
+            usage=self._usage(usage, request.prompt_ids, ids),
+            matched_stop=stop,
+        )
+
+    def _chat_generation(
+        self,
+        request: GenerationRequest,
+        reasoning: str | None,
+        content: str,
+        tool_calls: Sequence[Mapping[str, Any]],
+        finish_raw: Any,
+        usage: Any,
+    ) -> Generation:
+        text = qwen3_completion_text(reasoning, content, tool_calls)
+        finish = _finish_reason("stop" if finish_raw == "tool_calls" else finish_raw)
+        ids = self.tokenizer.encode_trusted(text)
+        stop: int | None = None
+        if finish == "stop":
+            stop = self.tokenizer.im_end_id
+            ids.append(stop)
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            finish_reason=finish,
+            usage=self._usage(usage, request.prompt_ids, ids),
+            matched_stop=stop,
+        )
+
+    # ---------------------------------------------------------------- protocol
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        try:
+            return await post_json(
+                self._client,
+                f"{self.base_url}{path}",
+                body,
+                policy=self.retry,
+                server="OpenAI-compatible server",
+                sleep=self._sleep,
+            )
+        except RuntimeHTTPError as exc:
+            raise self._explain(exc) from exc
+
+    def _explain(self, exc: RuntimeHTTPError) -> RuntimeHTTPError:
+        if exc.status_code in (400, 422) and not self.chat and self.prompt_format == "ids":
+            return RuntimeHTTPError(
+                f"{exc} If this server does not take token-id prompts, use "
+                "prompt_format='text' (mind the injection caveat in its docs).",
+                status_code=exc.status_code,
+                body=exc.body,
+            )
+        return exc
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Run one request to completion."""
+        if self.chat:
+            out = await self._post("/chat/completions", self.chat_body(request, stream=False))
+            choice = _first_choice(out)
+            message = choice.get("message") or {}
+            reasoning = message.get("reasoning_content", message.get("reasoning"))
+            return self._chat_generation(
+                request,
+                reasoning if isinstance(reasoning, str) else None,
+                str(message.get("content") or ""),
+                message.get("tool_calls") or [],
+                choice.get("finish_reason"),
+                out.get("usage"),
+            )
+        out = await self._post("/completions", self.completion_body(request, stream=False))
+        return self._completion_generation(request, _first_choice(out), out.get("usage"))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Run one request, yielding text as the server streams it."""
+        path = "/chat/completions" if self.chat else "/completions"
+        body = (
+            self.chat_body(request, stream=True)
+            if self.chat
+            else self.completion_body(request, stream=True)
+        )
+        state = _StreamState()
+        try:
+            async with open_stream(
+                self._client,
+                f"{self.base_url}{path}",
+                body,
+                policy=self.retry,
+                server="OpenAI-compatible server",
+                sleep=self._sleep,
+            ) as events:
+                async for event in events:
+                    piece = state.feed(event, chat=self.chat)
+                    if piece:
+                        yield GenerationChunk(text=piece)
+        except RuntimeHTTPError as exc:
+            raise self._explain(exc) from exc
+        if state.finish is None:
+            raise RuntimeUnavailableError(
+                f"The server at {self.base_url} ended the stream without a finish reason; "
+                "check its log."
+            )
+        if self.chat:
+            generation = self._chat_generation(
+                request,
+                state.reasoning if state.saw_reasoning else None,
+                state.content,
+                state.calls(),
+                state.finish,
+                state.usage,
+            )
+        else:
+            choice = {
+                "text": state.content,
+                "finish_reason": state.finish,
+                "stop_reason": state.matched,
+                "token_ids": state.token_ids,
+            }
+            generation = self._completion_generation(request, choice, state.usage)
+        emitted = state.emitted
+        tail = generation.text[len(emitted) :] if generation.text.startswith(emitted) else ""
+        yield GenerationChunk(text=tail, generation=generation)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+
+def _first_choice(out: Any) -> Mapping[str, Any]:
+    choices = out.get("choices") if isinstance(out, Mapping) else None
+    if not choices:
+        raise RuntimeHTTPError(
+            f"The server's reply has no choices: {str(out)[:300]!r}",
+            status_code=200,
+            body=json.dumps(out) if out is not None else "",
+        )
+    first: Mapping[str, Any] = choices[0]
+    return first
+
+
+class _StreamState:
+    """Accumulates an OpenAI SSE stream (completions or chat) into reply fields."""
+
+    def __init__(self) -> None:
+        self.content = ""
+        self.reasoning = ""
+        self.saw_reasoning = False
+        self.closed_reasoning = False
+        self.emitted = ""
+        self.finish: Any = None
+        self.matched: Any = None
+        self.usage: Any = None
+        self.token_ids: list[int] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [self._calls[i] for i in sorted(self._calls)]
+
+    def feed(self, event: Mapping[str, Any], *, chat: bool) -> str:
+        if event.get("usage"):
+            self.usage = event["usage"]
+        piece = ""
+        for choice in event.get("choices") or []:
+            if choice.get("finish_reason") is not None:
+                self.finish = choice["finish_reason"]
+                self.matched = choice.get("stop_reason", choice.get("matched_stop"))
+            if not chat:
+                text = choice.get("text") or ""
+                self.content += text
+                piece += text
+                self.token_ids.extend(int(t) for t in choice.get("token_ids") or ())
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content", delta.get("reasoning"))
+            if isinstance(reasoning, str) and reasoning:
+                if not self.saw_reasoning:
+                    piece += "<think>\n"
+                self.saw_reasoning = True
+                self.reasoning += reasoning
+                piece += reasoning
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                if self.saw_reasoning and not self.closed_reasoning:
+                    self.closed_reasoning = True
+                    piece += "\n</think>\n\n"
+                self.content += content
+                piece += content
+            for call in delta.get("tool_calls") or []:
+                slot = self._calls.setdefault(
+                    int(call.get("index", len(self._calls))),
+                    {"function": {"name": "", "arguments": ""}},
+                )
+                function = call.get("function") or {}
+                if function.get("name"):
+                    slot["function"]["name"] += function["name"]
+                if function.get("arguments"):
+                    slot["function"]["arguments"] += function["arguments"]
+        self.emitted += piece
+        return piece

@@ -1,0 +1,897 @@
+"""SGLang runtimes: the embedded ``sglang.Engine`` and a remote SGLang server's ``/generate``.
+
+Both send the append-only prompt as ``input_ids`` so RadixAttention serves every repeated
+prefix from its cache, and both read back ``output_ids`` so the next prompt appends exactly
+the tokens the model produced. They share how a :class:`GenerationRequest` becomes SGLang's
+``sampling_params`` (names as SGLang spells them), how a tool-call constraint becomes a
+``structural_tag``, how the optional thinking-budget logit processor is attached, and how
+``meta_info`` maps onto :class:`Generation` and :class:`Usage`.
+
+Design decisions (see ``docs/serving.md`` for the user-facing version):
+
+* ``skip_tokenizer_init`` stays off. SGLang needs its tokenizer for stop *strings*
+  (``SamplingParams.stop``) and returns the decoded ``text``; we still keep our own
+  :class:`Qwen3Tokenizer` for counting reasoning tokens and decoding streamed ids.
+* ``skip_special_tokens=False`` and ``spaces_between_special_tokens=False`` so ``<think>`` and
+  ``<tool_call>`` survive in the text exactly as the model wrote them.
+* ``output_ids`` include the final stop id (SGLang trims it from the text only); where a
+  server omits it, the matched id from ``finish_reason`` is appended, so ``token_ids`` always
+  end with the id that ended the turn.
+* Streaming: SGLang sends cumulative chunks by default and deltas under
+  ``--incremental-streaming-output`` (older releases sent cumulative text with delta ids
+  under ``--stream-output``). A chunk's ids are a delta when the ids received so far plus the
+  chunk add up to ``meta_info["completion_tokens"]``, cumulative when the chunk alone does;
+  without that count, a chunk that starts with everything received so far is cumulative.
+  Streamed text is decoded from the new ids with our tokenizer, so the server's text mode
+  does not matter; the final chunk's ``generation`` is authoritative (a stop string the
+  deltas showed is trimmed there).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import logging
+import math
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import httpx
+
+from q3agent.serving._http import (
+    RetryPolicy,
+    Sleep,
+    auth_headers,
+    open_stream,
+    post_json,
+)
+from q3agent.serving.base import (
+    FinishReason,
+    Generation,
+    GenerationChunk,
+    GenerationRequest,
+    RuntimeUnavailableError,
+    SamplingParams,
+    ToolCallConstraint,
+    Usage,
+    stop_ids_for,
+)
+
+if TYPE_CHECKING:
+    from q3agent.qwen3.models import ModelSpec
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+logger = logging.getLogger("q3agent.serving.sglang")
+
+TOOL_CALL_BEGIN = '<tool_call>\n{"name": "'
+TOOL_CALL_ARGUMENTS = '", "arguments": '
+TOOL_CALL_END = "}\n</tool_call>"
+TOOL_CALL_TRIGGER = "<tool_call>"
+
+_THINKING_PROCESSOR_MODULE = "sglang.srt.sampling.custom_logit_processor"
+_THINKING_PROCESSOR_CLASS = "Qwen3ThinkingBudgetLogitProcessor"
+
+ReasoningMode = Literal["disabled", "open", "required", "optional"]
+"""Where a completion's thinking stands, seen from its prompt (for the structural tag)."""
+
+_INSTALL_HINT = (
+    'Install it with `pip install "q3agent[sglang]"` on a Linux machine with a CUDA GPU, or '
+    "run the model elsewhere and connect with RemoteSGLangRuntime(url) (an SGLang server) or "
+    "OpenAICompatibleRuntime(url) (vLLM, SGLang, any OpenAI-compatible server); on a CPU box "
+    "TransformersRuntime(path) runs a local Qwen3 checkpoint."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Request building (shared by the embedded engine and the remote server)
+
+
+def reasoning_mode(
+    prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer, enable_thinking: bool | None
+) -> ReasoningMode:
+    """Whether the completion of ``prompt_ids`` starts with, continues, or skips thinking.
+
+    Looks at the current assistant turn (after the last ``<|im_start|>``): a ``</think>`` there
+    means thinking is over (non-thinking mode's empty block, or a budget continuation); a bare
+    ``<think>`` means the prompt opened it. Otherwise ``enable_thinking`` decides: ``False``
+    disabled, ``True`` required, ``None`` optional.
+    """
+    for tid in reversed(prompt_ids):
+        if tid == tokenizer.think_end_id:
+            return "disabled"
+        if tid == tokenizer.think_id:
+            return "open"
+        if tid == tokenizer.im_start_id:
+            break
+    if enable_thinking is None:
+        return "optional"
+    return "required" if enable_thinking else "disabled"
+
+
+def _tool_parameters(tool: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    function = tool.get("function", tool)
+    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+        raise ValueError(
+            f"tool {tool!r} has no function name; tools are OpenAI-style "
+            '{"type": "function", "function": {"name": ..., "parameters": {...}}} dicts'
+        )
+    params = function.get("parameters") or {"type": "object", "properties": {}}
+    return function["name"], dict(params)
+
+
+def tool_call_structural_tag(
+    constraint: ToolCallConstraint,
+    reasoning: ReasoningMode = "disabled",
+    *,
+    legacy: bool = False,
+) -> str:
+    """The ``structural_tag`` JSON that makes SGLang emit schema-valid Qwen3 ``<tool_call>``s.
+
+    Each tool gets a tag that begins ``<tool_call>\\n{"name": "NAME", "arguments": `` and ends
+    ``}\\n</tool_call>``, with the arguments constrained to the tool's JSON schema; the tag is
+    entered when the model writes ``<tool_call>``.
+
+    The default (``legacy=False``) is the ``format`` form SGLang hands to xgrammar
+    (``triggered_tags``): text before a call is free, thinking is left unconstrained by a
+    leading ``<think>…</think>\\n\\n`` block chosen from ``reasoning``, and ``required`` sets
+    ``at_least_one`` so the answer after thinking *is* one or more calls. ``legacy=True`` gives
+    the older ``structures``/``triggers`` form every SGLang release and grammar backend
+    accepts; it cannot force a call (``required`` is then only as strong as the prompt) and a
+    ``<tool_call>`` written while thinking also triggers it.
+    """
+    tools = [_tool_parameters(tool) for tool in constraint.tools]
+    if not tools:
+        raise ValueError("a ToolCallConstraint needs at least one tool")
+    if legacy:
+        return json.dumps(
+            {
+                "type": "structural_tag",
+                "structures": [
+                    {
+                        "begin": TOOL_CALL_BEGIN + name + TOOL_CALL_ARGUMENTS,
+                        "schema": params,
+                        "end": TOOL_CALL_END,
+                    }
+                    for name, params in tools
+                ],
+                "triggers": [TOOL_CALL_TRIGGER],
+            },
+            ensure_ascii=False,
+        )
+    calls: dict[str, Any] = {
+        "type": "triggered_tags",
+        "triggers": [TOOL_CALL_TRIGGER],
+        "tags": [
+            {
+                "type": "tag",
+                "begin": TOOL_CALL_BEGIN + name + TOOL_CALL_ARGUMENTS,
+                "content": {"type": "json_schema", "json_schema": params},
+                "end": TOOL_CALL_END,
+            }
+            for name, params in tools
+        ],
+        "at_least_one": constraint.required,
+        "stop_after_first": False,
+    }
+    fmt: dict[str, Any] = calls
+    if reasoning != "disabled":
+        think: dict[str, Any] = {
+            "type": "sequence",
+            "elements": [
+                {
+                    "type": "tag",
+                    "begin": "" if reasoning == "open" else "<think>",
+                    "content": {"type": "any_text"},
+                    "end": "</think>",
+                },
+                {"type": "const_string", "value": "\n\n"},
+            ],
+        }
+        if reasoning == "optional":
+            think = {"type": "optional", "content": think}
+        fmt = {"type": "sequence", "elements": [think, calls]}
+    return json.dumps({"type": "structural_tag", "format": fmt}, ensure_ascii=False)
+
+
+def sglang_sampling_params(sampling: SamplingParams, tokenizer: Qwen3Tokenizer) -> dict[str, Any]:
+    """``SamplingParams`` in SGLang's ``sampling_params`` names (``max_new_tokens``, …).
+
+    ``stop_token_ids`` always lists ``<|im_end|>`` and ``<|endoftext|>`` (plus extras), so a
+    server whose generation config says otherwise still ends the turn where Qwen3 does.
+    ``sampling_seed`` is sent only when a seed is set (older SGLang releases lack the key).
+    """
+    params: dict[str, Any] = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "presence_penalty": sampling.presence_penalty,
+        "repetition_penalty": sampling.repetition_penalty,
+        "max_new_tokens": sampling.max_tokens,
+        "stop_token_ids": list(dict.fromkeys(stop_ids_for(tokenizer, sampling.stop_token_ids))),
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+    }
+    if sampling.stop:
+        params["stop"] = list(sampling.stop)
+    if sampling.seed is not None:
+        params["sampling_seed"] = sampling.seed
+    return params
+
+
+def thinking_budget_processor_str() -> str:
+    """SGLang's ``Qwen3ThinkingBudgetLogitProcessor`` serialised for ``custom_logit_processor``.
+
+    With sglang installed this is the class's own ``to_str()``. Without it (a client of a
+    remote server) it is the same thing built by hand: ``{"callable": hex(pickle)}`` where the
+    pickle is a by-reference global of that class, which the server resolves on load.
+    """
+    try:
+        module = __import__(_THINKING_PROCESSOR_MODULE, fromlist=[_THINKING_PROCESSOR_CLASS])
+    except ImportError:
+        ref = f"c{_THINKING_PROCESSOR_MODULE}\n{_THINKING_PROCESSOR_CLASS}\n.".encode()
+        return json.dumps({"callable": ref.hex()})
+    processor_cls = getattr(module, _THINKING_PROCESSOR_CLASS)
+    return str(processor_cls.to_str())
+
+
+class _SGLangCodec:
+    """Builds SGLang request payloads and reads SGLang replies (engine and HTTP alike)."""
+
+    def __init__(
+        self,
+        tokenizer: Qwen3Tokenizer,
+        *,
+        thinking_budget_processor: bool,
+        default_thinking_budget: int | None,
+        legacy_structural_tag: bool,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.thinking_budget_processor = thinking_budget_processor
+        self.default_thinking_budget = default_thinking_budget
+        self.legacy_structural_tag = legacy_structural_tag
+        self._processor_str: str | None = None
+        self._warned_legacy_required = False
+
+    def payload(
+        self, request: GenerationRequest, *, stream: bool, thinking_budget: int | None
+    ) -> dict[str, Any]:
+        tok = self.tokenizer
+        params = sglang_sampling_params(request.sampling, tok)
+        mode = reasoning_mode(request.prompt_ids, tok, request.enable_thinking)
+        if isinstance(request.constraint, ToolCallConstraint):
+            legacy_required = self.legacy_structural_tag and request.constraint.required
+            if legacy_required and not self._warned_legacy_required:
+                self._warned_legacy_required = True
+                logger.warning(
+                    "legacy structural tags cannot force a tool call; required=True is "
+                    "only a hint to the model (use legacy_structural_tag=False on "
+                    "SGLang releases whose xgrammar backend takes the 'format' form)"
+                )
+            params["structural_tag"] = tool_call_structural_tag(
+                request.constraint, mode, legacy=self.legacy_structural_tag
+            )
+        payload: dict[str, Any] = {
+            "input_ids": list(request.prompt_ids),
+            "sampling_params": params,
+            "stream": stream,
+        }
+        budget = self.default_thinking_budget if thinking_budget is None else thinking_budget
+        if (
+            self.thinking_budget_processor
+            and budget is not None
+            and budget >= 0
+            and mode != "disabled"
+            # the processor counts from the first <think> of prompt+output and stands down
+            # when a </think> appears anywhere, so it can only act on this completion when
+            # the prompt has no earlier thinking block; the agent loop's two-phase budget
+            # covers the other steps.
+            and tok.think_end_id not in request.prompt_ids
+        ):
+            if self._processor_str is None:
+                self._processor_str = thinking_budget_processor_str()
+            payload["custom_logit_processor"] = self._processor_str
+            params["custom_params"] = {"thinking_budget": budget}
+        if request.request_id is not None:
+            payload["rid"] = request.request_id
+        return payload
+
+    def generation(self, out: Mapping[str, Any], request: GenerationRequest) -> Generation:
+        meta = out.get("meta_info") or {}
+        ids = [int(t) for t in out.get("output_ids") or ()]
+        finish, matched = _finish(meta.get("finish_reason"))
+        if isinstance(matched, int) and (not ids or ids[-1] != matched):
+            ids.append(matched)
+        text = out.get("text")
+        if not isinstance(text, str):
+            text = self.final_text(ids, matched)
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            finish_reason=finish,
+            usage=self.usage(meta, request, ids),
+            matched_stop=matched,
+        )
+
+    def final_text(self, ids: Sequence[int], matched: str | int | None) -> str:
+        """The completion text as SGLang trims it: no final stop id, cut at a stop string."""
+        body = list(ids)
+        if isinstance(matched, int) and body and body[-1] == matched:
+            body.pop()
+        text = self.tokenizer.decode(body)
+        if isinstance(matched, str) and matched:
+            cut = text.find(matched)
+            if cut != -1:
+                text = text[:cut]
+        return text
+
+    def usage(
+        self, meta: Mapping[str, Any], request: GenerationRequest, ids: Sequence[int]
+    ) -> Usage:
+        return Usage(
+            prompt_tokens=int(meta.get("prompt_tokens", len(request.prompt_ids))),
+            completion_tokens=int(meta.get("completion_tokens", len(ids))),
+            cached_tokens=int(meta.get("cached_tokens") or 0),
+            reasoning_tokens=count_reasoning_tokens(ids, request.prompt_ids, self.tokenizer),
+            requests=1,
+        )
+
+
+def _finish(raw: Any) -> tuple[FinishReason, str | int | None]:
+    """SGLang's ``finish_reason`` (``{"type": ..., "matched": ...}``) as ours."""
+    if raw is None:
+        return "abort", None
+    if isinstance(raw, str):
+        kind, matched = raw, None
+    else:
+        kind, matched = str(raw.get("type", "stop")), raw.get("matched")
+        if kind == "abort" and raw.get("message"):
+            logger.warning("SGLang aborted the request: %s", raw["message"])
+    finish: FinishReason = "stop"
+    if kind == "length":
+        finish = "length"
+    elif kind == "abort":
+        finish = "abort"
+    if isinstance(matched, bool) or not isinstance(matched, int | str):
+        matched = None
+    return finish, matched
+
+
+def count_reasoning_tokens(
+    completion_ids: Sequence[int], prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer
+) -> int:
+    """Completion tokens inside a ``<think>`` block (the tags themselves not counted).
+
+    The block is the one the completion opens, or the one the prompt left open (a budget
+    continuation or a template that pre-fills ``<think>``).
+    """
+    inside = reasoning_mode(prompt_ids, tokenizer, None) == "open"
+    count = 0
+    for tid in completion_ids:
+        if tid == tokenizer.think_id:
+            inside = True
+        elif tid == tokenizer.think_end_id:
+            if inside:
+                return count
+        elif inside:
+            count += 1
+    return count
+
+
+class _StreamAssembler:
+    """Turns SGLang stream chunks (cumulative or incremental) into :class:`GenerationChunk`s."""
+
+    def __init__(self, codec: _SGLangCodec, request: GenerationRequest) -> None:
+        self.codec = codec
+        self.request = request
+        self.ids: list[int] = []
+        self.decoder = codec.tokenizer.decoder()
+        self.emitted = ""
+
+    def new_ids(self, chunk_ids: list[int], completion_tokens: Any) -> list[int]:
+        have = self.ids
+        starts_with_have = chunk_ids[: len(have)] == have and len(chunk_ids) >= len(have)
+        if isinstance(completion_tokens, int):
+            if len(chunk_ids) == completion_tokens and starts_with_have:
+                return chunk_ids[len(have) :]
+            if len(have) + len(chunk_ids) == completion_tokens:
+                return chunk_ids
+        return chunk_ids[len(have) :] if starts_with_have and have else chunk_ids
+
+    def feed(self, out: Mapping[str, Any]) -> GenerationChunk | None:
+        meta = out.get("meta_info") or {}
+        chunk_ids = [int(t) for t in out.get("output_ids") or ()]
+        fresh = self.new_ids(chunk_ids, meta.get("completion_tokens"))
+        self.ids.extend(fresh)
+        raw_finish = meta.get("finish_reason")
+        if raw_finish is None:
+            text = self.decoder.push(fresh)
+            self.emitted += text
+            return GenerationChunk(text=text, token_ids=tuple(fresh)) if fresh else None
+        finish, matched = _finish(raw_finish)
+        if isinstance(matched, int) and (not self.ids or self.ids[-1] != matched):
+            self.ids.append(matched)
+            fresh.append(matched)
+        final_text = self.codec.final_text(self.ids, matched)
+        tail = final_text[len(self.emitted) :] if final_text.startswith(self.emitted) else ""
+        generation = Generation(
+            text=final_text,
+            token_ids=tuple(self.ids),
+            finish_reason=finish,
+            usage=self.codec.usage(meta, self.request, self.ids),
+            matched_stop=matched,
+        )
+        return GenerationChunk(text=tail, token_ids=tuple(fresh), generation=generation)
+
+
+def _default_tokenizer(model_path: str) -> Qwen3Tokenizer:
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+    if Path(model_path).expanduser().is_dir():
+        return Qwen3Tokenizer.from_pretrained(model_path)
+    # every Qwen3 model shares one tokenizer; the offline build needs no download
+    return Qwen3Tokenizer.offline()
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes: Engine.shutdown() kills *every* child of the host process
+
+
+def _child_pids(parent: int) -> set[int]:
+    """Direct children of ``parent`` (psutil when installed, else a scan of ``/proc``)."""
+    try:
+        psutil: Any = importlib.import_module("psutil")
+    except ImportError:
+        pass
+    else:
+        try:
+            return {int(p.pid) for p in psutil.Process(parent).children(recursive=False)}
+        except psutil.Error:
+            return set()
+    children: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return children
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # the command name sits in parentheses and may contain spaces: split after it
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(parent):
+            children.add(int(entry))
+    return children
+
+
+_shutdown_lock = threading.Lock()
+
+
+def shutdown_engine_only(engine: Any, engine_pids: Sequence[int]) -> None:
+    """Shut ``engine`` down, killing only its own processes, not the host's other children.
+
+    ``sglang.Engine.shutdown()`` ends with ``kill_process_tree(os.getpid(),
+    include_parent=False)``: it kills every child of this process, MCP stdio servers and other
+    subprocesses included. SGLang offers no switch for that, but it does record its own
+    children (``Engine.get_all_child_pids()``: schedulers, detokenizer). During the shutdown
+    call, the engine module's ``kill_process_tree`` is swapped for one that turns the
+    "all children of this process" call into one call per engine child (each with its
+    descendants); every other use passes through. Afterwards the engine's ``atexit`` hook is
+    unregistered so interpreter exit does not repeat the blanket kill.
+    """
+    module = sys.modules.get(type(engine).__module__)
+    original = getattr(module, "kill_process_tree", None) if module is not None else None
+    me = os.getpid()
+    own = [pid for pid in engine_pids if pid != me]
+
+    def scoped_kill(parent_pid: int | None, *args: Any, **kwargs: Any) -> Any:
+        include_parent = kwargs.get("include_parent", args[0] if args else True)
+        if (parent_pid is None or parent_pid == me) and not include_parent and callable(original):
+            rest = {k: v for k, v in kwargs.items() if k != "include_parent"}
+            for pid in own:
+                original(pid, *args[1:], include_parent=True, **rest)
+            return None
+        if callable(original):
+            return original(parent_pid, *args, **kwargs)
+        return None
+
+    with _shutdown_lock:
+        if module is not None and callable(original):
+            module.kill_process_tree = scoped_kill  # type: ignore[attr-defined]
+        else:
+            logger.warning(
+                "cannot scope sglang's shutdown to the engine's processes (no "
+                "kill_process_tree in %s); it may end other child processes of this program",
+                type(engine).__module__,
+            )
+        try:
+            engine.shutdown()
+        finally:
+            if module is not None and callable(original):
+                module.kill_process_tree = original  # type: ignore[attr-defined]
+    atexit.unregister(engine.shutdown)
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded engine
+
+
+class SGLangRuntime:
+    """Qwen3 on an ``sglang.Engine`` inside this process (needs sglang and CUDA GPUs).
+
+    The engine starts on the first request (or :meth:`start`), built from the model registry:
+
+    * ``tp_size``: GPUs needed for bf16 weights plus one native-context KV reserve
+      (:meth:`ModelSpec.gpus_needed` on this machine's GPU memory); an error when the
+      machine has fewer. Pass it to override (quantized checkpoints, more headroom).
+    * ``ep_size``: for MoE models on more than one GPU, equal to ``tp_size`` (each GPU holds
+      1/tp of the experts instead of 1/tp of every expert; the attention stays tensor
+      parallel). Pass ``ep_size=1`` to keep pure tensor parallelism.
+    * ``context_length``: passed through; above the model's native 32K window it also sets
+      YaRN rope scaling (``json_model_override_args``) with the smallest factor of 2 or 4
+      that covers it, as the Qwen3 cards advise (static YaRN slightly hurts short texts, so
+      it is never on by default).
+    * ``schedule_policy="lpm"`` (longest prefix match first) with the radix cache on, which
+      suits agent loops whose prompts share long prefixes.
+    * ``enable_custom_logit_processor=True`` when ``enable_thinking_budget_processor``.
+
+    Thinking budget: the agent loop's two-phase procedure works with any runtime. With
+    ``enable_thinking_budget_processor=True`` the runtime also attaches SGLang's
+    ``Qwen3ThinkingBudgetLogitProcessor`` with ``custom_params={"thinking_budget": N}``,
+    where N is the ``thinking_budget`` keyword of :meth:`generate`/:meth:`stream`, else the
+    constructor's ``thinking_budget``. That processor stands down once any ``</think>`` is in
+    the prompt, so it acts only on the first completion after a user turn.
+
+    Shutdown: :meth:`aclose` shuts the engine down killing only the engine's processes (see
+    :func:`shutdown_engine_only`). Close MCP servers before the runtime anyway (the Agent
+    does), because an engine that dies any other way (``atexit``, a crash) takes every child
+    of this process with it.
+
+    ``engine_factory`` replaces ``sglang.Engine`` (tests pass a fake engine); ``gpu_count`` and
+    ``gpu_memory_gb`` replace GPU detection (to plan for another machine).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tp_size: int | None = None,
+        ep_size: int | None = None,
+        context_length: int | None = None,
+        mem_fraction_static: float | None = None,
+        enable_thinking_budget_processor: bool = False,
+        thinking_budget: int | None = None,
+        legacy_structural_tag: bool = False,
+        tokenizer: Qwen3Tokenizer | None = None,
+        engine_factory: Callable[..., Any] | None = None,
+        gpu_count: int | None = None,
+        gpu_memory_gb: float | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        from q3agent.qwen3.models import get_model
+
+        self._spec: ModelSpec = get_model(model)
+        self._model_path = self._spec.local_path or self._spec.hf_id or model
+        self._tp_size = tp_size
+        self._ep_size = ep_size
+        self._context_length = context_length
+        self._mem_fraction_static = mem_fraction_static
+        self._budget_processor = enable_thinking_budget_processor
+        self._engine_factory = engine_factory
+        self._gpu_count = gpu_count
+        self._gpu_memory_gb = gpu_memory_gb
+        self._engine_kwargs = engine_kwargs
+        self._tokenizer = tokenizer
+        self._thinking_budget = thinking_budget
+        self._legacy_structural_tag = legacy_structural_tag
+        self._codec: _SGLangCodec | None = None
+        self._engine: Any = None
+        self._engine_pids: list[int] = []
+        self._closed = False
+        if context_length is not None and context_length > self._spec.max_context:
+            raise ValueError(
+                f"{self._spec.name} supports at most {self._spec.max_context:,} tokens of "
+                f"context, asked for {context_length:,}. Lower context_length or pick a model "
+                "with a longer window (the 2507 releases have 262,144 natively)."
+            )
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The Qwen3 tokenizer (the model directory's, else the shared offline build)."""
+        if self._tokenizer is None:
+            self._tokenizer = _default_tokenizer(self._model_path)
+        return self._tokenizer
+
+    @property
+    def model_name(self) -> str:
+        """The registry name of the model, e.g. ``Qwen3-30B-A3B``."""
+        return self._spec.name
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The registry entry the engine is configured from."""
+        return self._spec
+
+    @property
+    def engine(self) -> Any:
+        """The running ``sglang.Engine`` (``None`` before :meth:`start`)."""
+        return self._engine
+
+    def _codec_(self) -> _SGLangCodec:
+        if self._codec is None:
+            self._codec = _SGLangCodec(
+                self.tokenizer,
+                thinking_budget_processor=self._budget_processor,
+                default_thinking_budget=self._thinking_budget,
+                legacy_structural_tag=self._legacy_structural_tag,
+            )
+        return self._codec
+
+    def _detect_gpus(self) -> tuple[int, float]:
+        count, memory = self._gpu_count, self._gpu_memory_gb
+        if count is None or memory is None:
+            try:
+                import torch
+            except ImportError as exc:
+                raise RuntimeUnavailableError(
+                    f"SGLangRuntime needs PyTorch with CUDA to find the GPUs. {_INSTALL_HINT}"
+                ) from exc
+            found = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+            if count is None:
+                count = found
+            if memory is None and found:
+                memory = torch.cuda.get_device_properties(0).total_memory / 1e9
+        if not count:
+            raise RuntimeUnavailableError(
+                f"SGLangRuntime found no CUDA GPU on this machine. {_INSTALL_HINT}"
+            )
+        return count, memory if memory else 80.0
+
+    def engine_args(self) -> dict[str, Any]:
+        """The keyword arguments the ``sglang.Engine`` is (or would be) created with."""
+        spec = self._spec
+        tp = self._tp_size
+        if tp is None:
+            count, memory = self._detect_gpus()
+            tp = spec.gpus_needed(memory, self._context_length)
+            if tp > count:
+                weights_gb = spec.weight_bytes_bf16 / 1e9
+                raise RuntimeUnavailableError(
+                    f"{spec.name} needs {tp} GPUs of {memory:g} GB in bf16 ({weights_gb:.0f} GB "
+                    f"of weights plus KV cache), this machine has {count}. Use a smaller model, "
+                    "pass tp_size with a quantized checkpoint (quantization=...), or serve it "
+                    "on several nodes (docs/serving.md) and use RemoteSGLangRuntime."
+                )
+        args: dict[str, Any] = {"model_path": self._model_path, "tp_size": tp}
+        ep = self._ep_size
+        if ep is None and spec.is_moe and tp > 1:
+            ep = tp
+        if ep is not None and ep > 1:
+            args["ep_size"] = ep
+        if self._context_length is not None:
+            args["context_length"] = self._context_length
+            if self._context_length > spec.native_context:
+                factor = 2.0 if self._context_length <= 2 * spec.native_context else 4.0
+                factor = max(factor, float(math.ceil(self._context_length / spec.native_context)))
+                args["json_model_override_args"] = json.dumps(
+                    {
+                        "rope_scaling": {
+                            "rope_type": "yarn",
+                            "factor": factor,
+                            "original_max_position_embeddings": spec.native_context,
+                        }
+                    }
+                )
+        if self._mem_fraction_static is not None:
+            args["mem_fraction_static"] = self._mem_fraction_static
+        args["schedule_policy"] = "lpm"
+        if self._budget_processor:
+            args["enable_custom_logit_processor"] = True
+        args.update(self._engine_kwargs)
+        return args
+
+    def start(self) -> None:
+        """Create the engine now (loads the weights; blocks for minutes on large models).
+
+        Call it from the main thread: SGLang installs signal handlers while starting.
+        """
+        if self._engine is not None:
+            return
+        if self._closed:
+            raise RuntimeUnavailableError("this SGLangRuntime was closed; create a new one")
+        factory = self._engine_factory
+        if factory is None:
+            try:
+                import sglang
+            except ImportError as exc:
+                raise RuntimeUnavailableError(
+                    f"SGLangRuntime needs the sglang package, which is not installed. "
+                    f"{_INSTALL_HINT}"
+                ) from exc
+            factory = sglang.Engine
+        args = self.engine_args()
+        before = _child_pids(os.getpid())
+        engine = factory(**args)
+        pids_fn = getattr(engine, "get_all_child_pids", None)
+        if callable(pids_fn):
+            pids = [int(p) for p in pids_fn()]
+        else:
+            # older releases do not list their children: take what appeared meanwhile
+            pids = sorted(_child_pids(os.getpid()) - before)
+        self._engine, self._engine_pids = engine, pids
+
+    async def generate(
+        self, request: GenerationRequest, *, thinking_budget: int | None = None
+    ) -> Generation:
+        """Run one request on the engine and map its reply."""
+        self.start()
+        codec = self._codec_()
+        payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
+        out = await self._engine.async_generate(**payload)
+        return codec.generation(out, request)
+
+    async def stream(
+        self, request: GenerationRequest, *, thinking_budget: int | None = None
+    ) -> AsyncIterator[GenerationChunk]:
+        """Run one request, yielding text as the engine produces it."""
+        self.start()
+        codec = self._codec_()
+        payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
+        chunks = await self._engine.async_generate(**payload)
+        assembler = _StreamAssembler(codec, request)
+        async for out in chunks:
+            piece = assembler.feed(out)
+            if piece is not None:
+                yield piece
+                if piece.generation is not None:
+                    return
+        raise RuntimeUnavailableError(
+            "the SGLang engine ended the stream before the request finished; see its log"
+        )
+
+    async def aclose(self) -> None:
+        """Shut the engine down (its processes only) and free the GPUs."""
+        self._closed = True
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        pids = self._engine_pids
+        await anyio.to_thread.run_sync(shutdown_engine_only, engine, pids)
+
+
+# --------------------------------------------------------------------------------------------
+# A running SGLang server
+
+
+class RemoteSGLangRuntime:
+    """Qwen3 on a running SGLang server (or its cache-aware router), via native ``/generate``.
+
+    Sends ``{"input_ids", "sampling_params", "stream", "custom_logit_processor"?, "rid"?}``
+    exactly like the embedded runtime, so prefix caching works the same; behind
+    ``sglang_router`` the router's cache-aware policy keeps a conversation on the worker that
+    holds its prefix. Requests are retried with backoff on 429/5xx and connection failures
+    (:class:`~q3agent.serving._http.RetryPolicy`); the thinking-budget processor needs a server
+    started with ``--enable-custom-logit-processor``.
+
+    ``tokenizer``: a :class:`Qwen3Tokenizer`, or a local model directory to load it from;
+    default the offline build (all Qwen3 models share it).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model_name: str = "qwen3 (remote SGLang)",
+        tokenizer: Qwen3Tokenizer | str | os.PathLike[str] | None = None,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        enable_thinking_budget_processor: bool = False,
+        thinking_budget: int | None = None,
+        legacy_structural_tag: bool = False,
+        headers: Mapping[str, str] | None = None,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._model_name = model_name
+        self._tokenizer_source = tokenizer
+        self._tokenizer: Qwen3Tokenizer | None = None
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._client = httpx.AsyncClient(
+            headers=auth_headers(api_key, headers),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+        self._budget_processor = enable_thinking_budget_processor
+        self._thinking_budget = thinking_budget
+        self._legacy_structural_tag = legacy_structural_tag
+        self._codec: _SGLangCodec | None = None
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The Qwen3 tokenizer used for reasoning counts and streamed text."""
+        if self._tokenizer is None:
+            from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+            source = self._tokenizer_source
+            if source is None:
+                self._tokenizer = Qwen3Tokenizer.offline()
+            elif isinstance(source, str | os.PathLike):
+                self._tokenizer = Qwen3Tokenizer.from_pretrained(source)
+            else:
+                self._tokenizer = source
+        return self._tokenizer
+
+    @property
+    def model_name(self) -> str:
+        """The name given at construction (the server decides which model runs)."""
+        return self._model_name
+
+    def _codec_(self) -> _SGLangCodec:
+        if self._codec is None:
+            self._codec = _SGLangCodec(
+                self.tokenizer,
+                thinking_budget_processor=self._budget_processor,
+                default_thinking_budget=self._thinking_budget,
+                legacy_structural_tag=self._legacy_structural_tag,
+            )
+        return self._codec
+
+    async def generate(
+        self, request: GenerationRequest, *, thinking_budget: int | None = None
+    ) -> Generation:
+        """POST one request to ``/generate`` and map the reply."""
+        codec = self._codec_()
+        payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
+        out = await post_json(
+            self._client,
+            f"{self.base_url}/generate",
+            payload,
+            policy=self.retry,
+            server="SGLang server",
+            sleep=self._sleep,
+        )
+        if isinstance(out, list):  # a batch answer to a single prompt
+            out = out[0]
+        return codec.generation(out, request)
+
+    async def stream(
+        self, request: GenerationRequest, *, thinking_budget: int | None = None
+    ) -> AsyncIterator[GenerationChunk]:
+        """Stream one request from ``/generate`` (server-sent events)."""
+        codec = self._codec_()
+        payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
+        assembler = _StreamAssembler(codec, request)
+        async with open_stream(
+            self._client,
+            f"{self.base_url}/generate",
+            payload,
+            policy=self.retry,
+            server="SGLang server",
+            sleep=self._sleep,
+        ) as events:
+            async for out in events:
+                piece = assembler.feed(out)
+                if piece is not None:
+                    yield piece
+                    if piece.generation is not None:
+                        return
+        raise RuntimeUnavailableError(
+            f"The SGLang server at {self.base_url} ended the stream before the request "
+            "finished; check the server log."
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the server keeps running)."""
+        await self._client.aclose()
