@@ -1,0 +1,235 @@
+"""The public entry point: ``Agent(model=...).run(task)``, async, streaming and sessions."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
+
+import anyio
+import sniffio
+
+from q3agent.events import Event, FinalResult
+from q3agent.loop import Conversation, LoopSettings, ToolChoice, run_task
+from q3agent.policy.base import Policy, ThinkingCapability
+from q3agent.policy.builtin import PlanAct
+from q3agent.qwen3.messages import Message, SystemMessage
+from q3agent.qwen3.prompt import PromptBuilder
+from q3agent.result import RunResult, UsageLimits
+from q3agent.serving.base import Runtime
+from q3agent.tools.base import Tool, Toolset, collect_tools, resolve_tools
+from q3agent.tools.executor import ApprovalCallback
+
+ToolLike = Tool | Callable[..., Any]
+
+
+def _capability(model: str | None) -> ThinkingCapability:
+    if model is None:
+        return "hybrid"
+    from q3agent.qwen3.models import UnknownModelError, get_model
+
+    try:
+        return get_model(model).thinking
+    except (UnknownModelError, OSError, ValueError):
+        return "hybrid"
+
+
+def _no_running_loop(what: str) -> None:
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    raise RuntimeError(
+        f"{what}() was called from inside a running event loop; use `await agent.a{what}(...)` "
+        "(or `async for event in agent.stream(...)`) in async code."
+    )
+
+
+class Agent:
+    """A Qwen3 agent: a model, its tools, a thinking policy and the limits of a run.
+
+    >>> agent = Agent("Qwen3-30B-A3B", tools=[get_weather])  # doctest: +SKIP
+    >>> agent.run("What's the weather in Paris?").answer  # doctest: +SKIP
+
+    ``runtime`` defaults to the best one available for ``model`` (embedded SGLang on a GPU,
+    else local transformers weights; see :func:`q3agent.serving.select_runtime`). Tools are
+    plain functions (wrapped with :func:`q3agent.tools.tool`), :class:`Tool` objects, or
+    toolsets such as MCP servers passed in ``mcp_servers``, which are opened for each run and
+    closed after it. ``policy`` decides per step whether to think (default :class:`PlanAct`).
+    """
+
+    def __init__(
+        self,
+        model: str | None = "Qwen3-30B-A3B",
+        *,
+        runtime: Runtime | None = None,
+        tools: Iterable[ToolLike] = (),
+        mcp_servers: Iterable[Toolset] = (),
+        policy: Policy | None = None,
+        system_prompt: str | None = None,
+        max_steps: int = 20,
+        usage_limits: UsageLimits | None = None,
+        max_tool_errors: int = 8,
+        tool_timeout: float | None = 60.0,
+        approve: ApprovalCallback | None = None,
+        max_output_chars: int = 16_000,
+        deps: Any = None,
+        tool_choice: ToolChoice = "auto",
+        capability: ThinkingCapability | None = None,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        self.model = model
+        self._runtime = runtime
+        self.tools: dict[str, Tool] = resolve_tools(tools)
+        self.mcp_servers: list[Toolset] = list(mcp_servers)
+        self.policy: Policy = policy or PlanAct()
+        self.system_prompt = system_prompt
+        self.max_steps = max_steps
+        self.usage_limits = usage_limits or UsageLimits()
+        self.max_tool_errors = max_tool_errors
+        self.tool_timeout = tool_timeout
+        self.approve = approve
+        self.max_output_chars = max_output_chars
+        self.deps = deps
+        self.tool_choice = tool_choice
+        self.capability: ThinkingCapability = capability or _capability(
+            model if runtime is None else getattr(runtime, "model_name", model)
+        )
+        if tool_choice not in ("auto", "required") and tool_choice not in self.tools:
+            raise ValueError(
+                f"tool_choice={tool_choice!r} names no tool of this agent; "
+                f"use 'auto', 'required' or one of {sorted(self.tools)}"
+            )
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime, chosen and created on first use when none was given."""
+        if self._runtime is None:
+            from q3agent.serving.select import select_runtime
+
+            if self.model is None:
+                raise ValueError("Agent(model=None) needs runtime=...; pass one or a model name")
+            self._runtime = select_runtime(self.model)
+        return self._runtime
+
+    def session(self, history: Sequence[Message] = ()) -> AgentSession:
+        """A conversation that keeps its history (and prompt ids) across tasks."""
+        return AgentSession(self, history)
+
+    def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
+        """Run ``task`` to completion from synchronous code."""
+        _no_running_loop("run")
+        return self.session().run(task, thinking=thinking)
+
+    async def arun(self, task: str, *, thinking: bool | None = None) -> RunResult:
+        """Run ``task`` to completion. ``thinking`` forces thinking on or off for every step."""
+        return await self.session().arun(task, thinking=thinking)
+
+    def stream(self, task: str, *, thinking: bool | None = None) -> AsyncIterator[Event]:
+        """Run ``task``, yielding reasoning/content deltas, tool calls and results, steps."""
+        return self.session().stream(task, thinking=thinking)
+
+    async def aclose(self) -> None:
+        """Release the runtime (MCP servers are closed after each run already)."""
+        if self._runtime is not None:
+            await self._runtime.aclose()
+
+
+class AgentSession:
+    """A multi-turn conversation with an :class:`Agent`: each task sees the earlier ones.
+
+    The prompt stays append-only across tasks where Qwen3's template allows it (a new query
+    after thinking turns forces a re-render; the step record says where the prefix changed).
+    """
+
+    def __init__(self, agent: Agent, history: Sequence[Message] = ()) -> None:
+        self.agent = agent
+        self.extra_tools: dict[str, Tool] = {}
+        """Tools added to this session only (e.g. BFCL functions that appear at a turn)."""
+        self._conversation: Conversation | None = None
+        self._schemas: list[dict[str, Any]] = []
+        self._history = list(history)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The whole conversation so far."""
+        if self._conversation is None:
+            return list(self._history)
+        return list(self._conversation.messages)
+
+    def add_tools(self, tools: Iterable[ToolLike]) -> None:
+        """Make more tools available from the next task on."""
+        self.extra_tools.update(resolve_tools(tools))
+
+    def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
+        """Synchronous :meth:`arun`."""
+        _no_running_loop("run")
+
+        async def main() -> RunResult:
+            return await self.arun(task, thinking=thinking)
+
+        return anyio.run(main)
+
+    async def arun(self, task: str, *, thinking: bool | None = None) -> RunResult:
+        """Run the next task of this conversation."""
+        final: RunResult | None = None
+        stream = self._events(task, thinking=thinking, stream=False)
+        try:
+            async for event in stream:
+                if isinstance(event, FinalResult):
+                    final = event.result
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+        assert final is not None  # run_task always ends with FinalResult
+        return final
+
+    def stream(self, task: str, *, thinking: bool | None = None) -> AsyncIterator[Event]:
+        """Run the next task, yielding its events; the last one is :class:`FinalResult`."""
+        return self._events(task, thinking=thinking, stream=True)
+
+    async def _events(
+        self, task: str, *, thinking: bool | None, stream: bool
+    ) -> AsyncGenerator[Event, None]:
+        agent = self.agent
+        runtime = agent.runtime
+        async with contextlib.AsyncExitStack() as servers:
+            for server in agent.mcp_servers:
+                if isinstance(server, contextlib.AbstractAsyncContextManager):
+                    await servers.enter_async_context(server)
+            tools = await collect_tools(
+                [*agent.tools.values(), *agent.mcp_servers, *self.extra_tools.values()]
+            )
+            schemas = [t.schema() for t in tools.values()]
+            conversation = self._conversation
+            if conversation is None:
+                history: list[Message] = list(self._history)
+                if agent.system_prompt and not any(m.role == "system" for m in history):
+                    history.insert(0, SystemMessage(content=agent.system_prompt))
+                builder = PromptBuilder(runtime.tokenizer, schemas)
+                conversation = self._conversation = Conversation(builder, history)
+            elif schemas != self._schemas:
+                conversation.set_tools(runtime.tokenizer, schemas)
+            self._schemas = schemas
+            settings = LoopSettings(
+                runtime=runtime,
+                policy=agent.policy,
+                tools=tools,
+                capability=agent.capability,
+                max_steps=agent.max_steps,
+                usage_limits=agent.usage_limits,
+                max_tool_errors=agent.max_tool_errors,
+                tool_timeout=agent.tool_timeout,
+                approve=agent.approve,
+                max_output_chars=agent.max_output_chars,
+                deps=agent.deps,
+                tool_choice=agent.tool_choice,
+            )
+            events = run_task(settings, conversation, task, stream=stream, thinking=thinking)
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await events.aclose()

@@ -1,0 +1,303 @@
+"""Test runtimes shipped in the package: scripted and function-backed Qwen3 stand-ins.
+
+They speak the real protocol with the real Qwen3 tokenizer: prompts arrive as token ids,
+completions go back as the ids a Qwen3 model would emit for that text (control tokens
+included), so tests of the loop, the budget procedure and the prompt builder exercise exactly
+what a GPU run would, only with the model's words chosen by the test.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+from q3agent.serving.base import (
+    FinishReason,
+    Generation,
+    GenerationChunk,
+    GenerationRequest,
+    Usage,
+)
+
+Completion = str | Generation
+"""What a scripted step yields: raw completion text, or a full :class:`Generation`."""
+
+CompletionFn = Callable[[GenerationRequest], Completion | Awaitable[Completion]]
+
+
+class ScriptExhaustedError(AssertionError):
+    """A :class:`ScriptedRuntime` was asked for more completions than it was given."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request a test runtime received, decoded for assertions."""
+
+    request: GenerationRequest
+    prompt_text: str
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        """The prompt's token ids, as the runtime received them."""
+        return self.request.prompt_ids
+
+
+def _count_reasoning(ids: Sequence[int], tokenizer: Qwen3Tokenizer, prompt_open: bool) -> int:
+    """Completion tokens that belong to a ``<think>`` block (the ``</think>`` id excluded)."""
+    count = 0
+    inside = prompt_open
+    for tid in ids:
+        if tid == tokenizer.think_id:
+            inside = True
+        elif tid == tokenizer.think_end_id:
+            if inside:
+                return count
+            inside = False
+        elif inside:
+            count += 1
+    return count
+
+
+def prompt_opens_thinking(prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer) -> bool:
+    """Whether the prompt ends inside an unclosed ``<think>`` block of the current turn."""
+    for tid in reversed(prompt_ids):
+        if tid == tokenizer.think_end_id or tid == tokenizer.im_start_id:
+            return False
+        if tid == tokenizer.think_id:
+            return True
+    return False
+
+
+class _TestRuntimeBase(ABC):
+    """Shared machinery: tokenization, stop handling, usage, request recording."""
+
+    def __init__(
+        self,
+        *,
+        tokenizer: Qwen3Tokenizer | None = None,
+        model_name: str = "scripted-qwen3",
+        latency: float = 0.0,
+        simulate_prefix_cache: bool = True,
+    ) -> None:
+        self._tokenizer = tokenizer or Qwen3Tokenizer.offline()
+        self._model_name = model_name
+        self.latency = latency
+        """Seconds each request sleeps (on the event loop) before answering."""
+        self.simulate_prefix_cache = simulate_prefix_cache
+        self.requests: list[RecordedRequest] = []
+        self._cached: tuple[int, ...] = ()
+        self._pending: tuple[tuple[int, ...], list[int]] | None = None
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The real Qwen3 tokenizer (offline build unless one was given)."""
+        return self._tokenizer
+
+    @property
+    def model_name(self) -> str:
+        """The name shown in traces."""
+        return self._model_name
+
+    @abstractmethod
+    async def _complete(self, request: GenerationRequest) -> Completion:
+        """The next completion for ``request``."""
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Produce the next completion, applying max_tokens and stop rules like a real engine."""
+        self.requests.append(
+            RecordedRequest(request, self._tokenizer.decode(list(request.prompt_ids)))
+        )
+        if self.latency:
+            await anyio.sleep(self.latency)
+        resumed = self._resume(request)
+        if resumed is not None:
+            return self._finish(request, resumed)
+        produced = await self._complete(request)
+        if isinstance(produced, Generation):
+            return produced
+        return self._finish(request, self._tokenizer.encode_trusted(produced))
+
+    def _resume(self, request: GenerationRequest) -> list[int] | None:
+        """The rest of a completion cut by a stop id or ``max_tokens``, if this continues it.
+
+        A real model continues where it stopped; so does a script. When the continuation's
+        prompt closed the thinking itself (the thinking-budget early-stop text), the scripted
+        rest of the thinking is skipped, as the model would never write it.
+        """
+        if self._pending is None:
+            return None
+        key, rest = self._pending
+        self._pending = None
+        if request.prompt_ids[: len(key)] != key:
+            return None
+        added = request.prompt_ids[len(key) :]
+        tok = self._tokenizer
+        if tok.think_end_id in added and tok.think_end_id in rest:
+            after = rest[rest.index(tok.think_end_id) + 1 :]
+            return tok.encode_trusted(tok.decode(after).lstrip("\n"))
+        return rest
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream the completion a few tokens at a time (exercises streaming consumers)."""
+        generation = await self.generate(request)
+        decoder = self._tokenizer.decoder()
+        ids = generation.token_ids
+        emitted = ""
+        for start in range(0, len(ids), 3):
+            piece = decoder.push(list(ids[start : start + 3]))
+            # never stream past the returned text (a matched stop string is cut from it)
+            piece = piece[: max(0, len(generation.text) - len(emitted))]
+            if piece:
+                emitted += piece
+                yield GenerationChunk(text=piece, token_ids=tuple(ids[start : start + 3]))
+        tail = generation.text[len(emitted) :]
+        yield GenerationChunk(text=tail, generation=generation)
+
+    async def aclose(self) -> None:  # noqa: B027 - deliberately a no-op, not abstract
+        """Nothing to release."""
+
+    def _finish(self, request: GenerationRequest, ids: list[int]) -> Generation:
+        """Cut ``ids`` the way an engine would (EOS, stop ids, stop strings, max_tokens)."""
+        tok = self._tokenizer
+        sampling = request.sampling
+        eos = (tok.im_end_id, tok.eos_id)
+        stop_ids = {*eos, *sampling.stop_token_ids}
+        decoder = tok.decoder()
+        finish: FinishReason = "length"
+        matched: str | int | None = None
+        out: list[int] = []
+        text = ""
+        for tid in ids:
+            if len(out) >= sampling.max_tokens:
+                break
+            out.append(tid)
+            if tid in stop_ids:
+                finish, matched = "stop", tid
+                if tid not in eos:
+                    text += decoder.push([tid])
+                break
+            text += decoder.push([tid])
+            hit = next((s for s in sampling.stop if s in text), None)
+            if hit is not None:
+                finish, matched = "stop", hit
+                text = text[: text.index(hit)]
+                break
+        else:
+            if len(out) < sampling.max_tokens:
+                # a script that ends without EOS: a real model would emit <|im_end|> here
+                out.append(tok.im_end_id)
+                finish, matched = "stop", tok.im_end_id
+        # a cut by max_tokens or by a caller's stop id leaves a rest a continuation resumes
+        cut_early = finish == "length" or (isinstance(matched, int) and matched not in eos)
+        self._pending = (request.prompt_ids + tuple(out), ids[len(out) :]) if cut_early else None
+        cached = 0
+        if self.simulate_prefix_cache:
+            cached = _common_prefix(self._cached, request.prompt_ids)
+            self._cached = request.prompt_ids + tuple(out)
+        usage = Usage(
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=len(out),
+            cached_tokens=cached,
+            reasoning_tokens=_count_reasoning(
+                out, tok, prompt_opens_thinking(request.prompt_ids, tok)
+            ),
+            requests=1,
+        )
+        return Generation(
+            text=text,
+            token_ids=tuple(out),
+            finish_reason=finish,
+            usage=usage,
+            matched_stop=matched,
+        )
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class ScriptedRuntime(_TestRuntimeBase):
+    """A queue of raw Qwen3 completions, answered in order.
+
+    Each completion is the text a Qwen3 model would generate, control tokens included::
+
+        ScriptedRuntime([
+            '<tool_call>\\n{"name": "add", "arguments": {"a": 1, "b": 2}}\\n</tool_call>',
+            "The sum is 3.",
+        ])
+
+    ``max_tokens`` and stop strings apply as in a real engine, so a thinking-budget step sees a
+    ``length`` finish when the scripted thinking is longer than the budget. Every request is
+    kept in ``.requests``; :meth:`assert_complete` checks the whole script was used.
+    """
+
+    def __init__(
+        self,
+        completions: Iterable[Completion] = (),
+        *,
+        tokenizer: Qwen3Tokenizer | None = None,
+        model_name: str = "scripted-qwen3",
+        latency: float = 0.0,
+    ) -> None:
+        super().__init__(tokenizer=tokenizer, model_name=model_name, latency=latency)
+        self._script: list[Completion] = list(completions)
+
+    def add(self, *completions: Completion) -> None:
+        """Append completions to the script."""
+        self._script.extend(completions)
+
+    @property
+    def remaining(self) -> int:
+        """How many scripted completions have not been used."""
+        return len(self._script)
+
+    async def _complete(self, request: GenerationRequest) -> Completion:
+        if not self._script:
+            raise ScriptExhaustedError(
+                f"ScriptedRuntime got request #{len(self.requests)} but its script is used up; "
+                "add more completions or check why the agent took an extra step. Last prompt "
+                f"ends with: {self.requests[-1].prompt_text[-300:]!r}"
+            )
+        return self._script.pop(0)
+
+    def assert_complete(self) -> None:
+        """Fail if any scripted completion was never requested."""
+        if self._script:
+            raise AssertionError(
+                f"{len(self._script)} scripted completion(s) were never requested; "
+                f"next unused: {self._script[0]!r}"
+            )
+
+
+class FunctionRuntime(_TestRuntimeBase):
+    """A runtime whose completions come from a Python function of the request.
+
+    ``fn(request)`` returns the raw completion text (or a :class:`Generation`), sync or async;
+    ``runtime.tokenizer.decode(request.prompt_ids)`` gives the prompt text to react to.
+    """
+
+    def __init__(
+        self,
+        fn: CompletionFn,
+        *,
+        tokenizer: Qwen3Tokenizer | None = None,
+        model_name: str = "function-qwen3",
+        latency: float = 0.0,
+    ) -> None:
+        super().__init__(tokenizer=tokenizer, model_name=model_name, latency=latency)
+        self._fn = fn
+
+    async def _complete(self, request: GenerationRequest) -> Completion:
+        produced = self._fn(request)
+        if inspect.isawaitable(produced):
+            return await produced
+        return produced
