@@ -137,6 +137,8 @@ class _Tally:
     last_hit_budget: bool = False
     thinking_steps: int = 0
     thinking_tokens: int = 0
+    soft_switch: bool | None = None
+    """The user's /think or /no_think; only user and system turns set it, so once a task."""
 
 
 def _state(
@@ -144,9 +146,9 @@ def _state(
     step: int,
     task_tokens: int,
     tally: _Tally,
-    conv: Conversation,
     thinking: bool | None,
 ) -> RunState:
+    """The snapshot of the run the policy decides from."""
     return RunState(
         step=step,
         task_tokens=task_tokens,
@@ -160,7 +162,7 @@ def _state(
         thinking_steps=tally.thinking_steps,
         thinking_tokens_used=tally.thinking_tokens,
         max_steps=s.max_steps,
-        soft_switch=soft_switch(conv.messages),
+        soft_switch=tally.soft_switch,
         user_enable_thinking=thinking,
     )
 
@@ -216,7 +218,8 @@ async def run_task(
 
     conv.messages.append(UserMessage(content=task))
     task_tokens = tok.count(task)
-    mode = s.policy.decide(_state(s, 0, task_tokens, tally, conv, thinking))
+    tally.soft_switch = soft_switch(conv.messages)
+    mode = s.policy.decide(_state(s, 0, task_tokens, tally, thinking))
     diverged_at = conv.open_task(_template_thinking(s, mode))
     conv.needs_render = True  # until the task ends cleanly with an answer
 
@@ -305,7 +308,7 @@ async def run_task(
             if not calls:
                 redo = None
                 if not mode.thinking and isinstance(s.policy, ReconsideringPolicy):
-                    state = _state(s, step, task_tokens, tally, conv, thinking)
+                    state = _state(s, step, task_tokens, tally, thinking)
                     redo = s.policy.reconsider(state, parsed)
                 if redo is not None and step + 1 < s.max_steps:
                     yield StepEnd(record(redone=True))
@@ -365,7 +368,7 @@ async def run_task(
             if over is not None:
                 status, detail = "usage_limit", over
                 break
-            mode = s.policy.decide(_state(s, step, task_tokens, tally, conv, thinking))
+            mode = s.policy.decide(_state(s, step, task_tokens, tally, thinking))
             conv.builder.append_tool_results(
                 tool_messages, enable_thinking=_template_thinking(s, mode)
             )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import anyio
 
@@ -34,17 +33,28 @@ class ScriptExhaustedError(AssertionError):
     """A :class:`ScriptedRuntime` was asked for more completions than it was given."""
 
 
-@dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request a test runtime received, decoded for assertions."""
+    """One request a test runtime received; ``prompt_text`` decodes it on first use."""
 
-    request: GenerationRequest
-    prompt_text: str
+    def __init__(self, request: GenerationRequest, tokenizer: Qwen3Tokenizer) -> None:
+        self.request = request
+        self._tokenizer = tokenizer
+        self._text: str | None = None
 
     @property
     def prompt_ids(self) -> tuple[int, ...]:
         """The prompt's token ids, as the runtime received them."""
         return self.request.prompt_ids
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt decoded with control tokens kept (what the model would read)."""
+        if self._text is None:
+            self._text = self._tokenizer.decode(list(self.request.prompt_ids))
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"RecordedRequest(prompt_ids=<{len(self.prompt_ids)} ids>, {self.request.sampling})"
 
 
 def _count_reasoning(ids: Sequence[int], tokenizer: Qwen3Tokenizer, prompt_open: bool) -> int:
@@ -109,9 +119,7 @@ class _TestRuntimeBase(ABC):
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Produce the next completion, applying max_tokens and stop rules like a real engine."""
-        self.requests.append(
-            RecordedRequest(request, self._tokenizer.decode(list(request.prompt_ids)))
-        )
+        self.requests.append(RecordedRequest(request, self._tokenizer))
         if self.latency:
             await anyio.sleep(self.latency)
         resumed = self._resume(request)
@@ -218,11 +226,15 @@ class _TestRuntimeBase(ABC):
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix, compared in blocks (prompts share long prefixes)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    lo, block = 0, 1024
+    while lo < n and a[lo : lo + block] == b[lo : lo + block]:
+        lo += block
+    hi = min(lo + block, n)
+    while lo < hi and a[lo] == b[lo]:
+        lo += 1
+    return min(lo, n)
 
 
 class ScriptedRuntime(_TestRuntimeBase):
