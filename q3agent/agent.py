@@ -17,6 +17,7 @@ from q3agent.qwen3.messages import Message, SystemMessage
 from q3agent.qwen3.prompt import PromptBuilder
 from q3agent.result import RunResult, UsageLimits
 from q3agent.serving.base import Runtime
+from q3agent.telemetry import emit_run_spans
 from q3agent.tools.base import Tool, Toolset, collect_tools, resolve_tools
 from q3agent.tools.executor import ApprovalCallback
 
@@ -229,6 +230,8 @@ class AgentSession:
             events = run_task(settings, conversation, task, stream=stream, thinking=thinking)
             try:
                 async for event in events:
+                    if isinstance(event, FinalResult):
+                        emit_run_spans(event.result, model=runtime.model_name)
                     yield event
             finally:
                 with anyio.CancelScope(shield=True):

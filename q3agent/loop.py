@@ -241,7 +241,7 @@ async def run_task(
                 enable_thinking=_template_thinking(s, mode),
                 request_id=f"{run_id}-{step}",
             )
-            started = time.perf_counter()
+            started, started_at = time.perf_counter(), time.time()
             generation: BudgetedGeneration | None = None
             async for item in generate_with_budget(
                 s.runtime,
@@ -283,6 +283,7 @@ async def run_task(
                 _calls: Sequence[ToolCall | ToolCallError] = calls,
                 _latency: float = latency,
                 _step: int = step,
+                _started_at: float = started_at,
             ) -> StepRecord:
                 steps.append(
                     StepRecord(
@@ -300,6 +301,7 @@ async def run_task(
                         finish_reason=_gen.finish_reason,
                         prompt_diverged_at=diverged_at if _step == 0 else None,
                         redone=redone,
+                        started_at=_started_at,
                     )
                 )
                 return steps[-1]

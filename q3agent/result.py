@@ -59,6 +59,8 @@ class StepRecord:
     """Where the prompt stopped being a prefix of the previous one (template re-render)."""
     redone: bool = False
     """This step's draft answer was discarded by the policy and regenerated with thinking."""
+    started_at: float = 0.0
+    """Wall-clock start of the step (``time.time()``), for traces and spans."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (tool outputs as their text)."""
