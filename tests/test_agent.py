@@ -477,3 +477,36 @@ async def test_system_prompt_and_tools_block_render_as_qwen3_expects() -> None:
     assert prompt.endswith(
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     )
+
+
+async def test_tool_choice_required_constrains_the_first_step_only() -> None:
+    runtime = ScriptedRuntime([call("add", a=1, b=2), "3"])
+    agent = Agent(runtime=runtime, tools=[add, get_weather], policy=NeverThink(), tool_choice="add")
+    await agent.arun("1+2?")
+
+    first, second = (r.request.constraint for r in runtime.requests)
+    assert first is not None and first.required
+    assert [t["function"]["name"] for t in first.tools] == ["add"]
+    assert second is None
+
+
+def test_tool_choice_must_name_a_tool() -> None:
+    with pytest.raises(ValueError, match="names no tool"):
+        Agent(runtime=ScriptedRuntime([]), tools=[add], tool_choice="multiply")
+
+
+async def test_tools_added_between_tasks_rerender_the_tools_block() -> None:
+    runtime = ScriptedRuntime(["Hi.", call("get_weather", city="Rome"), "Sunny in Rome."])
+    agent = Agent(runtime=runtime, tools=[add], policy=NeverThink())
+    session = agent.session()
+    await session.arun("Hello")
+    session.add_tools([get_weather])
+    result = await session.arun("Weather in Rome?")
+
+    assert result.answer == "Sunny in Rome."
+    assert '"name": "get_weather"' in runtime.requests[1].prompt_text
+    assert '"name": "get_weather"' not in runtime.requests[0].prompt_text
+    # the system turn changed, so the prompt diverged inside the tools block
+    diverged = result.steps[0].prompt_diverged_at
+    assert diverged is not None
+    assert diverged < len(runtime.tokenizer.encode_trusted(runtime.requests[0].prompt_text))
