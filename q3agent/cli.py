@@ -164,7 +164,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-_PLUGINS: list[tuple[str, str]] = []
+_PLUGINS: list[tuple[str, str]] = [
+    ("q3agent.cli_mcp", "add_mcp_commands"),
+]
 """(module, function) pairs that add subcommands: MCP, RAG, research, BFCL evaluation."""
 
 

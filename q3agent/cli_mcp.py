@@ -1,0 +1,236 @@
+"""The ``q3agent mcp tools|call`` and ``q3agent serve-mcp`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from q3agent.tools.mcp import MCPServer
+
+
+def add_mcp_commands(subparsers: Any) -> None:
+    """Add ``mcp tools``, ``mcp call`` and ``serve-mcp`` to the ``q3agent`` parser."""
+    mcp = subparsers.add_parser("mcp", help="list and call the tools of MCP servers")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+
+    def source_options(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--config", help='an {"mcpServers": {...}} JSON file')
+        group.add_argument(
+            "--stdio", metavar="COMMAND", help='a stdio server command line, e.g. "mcp-server-time"'
+        )
+        p.add_argument("--timeout", type=float, default=60.0, help="seconds per tool call")
+
+    tools = mcp_sub.add_parser(
+        "tools", help="list tools with their JSON schemas (as the model will see them)"
+    )
+    source_options(tools)
+    tools.add_argument("--server", help="only this server of the config")
+    tools.add_argument("--json", action="store_true", help="print the tool schemas as JSON")
+    tools.set_defaults(func=_cmd_tools)
+
+    call = mcp_sub.add_parser("call", help="call one tool: q3agent mcp call SERVER.TOOL '{...}'")
+    call.add_argument("tool", help="SERVER.TOOL (the server's name, a dot, the tool's MCP name)")
+    call.add_argument("arguments", nargs="?", default="{}", help="the arguments as a JSON object")
+    source_options(call)
+    call.add_argument("--json", action="store_true", help="print the raw MCP result as JSON")
+    call.set_defaults(func=_cmd_call)
+
+    serve = subparsers.add_parser(
+        "serve-mcp",
+        help="serve a q3agent agent over MCP (tools: ask, rag_search, rag_ingest)",
+        description=textwrap.dedent(
+            """\
+            Serve a q3agent agent as an MCP server. Tools: `ask` (run the agent, answer with
+            sources, progress notifications per step) and, with a RAG store, `rag_search` and
+            `rag_ingest`. Streamable HTTP binds to 127.0.0.1 unless --host says otherwise, and
+            any other address requires --token (or Q3AGENT_MCP_TOKEN)."""
+        ),
+    )
+    serve.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--path", default="/mcp", help="HTTP endpoint path")
+    serve.add_argument(
+        "--token", help="bearer token HTTP clients must send (default: $Q3AGENT_MCP_TOKEN)"
+    )
+    agent = serve.add_mutually_exclusive_group()
+    agent.add_argument("--agent", metavar="MODULE:FACTORY", help="a function returning an Agent")
+    agent.add_argument("--model", help="Qwen3 model for the default agent (Qwen3-30B-A3B)")
+    serve.add_argument(
+        "--runtime-script", help="JSONL of raw completions: a ScriptedRuntime (demos, tests)"
+    )
+    serve.add_argument("--mcp-config", help="MCP servers the served agent may use")
+    serve.add_argument("--rag-store", help="RAG store directory (enables rag_search/rag_ingest)")
+    serve.add_argument("--rag-url", help="Chroma server URL instead of --rag-store")
+    serve.add_argument(
+        "--research", action="store_true", help="also serve `research` (deep-research reports)"
+    )
+    serve.add_argument("--system", help="system prompt of the default agent")
+    serve.add_argument("--max-steps", type=int, default=20)
+    serve.add_argument("--name", default="q3agent", help="MCP server name")
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _servers(args: argparse.Namespace) -> list[MCPServer]:
+    from q3agent.tools.mcp import MCPServerStdio, load_mcp_config
+
+    if args.stdio:
+        return [MCPServerStdio.from_command_line(args.stdio, timeout=args.timeout)]
+    servers = load_mcp_config(args.config)
+    for server in servers:
+        server.timeout = args.timeout
+    return servers
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _cmd_tools(args: argparse.Namespace) -> int:
+    from q3agent.tools.mcp import MCPServerError
+
+    try:
+        servers = _servers(args)
+    except MCPServerError as exc:
+        return _error(str(exc))
+    if args.server:
+        servers = [s for s in servers if s.name == args.server]
+        if not servers:
+            return _error(f"no server named {args.server!r} in {args.config}")
+
+    async def main() -> list[tuple[MCPServer, list[dict[str, Any]]]]:
+        listed = []
+        for server in servers:
+            async with server:
+                listed.append((server, [t.schema() for t in await server.list_tools()]))
+        return listed
+
+    try:
+        listed = anyio.run(main)
+    except MCPServerError as exc:
+        return _error(str(exc))
+    if args.json:
+        print(json.dumps([s for _, schemas in listed for s in schemas], indent=2))
+        return 0
+    for server, schemas in listed:
+        print(f"{server.name} ({server.describe()}): {len(schemas)} tool(s)")
+        for schema in schemas:
+            fn = schema["function"]
+            print(f"\n  {fn['name']}")
+            for line in textwrap.wrap(fn.get("description") or "(no description)", 92):
+                print(f"    {line}")
+            params = json.dumps(fn["parameters"], indent=2, ensure_ascii=False)
+            print(textwrap.indent(params, "    "))
+        print()
+    return 0
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from q3agent.tools.base import ToolError
+    from q3agent.tools.mcp import MCPServerError, render_mcp_result
+
+    try:
+        arguments = json.loads(args.arguments)
+    except json.JSONDecodeError as exc:
+        example = '{"timezone": "UTC"}'
+        return _error(f"the arguments are not JSON ({exc}); quote them, e.g. '{example}'")
+    if not isinstance(arguments, dict):
+        return _error('the arguments must be a JSON object, e.g. \'{"timezone": "UTC"}\'')
+    try:
+        servers = _servers(args)
+    except MCPServerError as exc:
+        return _error(str(exc))
+    server_name, dot, tool_name = args.tool.partition(".")
+    if args.stdio:
+        server = servers[0]
+        if not dot or server_name != server.name:
+            tool_name = args.tool  # a bare tool name, or one that contains dots itself
+    else:
+        if not dot:
+            return _error(f"name the tool as SERVER.TOOL, e.g. {servers[0].name}.TOOL")
+        matches = [s for s in servers if s.name == server_name]
+        if not matches:
+            names = ", ".join(s.name for s in servers)
+            return _error(f"no server named {server_name!r} in {args.config} (servers: {names})")
+        server = matches[0]
+
+    async def main() -> Any:
+        async with server:
+            return await server.call_tool(tool_name, arguments)
+
+    try:
+        result = anyio.run(main)
+    except (MCPServerError, ToolError) as exc:
+        return _error(str(exc))
+    if args.json:
+        print(result.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    else:
+        print(render_mcp_result(result))
+    return 1 if result.is_error else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from q3agent.mcp_server import (
+        ServeConfigError,
+        build_mcp_server,
+        check_http_settings,
+        make_served_agent,
+        serve,
+    )
+
+    async def main() -> None:
+        if args.transport == "streamable-http":
+            import os
+
+            from q3agent.mcp_server import TOKEN_ENV
+
+            check_http_settings(args.host, args.token or os.environ.get(TOKEN_ENV))
+        served = await make_served_agent(
+            agent_spec=args.agent,
+            model=args.model,
+            runtime_script=args.runtime_script,
+            mcp_config=args.mcp_config,
+            rag_store=args.rag_store,
+            rag_url=args.rag_url,
+            system_prompt=args.system,
+            max_steps=args.max_steps,
+            research=args.research,
+        )
+        server = build_mcp_server(served, name=args.name)
+        await serve(
+            server,
+            transport=args.transport,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            path=args.path,
+        )
+
+    try:
+        anyio.run(main)
+    except ServeConfigError as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run only these subcommands (``python -m q3agent.cli_mcp serve-mcp ...``)."""
+    parser = argparse.ArgumentParser(prog="q3agent", description="q3agent MCP commands")
+    add_mcp_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

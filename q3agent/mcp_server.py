@@ -1,0 +1,563 @@
+"""``q3agent serve-mcp``: a q3agent agent (and RAG store) served as an MCP server.
+
+Any MCP client (Claude Desktop, an IDE, another agent) can then call:
+
+* ``ask(task)``: run the configured agent on the task; returns the answer with its sources
+  (numbered RAG citations when a store is configured, plus the tool calls the agent made).
+  Sends ``notifications/progress`` at every step and tool call.
+* ``rag_search(query, k)`` and ``rag_ingest(sources)``: when a RAG store is given
+  (``--rag-store DIR`` or ``--rag-url URL``); ``rag_ingest`` reports progress per source.
+* ``research(question)``: with ``--research``, a deep-research report (cited Markdown) from
+  :mod:`q3agent.research`, with progress per stage.
+
+Transports: stdio (the default; what desktop clients launch) and streamable HTTP. Streamable
+HTTP binds to 127.0.0.1 by default; binding to any other address requires a bearer token
+(``--token`` or ``Q3AGENT_MCP_TOKEN``), and every request without the right
+``Authorization: Bearer <token>`` header gets 401.
+
+Shutdown order: the agent's own MCP servers are closed after each ``ask`` run, and the runtime
+last, when the server stops. SGLang's ``Engine.shutdown`` kills all child processes of this
+process, so closing the runtime first would kill MCP servers still in use.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import inspect
+import ipaddress
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import mcp_types
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import MCPServer as SDKServer
+from mcp.server.mcpserver.exceptions import ToolError as ServerToolError
+from pydantic import BaseModel, Field
+
+# The tool functions below are introspected by the MCP SDK, which resolves their (string)
+# annotations in this module's globals: Context, mcp_types, Annotated and Field must live here.
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from q3agent.agent import Agent
+    from q3agent.rag import Retriever
+    from q3agent.rag.ingest import Ingestor
+
+__all__ = [
+    "AskResult",
+    "AskSource",
+    "BearerTokenMiddleware",
+    "ServeConfigError",
+    "ServedAgent",
+    "build_mcp_server",
+    "is_loopback",
+    "load_agent_factory",
+    "serve",
+]
+
+TOKEN_ENV = "Q3AGENT_MCP_TOKEN"
+"""Environment variable read for the bearer token when ``--token`` is not given."""
+
+AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
+
+
+class ServeConfigError(Exception):
+    """The server cannot start as configured; the message says what to change."""
+
+
+class AskSource(BaseModel):
+    """Something the answer is based on: a cited document or a tool call the agent made."""
+
+    kind: Literal["document", "tool"]
+    ref: str
+    """``[n]`` citation number for documents, the tool name for tool calls."""
+    location: str = ""
+    """Document path or URL, or the tool call's arguments as JSON."""
+    title: str = ""
+    excerpt: str = ""
+    """The start of the cited passage or of the tool's result."""
+
+
+class AskResult(BaseModel):
+    """What the ``ask`` tool returns (as structured content; the text is a readable version)."""
+
+    answer: str
+    status: str = Field(description="answer, step_limit, usage_limit, cancelled or error")
+    sources: list[AskSource] = Field(default_factory=list)
+    steps: int = 0
+    detail: str = ""
+
+
+@dataclass
+class ServedAgent:
+    """The agent behind ``ask`` and the optional RAG pieces behind ``rag_*`` and citations."""
+
+    agent: Agent
+    retriever: Retriever | None = None
+    ingestor: Ingestor | None = None
+    research: Any = None
+    """A :class:`q3agent.research.ResearchAgent` behind the ``research`` tool, or ``None``."""
+    excerpt_chars: int = 300
+    closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        """Close the agent's runtime and the store (MCP servers are closed after each run)."""
+        await self.agent.aclose()
+        for close in self.closers:
+            outcome = close()
+            if inspect.isawaitable(outcome):
+                await outcome
+
+
+def _excerpt(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _progress_tracker(ctx: Context) -> Callable[[float, float | None, str], Awaitable[None]]:
+    """Progress values must increase; this keeps them increasing whatever the caller sends."""
+    last = [-1.0]
+
+    async def report(progress: float, total: float | None, message: str) -> None:
+        value = max(progress, last[0] + 0.01)
+        last[0] = value
+        await ctx.report_progress(value, total, message)
+
+    return report
+
+
+async def run_ask(served: ServedAgent, task: str, ctx: Context | None = None) -> AskResult:
+    """Run the served agent on ``task``, reporting progress to ``ctx``; the answer and sources."""
+    from q3agent.events import FinalResult, StepStart, ToolCallEvent, ToolResultEvent
+    from q3agent.qwen3.messages import ToolCall
+
+    agent = served.agent
+    session = agent.session()
+    bank = None
+    if served.retriever is not None:
+        from q3agent.rag import CitationBank, make_rag_search_tool
+
+        bank = CitationBank()
+        session.add_tools([make_rag_search_tool(served.retriever, bank)])
+    report = _progress_tracker(ctx) if ctx is not None else None
+    total = float(agent.max_steps)
+    result = None
+    tool_sources: list[AskSource] = []
+    async for event in session.stream(task):
+        if isinstance(event, StepStart) and report is not None:
+            await report(float(event.step), total, f"step {event.step + 1}: model is working")
+        elif isinstance(event, ToolCallEvent) and isinstance(event.call, ToolCall):
+            if report is not None:
+                await report(event.step + 0.5, total, f"calling {event.call.name}")
+        elif isinstance(event, ToolResultEvent) and not event.result.is_error:
+            name = event.result.name or "tool"
+            if bank is None or name != "rag_search":
+                tool_sources.append(AskSource(kind="tool", ref=name))
+                tool_sources[-1].excerpt = _excerpt(event.result.content, served.excerpt_chars)
+        elif isinstance(event, FinalResult):
+            result = event.result
+    assert result is not None
+    calls = {c.id: c for c in result.tool_calls}
+    for step in result.steps:
+        for tool_result in step.tool_results:
+            call = calls.get(tool_result.call_id)
+            for source in tool_sources:
+                if source.ref == tool_result.name and not source.location and call is not None:
+                    source.location = json.dumps(call.arguments, ensure_ascii=False)
+                    break
+    sources: list[AskSource] = []
+    if bank is not None:
+        for cited in bank.sources():
+            first = cited.passages[0].text if cited.passages else ""
+            sources.append(
+                AskSource(
+                    kind="document",
+                    ref=f"[{cited.number}]",
+                    location=cited.location,
+                    title=cited.title,
+                    excerpt=_excerpt(first, served.excerpt_chars),
+                )
+            )
+    sources.extend(tool_sources)
+    if report is not None:
+        await report(total, total, f"done ({result.status})")
+    return AskResult(
+        answer=result.answer,
+        status=result.status,
+        sources=sources,
+        steps=len(result.steps),
+        detail=result.detail,
+    )
+
+
+def render_ask(result: AskResult) -> str:
+    """The text content of an ``ask`` result: the answer, then a list of sources."""
+    lines = [result.answer.strip() or f"(no answer: {result.status}; {result.detail})"]
+    if result.status != "answer" and result.answer.strip():
+        lines.append(f"\n(run ended with status {result.status}: {result.detail})")
+    if result.sources:
+        lines.append("\nSources:")
+        for source in result.sources:
+            if source.kind == "document":
+                label = source.title or source.location
+                where = f" — {source.location}" if source.location != label else ""
+                lines.append(f"{source.ref} {label}{where}")
+            else:
+                lines.append(f"- tool {source.ref}({source.location})")
+    return "\n".join(lines)
+
+
+def build_mcp_server(
+    served: ServedAgent | Agent,
+    *,
+    name: str = "q3agent",
+    lifespan_close: bool = True,
+) -> SDKServer:
+    """The MCP server object (official SDK) exposing ``ask`` and, with a store, ``rag_*``.
+
+    Run it with :func:`serve`, or connect to it in-process in tests
+    (``q3agent.tools.mcp.MCPServerInProcess`` or ``mcp.Client(server)``). With
+    ``lifespan_close``, the agent's runtime is closed when the server shuts down.
+    """
+    if not isinstance(served, ServedAgent):
+        served = ServedAgent(served)
+    holder = served
+
+    @asynccontextmanager
+    async def lifespan(_server: SDKServer[Any]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {}
+        finally:
+            if lifespan_close:
+                await holder.aclose()
+
+    instructions = (
+        "q3agent runs a Qwen3 agent with its own tools. Call `ask` with a self-contained task; "
+        "it returns the answer and the sources it used."
+    )
+    if served.retriever is not None:
+        instructions += " `rag_search` searches the document store; `rag_ingest` adds documents."
+    server: SDKServer[Any] = SDKServer(
+        name, instructions=instructions, lifespan=lifespan, log_level="WARNING"
+    )
+
+    async def ask(
+        task: Annotated[str, Field(description="The task or question, self-contained.")],
+        ctx: Context,
+    ) -> Annotated[mcp_types.CallToolResult, AskResult]:
+        """Run the q3agent agent on a task; returns its answer and the sources it used.
+
+        The agent may think, call its tools and search its documents over several steps;
+        progress notifications report each step.
+        """
+        try:
+            result = await run_ask(holder, task, ctx)
+        except Exception as exc:
+            raise ServerToolError(
+                f"the agent failed: {type(exc).__name__}: {exc}. Check the server's model and "
+                "runtime configuration."
+            ) from exc
+        return mcp_types.CallToolResult(
+            content=[mcp_types.TextContent(type="text", text=render_ask(result))],
+            structured_content=result.model_dump(mode="json"),
+            is_error=result.status == "error",
+        )
+
+    server.add_tool(ask, name="ask")
+
+    if served.retriever is not None:
+        retriever = served.retriever
+
+        async def rag_search(
+            query: Annotated[str, Field(description="A question or keywords.")],
+            k: Annotated[int, Field(ge=1, le=50, description="How many passages.")] = 5,
+        ) -> dict[str, list[dict[str, Any]]]:
+            """Search the document store; returns the best passages with their sources."""
+            passages = await retriever.asearch(query, k)
+            return {
+                "passages": [
+                    {
+                        "n": i,
+                        "source": p.source,
+                        "title": p.title,
+                        "section": p.section,
+                        "page": p.page,
+                        "score": round(p.score, 4),
+                        "text": p.text,
+                    }
+                    for i, p in enumerate(passages, 1)
+                ]
+            }
+
+        server.add_tool(rag_search, name="rag_search")
+
+    if served.ingestor is not None:
+        ingestor = served.ingestor
+
+        async def rag_ingest(
+            sources: Annotated[
+                list[str], Field(description="File paths, folders or URLs to add.", min_length=1)
+            ],
+            ctx: Context,
+        ) -> dict[str, Any]:
+            """Add documents to the store (new or changed ones are re-embedded)."""
+            totals: dict[str, Any] = {
+                "added": [],
+                "updated": [],
+                "unchanged": [],
+                "removed": [],
+                "failed": [],
+                "chunks_written": 0,
+            }
+            for i, source in enumerate(sources):
+                await ctx.report_progress(i, len(sources), f"ingesting {source}")
+                report = await ingestor.aingest([source])
+                for key in ("added", "updated", "unchanged", "removed"):
+                    totals[key].extend(getattr(report, key))
+                totals["failed"].extend(f"{s}: {why}" for s, why in report.failed)
+                totals["chunks_written"] += report.chunks_written
+            await ctx.report_progress(len(sources), len(sources), "done")
+            return totals
+
+        server.add_tool(rag_ingest, name="rag_ingest")
+
+    if served.research is not None:
+        research_agent = served.research
+
+        async def research(
+            question: Annotated[str, Field(description="The research question, self-contained.")],
+            ctx: Context,
+        ) -> str:
+            """Research a question across the configured sources; returns a cited Markdown report.
+
+            Plans sub-questions, runs researchers, checks citations and writes the report; this
+            takes a while, and progress notifications report each stage.
+            """
+            from q3agent.research.mcp_tool import research_tool
+
+            return await research_tool(question, _progress_tracker(ctx), agent=research_agent)
+
+        server.add_tool(research, name="research")
+    return server
+
+
+# --------------------------------------------------------------------------------------------
+# Configuring the served agent
+
+
+def load_agent_factory(spec: str) -> AgentFactory:
+    """``module:attribute`` → a callable returning an :class:`Agent` (or an Agent itself)."""
+    from q3agent.agent import Agent
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ServeConfigError(
+            f"--agent {spec!r} must look like 'package.module:factory' (a function that returns "
+            "an Agent, or an Agent object)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ServeConfigError(
+            f"--agent: cannot import {module_name!r} ({exc}); run from the directory that "
+            "contains it or install it"
+        ) from exc
+    try:
+        target = getattr(module, attr)
+    except AttributeError:
+        raise ServeConfigError(f"--agent: {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(target, Agent):
+        agent = target
+
+        def same() -> Agent:
+            return agent
+
+        return same
+    if not callable(target):
+        raise ServeConfigError(f"--agent: {spec} is neither an Agent nor a callable")
+    return target  # type: ignore[no-any-return]
+
+
+def read_script(path: str) -> list[str]:
+    """Completions for a ScriptedRuntime: a JSONL file of strings or ``{"text": ...}`` lines."""
+    completions: list[str] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ServeConfigError(f"{path}:{number} is not JSON: {exc}") from None
+                text = item.get("text") if isinstance(item, dict) else item
+                if not isinstance(text, str):
+                    raise ServeConfigError(
+                        f'{path}:{number} must be a JSON string or {{"text": "..."}}'
+                    )
+                completions.append(text)
+    except FileNotFoundError:
+        raise ServeConfigError(f"--runtime-script file {path} does not exist") from None
+    return completions
+
+
+async def make_served_agent(
+    *,
+    agent_spec: str | None = None,
+    model: str | None = None,
+    runtime_script: str | None = None,
+    mcp_config: str | None = None,
+    rag_store: str | None = None,
+    rag_url: str | None = None,
+    system_prompt: str | None = None,
+    max_steps: int = 20,
+    research: bool = False,
+) -> ServedAgent:
+    """Build the served agent from CLI-style options (see ``q3agent serve-mcp --help``)."""
+    from q3agent.agent import Agent
+
+    if agent_spec is not None:
+        made = load_agent_factory(agent_spec)()
+        agent = await made if inspect.isawaitable(made) else made
+        if not isinstance(agent, Agent):
+            raise ServeConfigError(f"--agent {agent_spec} returned {agent!r}, not an Agent")
+    else:
+        runtime = None
+        if runtime_script is not None:
+            from q3agent.serving.testing import ScriptedRuntime
+
+            runtime = ScriptedRuntime(read_script(runtime_script))
+        servers: Sequence[Any] = ()
+        if mcp_config is not None:
+            from q3agent.tools.mcp import load_mcp_config
+
+            servers = load_mcp_config(mcp_config)
+        agent = Agent(
+            model or "Qwen3-30B-A3B",
+            runtime=runtime,
+            mcp_servers=servers,
+            system_prompt=system_prompt,
+            max_steps=max_steps,
+        )
+    served = ServedAgent(agent)
+    if rag_store is not None or rag_url is not None:
+        from q3agent.rag import Ingestor, RagStore, Retriever
+
+        store = RagStore.open(rag_store, url=rag_url)
+        served.retriever = Retriever(store)
+        served.ingestor = Ingestor(store)
+        served.closers.append(store.close)
+    if research:
+        from q3agent.research.pipeline import ResearchAgent
+
+        # The same runtime object: one model in memory serves both tools.
+        served.research = ResearchAgent(
+            agent.model,
+            runtime=agent.runtime,
+            retriever=served.retriever,
+            mcp_servers=agent.mcp_servers,
+        )
+    return served
+
+
+# --------------------------------------------------------------------------------------------
+# Transports
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BearerTokenMiddleware:
+    """ASGI middleware: HTTP requests need ``Authorization: Bearer <token>``, else 401.
+
+    The comparison is constant-time. Lifespan events pass through.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for key, value in scope.get("headers", []):
+            if key.lower() == b"authorization":
+                given = value
+                break
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "error": "invalid_token",
+                "error_description": "missing or wrong bearer token; send "
+                "'Authorization: Bearer <token>' with the token the server was started with",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer error="invalid_token"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def check_http_settings(host: str, token: str | None) -> None:
+    """Refuse to expose the agent beyond this machine without a token."""
+    if not is_loopback(host) and not token:
+        raise ServeConfigError(
+            f"refusing to serve on {host} without a bearer token: anyone who can reach this "
+            f"address could run the agent. Pass --token TOKEN (or set {TOKEN_ENV}), or bind to "
+            "127.0.0.1."
+        )
+
+
+def http_app(server: SDKServer, *, host: str, token: str | None, path: str = "/mcp") -> ASGIApp:
+    """The streamable HTTP ASGI app, wrapped in bearer-token auth when ``token`` is set."""
+    check_http_settings(host, token)
+    app: ASGIApp = server.streamable_http_app(streamable_http_path=path, host=host)
+    return BearerTokenMiddleware(app, token) if token else app
+
+
+async def serve(
+    server: SDKServer,
+    *,
+    transport: Literal["stdio", "streamable-http"] = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    path: str = "/mcp",
+) -> None:
+    """Run ``server`` until stopped (stdin closed for stdio; Ctrl-C / SIGTERM for HTTP)."""
+    if transport == "stdio":
+        await server.run_stdio_async()
+        return
+    if transport != "streamable-http":
+        raise ServeConfigError(f"unknown transport {transport!r}; use stdio or streamable-http")
+    import uvicorn
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    app = http_app(server, host=host, token=token, path=path)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve()

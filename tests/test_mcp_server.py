@@ -1,0 +1,321 @@
+"""``serve-mcp``: the official MCP SDK client talks to q3agent over stdio and streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mcp_types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from q3agent.mcp_server import (
+    BearerTokenMiddleware,
+    ServeConfigError,
+    build_mcp_server,
+    http_app,
+    is_loopback,
+)
+from q3agent.tools.mcp import MCPServerInProcess, MCPServerStreamableHTTP
+
+pytestmark = pytest.mark.anyio
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-3f9a"
+
+
+def tool_call(name: str, **arguments: Any) -> str:
+    body = json.dumps({"name": name, "arguments": arguments})
+    return f"<tool_call>\n{body}\n</tool_call>"
+
+
+@pytest.fixture
+def served_files(tmp_path: Path) -> dict[str, str]:
+    """A completion script that uses mcp-server-time, and the MCP config that provides it."""
+    script = tmp_path / "completions.jsonl"
+    lines = [
+        tool_call("time.get_current_time", timezone="Asia/Tokyo"),
+        "It is evening in Tokyo (see the time above).",
+    ]
+    script.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = tmp_path / "mcp.json"
+    config.write_text(
+        json.dumps({"mcpServers": {"time": {"command": str(BIN / "mcp-server-time")}}})
+    )
+    return {"script": str(script), "config": str(config)}
+
+
+def serve_args(files: dict[str, str], *extra: str) -> list[str]:
+    return [
+        "-m",
+        "q3agent.cli_mcp",
+        "serve-mcp",
+        "--runtime-script",
+        files["script"],
+        "--mcp-config",
+        files["config"],
+        *extra,
+    ]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+def check_ask(result: mcp_types.CallToolResult, progress: list[tuple[float, float | None]]) -> None:
+    assert not result.is_error
+    structured = result.structured_content
+    assert structured is not None
+    assert structured["status"] == "answer"
+    assert structured["answer"] == "It is evening in Tokyo (see the time above)."
+    (source,) = structured["sources"]
+    assert source["kind"] == "tool"
+    assert source["ref"] == "time.get_current_time"
+    assert json.loads(source["location"]) == {"timezone": "Asia/Tokyo"}
+    assert '"timezone": "Asia/Tokyo"' in source["excerpt"]
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith("It is evening in Tokyo")
+    assert "Sources:\n- tool time.get_current_time" in text
+    # Progress: each step, the tool call, and the end; strictly increasing.
+    assert len(progress) >= 4
+    values = [p for p, _ in progress]
+    assert values == sorted(values)
+    assert len(set(values)) == len(values)
+    assert progress[-1][0] == progress[-1][1]
+
+
+async def test_stdio_server_with_the_official_client(served_files: dict[str, str]) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=serve_args(served_files), env=subprocess_env()
+    )
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total))
+
+    async with Client(params) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"ask"}
+        assert tools["ask"].input_schema["required"] == ["task"]
+        assert tools["ask"].output_schema is not None
+        result = await client.call_tool(
+            "ask", {"task": "What time is it in Tokyo?"}, progress_callback=on_progress
+        )
+    check_ask(result, progress)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(served_files: dict[str, str]) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http --token …`` on a free 127.0.0.1 port."""
+    port = free_port()
+    args = serve_args(
+        served_files, "--transport", "streamable-http", "--port", str(port), "--token", TOKEN
+    )
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    pytest.fail(f"serve-mcp did not start: {err}")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@asynccontextmanager
+async def http_client(url: str, token: str) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
+
+
+async def test_streamable_http_with_token(http_server: str) -> None:
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "probe", "version": "0"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient() as raw:
+        missing = await raw.post(http_server, json=initialize, headers=headers)
+        wrong = await raw.post(
+            http_server, json=initialize, headers={**headers, "Authorization": "Bearer nope"}
+        )
+    assert missing.status_code == 401
+    assert wrong.status_code == 401
+    assert "bearer token" in missing.json()["error_description"]
+
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total))
+
+    async with http_client(http_server, TOKEN) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == {"ask"}
+        result = await client.call_tool(
+            "ask", {"task": "What time is it in Tokyo?"}, progress_callback=on_progress
+        )
+    check_ask(result, progress)
+
+
+async def test_q3agent_client_handle_over_streamable_http(http_server: str) -> None:
+    server = MCPServerStreamableHTTP(http_server, {"Authorization": f"Bearer {TOKEN}"}, name="qa")
+    async with server:
+        (ask,) = await server.list_tools()
+        assert ask.name == "qa.ask"
+        from q3agent.tools.context import RunContext
+
+        text = await ask.call({"task": "Time in Tokyo?"}, RunContext(None, "r", 0, []))
+    assert text.startswith("It is evening in Tokyo")
+
+
+def test_refuses_public_bind_without_token() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "q3agent.cli_mcp",
+            "serve-mcp",
+            "--transport",
+            "streamable-http",
+            "--host",
+            "0.0.0.0",
+        ],
+        env={k: v for k, v in subprocess_env().items() if k != "Q3AGENT_MCP_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without a bearer token" in done.stderr
+    assert "--token" in done.stderr
+
+
+def test_loopback_detection_and_app_wrapping() -> None:
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("localhost")
+    assert is_loopback("::1")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("192.168.1.10")
+    from q3agent import Agent
+    from q3agent.serving.testing import ScriptedRuntime
+
+    server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
+    with pytest.raises(ServeConfigError, match="without a bearer token"):
+        http_app(server, host="10.0.0.5", token=None)
+    assert isinstance(http_app(server, host="10.0.0.5", token="t"), BearerTokenMiddleware)
+
+
+async def test_ask_in_process_with_rag_citations_and_rag_tools(tmp_path: Path) -> None:
+    from q3agent import Agent
+    from q3agent.mcp_server import ServedAgent
+    from q3agent.rag import Ingestor, RagStore, Retriever
+    from q3agent.serving.testing import ScriptedRuntime
+
+    doc = tmp_path / "fjords.md"
+    doc.write_text(
+        "# Fjords of Norway\n\nThe Sognefjord is the longest fjord in Norway, 205 km long.\n"
+    )
+    store = RagStore.ephemeral()
+    runtime = ScriptedRuntime(
+        [tool_call("rag_search", query="longest fjord"), "The Sognefjord, 205 km long [1]."]
+    )
+    served = ServedAgent(
+        Agent(runtime=runtime), retriever=Retriever(store), ingestor=Ingestor(store)
+    )
+    served.closers.append(store.close)
+    handle = MCPServerInProcess(build_mcp_server(served, lifespan_close=False), prefix="")
+    from q3agent.tools.context import RunContext
+
+    ctx: RunContext[None] = RunContext(None, "r", 0, [])
+    try:
+        async with handle:
+            tools = {t.name: t for t in await handle.list_tools()}
+            assert set(tools) == {"ask", "rag_search", "rag_ingest"}
+            report = json.loads(await tools["rag_ingest"].call({"sources": [str(doc)]}, ctx))
+            assert report["added"] == [str(doc)] or report["chunks_written"] >= 1
+            hits = json.loads(await tools["rag_search"].call({"query": "Sognefjord"}, ctx))
+            assert "205 km" in hits["passages"][0]["text"]
+            answer = await tools["ask"].call({"task": "Which fjord is the longest?"}, ctx)
+    finally:
+        await served.aclose()
+    assert answer.startswith("The Sognefjord, 205 km long [1].")
+    assert "Sources:\n[1] Fjords of Norway — " in answer
+    assert "fjords.md" in answer
+
+
+async def test_research_tool_reports_progress_and_returns_a_cited_report() -> None:
+    from q3agent import Agent
+    from q3agent.mcp_server import ServedAgent
+    from q3agent.research.fixture_runtime import ResearchFixtureRuntime
+    from q3agent.research.pipeline import ResearchAgent
+    from q3agent.serving.testing import ScriptedRuntime
+
+    docs = ROOT / "tests" / "research" / "fixtures" / "docs"
+    research = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[docs])
+    served = ServedAgent(Agent(runtime=ScriptedRuntime([])), research=research)
+    server = build_mcp_server(served, lifespan_close=False)
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async with Client(server) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == {"ask", "research"}
+        topic = sorted(p.stem for p in docs.iterdir())[0].replace("_", " ")
+        result = await client.call_tool(
+            "research",
+            {"question": f"What do the documents say about {topic}?"},
+            progress_callback=on_progress,
+        )
+    assert not result.is_error, result.content
+    report = result.content[0].text  # type: ignore[union-attr]
+    assert report.startswith("#")
+    assert "[1]" in report
+    values = [p for p, _, _ in progress]
+    assert len(values) >= 3
+    assert values == sorted(set(values))
