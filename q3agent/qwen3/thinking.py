@@ -11,10 +11,14 @@ whose prefix is cached). If the model closed its reasoning in time, phase 2 cont
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from q3agent.qwen3.messages import MessageLike
+
+if TYPE_CHECKING:
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
 __all__ = [
     "EARLY_STOP_TEXT",
@@ -155,3 +159,53 @@ def thinking_phase(
     if hit:
         return ThinkingPhase(budget_continuation(generated), budget_hit=True)
     return ThinkingPhase(thinking_continuation(generated, reached_close=True), budget_hit=False)
+
+
+ReasoningMode = Literal["disabled", "open", "required", "optional"]
+"""How a completion of a prompt relates to thinking (see :func:`reasoning_mode`)."""
+
+
+def reasoning_mode(
+    prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer, enable_thinking: bool | None
+) -> ReasoningMode:
+    """Whether the completion of ``prompt_ids`` continues, starts, may start or skips thinking.
+
+    Only the current assistant turn counts (after the last ``<|im_start|>``): a ``</think>``
+    there means thinking is over (non-thinking mode's empty block, a closed budget) —
+    ``disabled``; a bare ``<think>`` means the prompt opened it (a budget phase, a Thinking-2507
+    generation prompt) — ``open``. Otherwise the model writes its own block or not, as
+    ``enable_thinking`` says: ``True`` — ``required``, ``False`` — ``disabled``, unknown —
+    ``optional``. Runtimes use it to count reasoning tokens and to shape tool-call grammars.
+    """
+    for tid in reversed(prompt_ids):
+        if tid == tokenizer.think_end_id:
+            return "disabled"
+        if tid == tokenizer.think_id:
+            return "open"
+        if tid == tokenizer.im_start_id:
+            break
+    if enable_thinking is None:
+        return "optional"
+    return "required" if enable_thinking else "disabled"
+
+
+def count_reasoning_tokens(
+    completion_ids: Sequence[int], tokenizer: Qwen3Tokenizer, *, prompt_open: bool
+) -> int:
+    """Completion tokens inside a ``<think>`` block (the tag ids themselves not counted).
+
+    ``prompt_open``: the prompt already opened ``<think>`` (``reasoning_mode(...) == "open"``),
+    so every token up to ``</think>`` counts, or all of them when it never comes. Otherwise
+    only tokens between a ``<think>`` the model writes and its ``</think>`` (or the end) count.
+    """
+    count = 0
+    inside = prompt_open
+    for tid in completion_ids:
+        if tid == tokenizer.think_id:
+            inside = True
+        elif tid == tokenizer.think_end_id:
+            if inside:
+                return count
+        elif inside:
+            count += 1
+    return count

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import httpx
 
+from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.serving._http import (
     RetryPolicy,
     RuntimeHTTPError,
@@ -52,7 +53,6 @@ from q3agent.serving.base import (
     Usage,
     stop_ids_for,
 )
-from q3agent.serving.sglang_runtime import count_reasoning_tokens
 
 if TYPE_CHECKING:
     from q3agent.qwen3.messages import Message
@@ -306,7 +306,11 @@ class OpenAICompatibleRuntime:
             prompt_tokens=int(raw.get("prompt_tokens", len(prompt))),
             completion_tokens=int(raw.get("completion_tokens", len(ids))),
             cached_tokens=int(details.get("cached_tokens") or 0),
-            reasoning_tokens=count_reasoning_tokens(ids, prompt, self.tokenizer),
+            reasoning_tokens=count_reasoning_tokens(
+                ids,
+                self.tokenizer,
+                prompt_open=reasoning_mode(prompt, self.tokenizer, None) == "open",
+            ),
             requests=1,
         )
 

@@ -39,11 +39,12 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
+from q3agent.qwen3.thinking import ReasoningMode, count_reasoning_tokens, reasoning_mode
 from q3agent.serving._http import (
     RetryPolicy,
     Sleep,
@@ -77,8 +78,6 @@ TOOL_CALL_TRIGGER = "<tool_call>"
 _THINKING_PROCESSOR_MODULE = "sglang.srt.sampling.custom_logit_processor"
 _THINKING_PROCESSOR_CLASS = "Qwen3ThinkingBudgetLogitProcessor"
 
-ReasoningMode = Literal["disabled", "open", "required", "optional"]
-"""Where a completion's thinking stands, seen from its prompt (for the structural tag)."""
 
 _INSTALL_HINT = (
     'Install it with `pip install "q3agent[sglang]"` on a Linux machine with a CUDA GPU, or '
@@ -90,28 +89,6 @@ _INSTALL_HINT = (
 
 # --------------------------------------------------------------------------------------------
 # Request building (shared by the embedded engine and the remote server)
-
-
-def reasoning_mode(
-    prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer, enable_thinking: bool | None
-) -> ReasoningMode:
-    """Whether the completion of ``prompt_ids`` starts with, continues, or skips thinking.
-
-    Looks at the current assistant turn (after the last ``<|im_start|>``): a ``</think>`` there
-    means thinking is over (non-thinking mode's empty block, or a budget continuation); a bare
-    ``<think>`` means the prompt opened it. Otherwise ``enable_thinking`` decides: ``False``
-    disabled, ``True`` required, ``None`` optional.
-    """
-    for tid in reversed(prompt_ids):
-        if tid == tokenizer.think_end_id:
-            return "disabled"
-        if tid == tokenizer.think_id:
-            return "open"
-        if tid == tokenizer.im_start_id:
-            break
-    if enable_thinking is None:
-        return "optional"
-    return "required" if enable_thinking else "disabled"
 
 
 def _tool_parameters(tool: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -338,7 +315,11 @@ class _SGLangCodec:
             prompt_tokens=int(meta.get("prompt_tokens", len(request.prompt_ids))),
             completion_tokens=int(meta.get("completion_tokens", len(ids))),
             cached_tokens=int(meta.get("cached_tokens") or 0),
-            reasoning_tokens=count_reasoning_tokens(ids, request.prompt_ids, self.tokenizer),
+            reasoning_tokens=count_reasoning_tokens(
+                ids,
+                self.tokenizer,
+                prompt_open=reasoning_mode(request.prompt_ids, self.tokenizer, None) == "open",
+            ),
             requests=1,
         )
 
@@ -361,27 +342,6 @@ def _finish(raw: Any) -> tuple[FinishReason, str | int | None]:
     if isinstance(matched, bool) or not isinstance(matched, int | str):
         matched = None
     return finish, matched
-
-
-def count_reasoning_tokens(
-    completion_ids: Sequence[int], prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer
-) -> int:
-    """Completion tokens inside a ``<think>`` block (the tags themselves not counted).
-
-    The block is the one the completion opens, or the one the prompt left open (a budget
-    continuation or a template that pre-fills ``<think>``).
-    """
-    inside = reasoning_mode(prompt_ids, tokenizer, None) == "open"
-    count = 0
-    for tid in completion_ids:
-        if tid == tokenizer.think_id:
-            inside = True
-        elif tid == tokenizer.think_end_id:
-            if inside:
-                return count
-        elif inside:
-            count += 1
-    return count
 
 
 class _StreamAssembler:

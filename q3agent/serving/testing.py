@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 
 import anyio
 
+from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import (
     FinishReason,
@@ -55,32 +56,6 @@ class RecordedRequest:
 
     def __repr__(self) -> str:
         return f"RecordedRequest(prompt_ids=<{len(self.prompt_ids)} ids>, {self.request.sampling})"
-
-
-def _count_reasoning(ids: Sequence[int], tokenizer: Qwen3Tokenizer, prompt_open: bool) -> int:
-    """Completion tokens that belong to a ``<think>`` block (the ``</think>`` id excluded)."""
-    count = 0
-    inside = prompt_open
-    for tid in ids:
-        if tid == tokenizer.think_id:
-            inside = True
-        elif tid == tokenizer.think_end_id:
-            if inside:
-                return count
-            inside = False
-        elif inside:
-            count += 1
-    return count
-
-
-def prompt_opens_thinking(prompt_ids: Sequence[int], tokenizer: Qwen3Tokenizer) -> bool:
-    """Whether the prompt ends inside an unclosed ``<think>`` block of the current turn."""
-    for tid in reversed(prompt_ids):
-        if tid == tokenizer.think_end_id or tid == tokenizer.im_start_id:
-            return False
-        if tid == tokenizer.think_id:
-            return True
-    return False
 
 
 class _TestRuntimeBase(ABC):
@@ -211,8 +186,8 @@ class _TestRuntimeBase(ABC):
             prompt_tokens=len(request.prompt_ids),
             completion_tokens=len(out),
             cached_tokens=cached,
-            reasoning_tokens=_count_reasoning(
-                out, tok, prompt_opens_thinking(request.prompt_ids, tok)
+            reasoning_tokens=count_reasoning_tokens(
+                out, tok, prompt_open=reasoning_mode(request.prompt_ids, tok, None) == "open"
             ),
             requests=1,
         )
