@@ -1,0 +1,152 @@
+"""The ``q3agent rag`` subcommands: ``ingest`` documents into a store and ``search`` it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from q3agent.rag.embeddings import DEFAULT_EMBEDDING_MODEL
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        help="store directory (default: the per-user data dir, see `q3agent rag --help`)",
+    )
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="use a Chroma server instead of a directory (`chroma run --path DIR --port 8000`)",
+    )
+    parser.add_argument(
+        "--collection", default=None, help="collection name (default: q3agent-docs)"
+    )
+    parser.add_argument(
+        "--embedding-model",
+        default=DEFAULT_EMBEDDING_MODEL,
+        metavar="NAME",
+        help="all-MiniLM-L6-v2 (bundled, default), Qwen3-Embedding-0.6B/4B/8B, or a local dir",
+    )
+
+
+def add_rag_commands(subparsers: Any) -> None:
+    """Register ``rag ingest`` and ``rag search`` on an argparse subparsers object.
+
+    Each leaf parser sets ``func``: call ``args.func(args)``; it returns the exit status.
+    """
+    rag = subparsers.add_parser(
+        "rag",
+        help="ingest documents into a RAG store and search it",
+        description="Ingest files, folders and URLs into a Chroma store and search it "
+        "(dense + BM25 hybrid). One process may use a store directory at a time; share one "
+        "between processes with `chroma run --path DIR --port 8000` and --url.",
+    )
+    commands = rag.add_subparsers(dest="rag_command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="add or refresh documents (md, txt, html, pdf, code, URLs)",
+        description="Ingest files, folders and http(s) URLs. Re-running is idempotent: "
+        "unchanged documents are skipped, changed ones replaced, and files removed from an "
+        "ingested folder are deleted from the store.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or URL")
+    _store_options(ingest)
+    ingest.add_argument("--chunk-tokens", type=int, default=256, help="chunk size in tokens")
+    ingest.add_argument("--overlap", type=int, default=None, help="overlap in tokens (15%%)")
+    ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ingest.add_argument(
+        "--no-prune", action="store_true", help="keep documents whose files were removed"
+    )
+    ingest.set_defaults(func=run_ingest)
+
+    search = commands.add_parser("search", help="search a store", description="Search a store.")
+    search.add_argument("query", help="question or keywords")
+    _store_options(search)
+    search.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of text")
+    search.add_argument(
+        "--mode", choices=["hybrid", "dense", "bm25"], default="hybrid", help="retrieval mode"
+    )
+    search.add_argument(
+        "--rerank", metavar="MODEL", help="cross-encoder model (local dir or cached id)"
+    )
+    search.add_argument(
+        "--where", metavar="JSON", help='Chroma metadata filter, e.g. \'{"kind": "pdf"}\''
+    )
+    search.set_defaults(func=run_search)
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from q3agent.rag.embeddings import shared_embedder
+    from q3agent.rag.store import DEFAULT_COLLECTION, RagStore
+
+    return RagStore.open(
+        args.store,
+        url=args.url,
+        embedder=shared_embedder(args.embedding_model),
+        collection=args.collection or DEFAULT_COLLECTION,
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """``q3agent rag ingest``: returns 0, or 1 when some documents failed, 2 on errors."""
+    from q3agent.rag.embeddings import EmbeddingModelNotFoundError
+    from q3agent.rag.ingest import Ingestor
+    from q3agent.rag.store import StoreError
+
+    try:
+        with _open_store(args) as store:
+            ingestor = Ingestor(store, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap)
+            report = ingestor.ingest(
+                args.paths, progress=not args.no_progress, prune=not args.no_prune
+            )
+            total = store.count()
+            location = store.location
+    except (StoreError, EmbeddingModelNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"{report.summary()}; {total} chunks in {location}")
+    for source, error in report.failed:
+        print(f"failed: {source}: {error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """``q3agent rag search``: prints passages (text or JSON); returns 0, or 2 on errors."""
+    from q3agent.rag.embeddings import EmbeddingModelNotFoundError
+    from q3agent.rag.grounding import CitationBank, passages_json
+    from q3agent.rag.retrieval import CrossEncoderReranker, Retriever
+    from q3agent.rag.store import StoreError
+
+    where = None
+    if args.where:
+        try:
+            where = json.loads(args.where)
+        except json.JSONDecodeError as exc:
+            return _fail(f'--where is not valid JSON ({exc}); e.g. --where \'{{"kind": "pdf"}}\'')
+    try:
+        reranker = CrossEncoderReranker(args.rerank) if args.rerank else None
+        with _open_store(args) as store:
+            if store.count() == 0:
+                return _fail(
+                    f"the store at {store.location} is empty: run `q3agent rag ingest PATH "
+                    "--store DIR` first"
+                )
+            retriever = Retriever(store, reranker=reranker)
+            passages = retriever.search(args.query, args.k, where=where, mode=args.mode)
+    except (StoreError, EmbeddingModelNotFoundError, RuntimeError, ValueError) as exc:
+        return _fail(str(exc))
+    bank = CitationBank()
+    if args.json:
+        print(json.dumps(passages_json(passages, bank), ensure_ascii=False, indent=2))
+    else:
+        print(bank.format_passages(passages) if passages else "no results")
+    return 0

