@@ -1,0 +1,293 @@
+"""Sessions persisted in SQLite (WAL): messages, step records and completed tool results.
+
+Every write commits before it returns, so a process killed at any point (``kill -9``) leaves
+a consistent session behind. Resuming reads it back: the conversation, the last completed
+step, and the results of tool calls that finished, keyed by call id, so they are not run a
+second time.
+
+Write order the agent loop follows for one step::
+
+    session.append_messages([assistant])          # the model's turn, with its tool calls
+    for call in pending calls:                    # each call, as it completes
+        session.record_tool_result(call.id, output)
+    session.complete_step(index, record, tool_messages)   # atomically: tool messages + step
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from q3agent.qwen3.messages import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolMessage,
+    dump_messages,
+    load_messages,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS messages (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, step)
+);
+CREATE TABLE IF NOT EXISTS tool_results (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    call_id TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, call_id)
+);
+"""
+
+
+class SessionError(RuntimeError):
+    """A session database could not be opened or written."""
+
+
+@dataclass
+class SessionState:
+    """Everything persisted for one session, as loaded for a resume."""
+
+    session_id: str
+    messages: list[Message]
+    steps: list[dict[str, Any]]
+    """Step records in step order (each as recorded by :meth:`Session.complete_step`)."""
+    tool_results: dict[str, Any]
+    """Completed tool-call results by call id."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def next_step(self) -> int:
+        """Index of the step to run next (0 for a new session)."""
+        return len(self.steps)
+
+    def pending_tool_calls(self) -> list[ToolCall]:
+        """Tool calls of the last assistant turn that have no tool message yet.
+
+        These belong to a step that was interrupted: run the ones without a recorded result
+        (see :meth:`Session.completed_tool_result`) and reuse the others.
+        """
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if isinstance(message, AssistantMessage):
+                answered = {
+                    m.tool_call_id for m in self.messages[index + 1 :] if isinstance(m, ToolMessage)
+                }
+                return [c for c in message.tool_calls if c.id not in answered]
+        return []
+
+
+class SessionStore:
+    """A SQLite database of sessions (WAL mode: readers never block the writer).
+
+    ``SessionStore(path).open(session_id)`` returns a :class:`Session`, creating it if new.
+    Connections are per thread; the store may be shared between threads of one process.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise SessionError(
+                    f"cannot open the session database {self.path}: {exc}. Check the path is "
+                    "writable, or pass another one."
+                ) from exc
+            self._local.conn = conn
+        return conn
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._connect())
+
+    def open(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> Session:
+        """The session called ``session_id`` (created when it does not exist yet)."""
+        now = time.time()
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO sessions (id, created_at, updated_at, metadata) "
+                "VALUES (?, ?, ?, ?)",
+                (session_id, now, now, json.dumps(dict(metadata or {}))),
+            )
+        return Session(self, session_id)
+
+    def list_sessions(self) -> list[str]:
+        """Session ids, most recently updated first."""
+        rows = self._connect().execute("SELECT id FROM sessions ORDER BY updated_at DESC")
+        return [row[0] for row in rows]
+
+    def delete(self, session_id: str) -> None:
+        """Remove a session and everything recorded for it."""
+        with self._transaction() as conn:
+            for table in ("messages", "steps", "tool_results"):
+                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on one connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class Session:
+    """One persisted conversation; every method commits before returning."""
+
+    def __init__(self, store: SessionStore, session_id: str) -> None:
+        self.store = store
+        self.session_id = session_id
+
+    def _touch(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), self.session_id)
+        )
+
+    def _append(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> None:
+        row = conn.execute(
+            "SELECT COALESCE(MAX(seq), -1) FROM messages WHERE session_id = ?",
+            (self.session_id,),
+        ).fetchone()
+        start = int(row[0]) + 1
+        payload = dump_messages(messages)
+        conn.executemany(
+            "INSERT INTO messages (session_id, seq, message) VALUES (?, ?, ?)",
+            [(self.session_id, start + i, json.dumps(m)) for i, m in enumerate(payload)],
+        )
+
+    def append_messages(self, messages: Iterable[Message]) -> None:
+        """Append messages to the conversation."""
+        items = list(messages)
+        if not items:
+            return
+        with self.store._transaction() as conn:
+            self._append(conn, items)
+            self._touch(conn)
+
+    def record_tool_result(self, call_id: str, result: Any) -> None:
+        """Record that the tool call ``call_id`` completed with ``result`` (JSON-serialisable)."""
+        with self.store._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO tool_results (session_id, call_id, result, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.session_id, call_id, json.dumps(result), time.time()),
+            )
+            self._touch(conn)
+
+    def completed_tool_result(self, call_id: str) -> Any | None:
+        """The recorded result of ``call_id``, or ``None`` when it never completed."""
+        row = (
+            self.store._connect()
+            .execute(
+                "SELECT result FROM tool_results WHERE session_id = ? AND call_id = ?",
+                (self.session_id, call_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else json.loads(row[0])
+
+    def record_step(self, step: int, record: Mapping[str, Any]) -> None:
+        """Record step ``step`` as completed with ``record`` (a JSON-serialisable dict)."""
+        self.complete_step(step, record, ())
+
+    def complete_step(
+        self, step: int, record: Mapping[str, Any], messages: Sequence[Message] = ()
+    ) -> None:
+        """Atomically append the step's closing ``messages`` (its tool results) and mark the
+        step completed: after a crash, either both are there or neither is."""
+        with self.store._transaction() as conn:
+            if messages:
+                self._append(conn, messages)
+            conn.execute(
+                "INSERT OR REPLACE INTO steps (session_id, step, record, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.session_id, step, json.dumps(dict(record)), time.time()),
+            )
+            self._touch(conn)
+
+    def replace_messages(self, messages: Sequence[Message]) -> None:
+        """Replace the whole conversation (after summarising old turns, for example)."""
+        with self.store._transaction() as conn:
+            conn.execute("DELETE FROM messages WHERE session_id = ?", (self.session_id,))
+            self._append(conn, messages)
+            self._touch(conn)
+
+    def load(self) -> SessionState:
+        """Read the whole session back."""
+        conn = self.store._connect()
+        messages = load_messages(
+            [
+                json.loads(row[0])
+                for row in conn.execute(
+                    "SELECT message FROM messages WHERE session_id = ? ORDER BY seq",
+                    (self.session_id,),
+                )
+            ]
+        )
+        steps = [
+            json.loads(row[0])
+            for row in conn.execute(
+                "SELECT record FROM steps WHERE session_id = ? ORDER BY step", (self.session_id,)
+            )
+        ]
+        results = {
+            row[0]: json.loads(row[1])
+            for row in conn.execute(
+                "SELECT call_id, result FROM tool_results WHERE session_id = ?",
+                (self.session_id,),
+            )
+        }
+        meta_row = conn.execute(
+            "SELECT metadata FROM sessions WHERE id = ?", (self.session_id,)
+        ).fetchone()
+        metadata = json.loads(meta_row[0]) if meta_row else {}
+        return SessionState(self.session_id, messages, steps, results, metadata)
