@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import sniffio
 
 from q3agent.events import Event, FinalResult
 from q3agent.loop import Conversation, LoopSettings, ToolChoice, run_task
+from q3agent.memory.context_window import NATIVE_CONTEXT, ContextWindow
+from q3agent.memory.recorder import SessionRecorder
+from q3agent.memory.sessions import SessionStore
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import PlanAct
-from q3agent.qwen3.messages import Message, SystemMessage
+from q3agent.qwen3.messages import AssistantMessage, Message, SystemMessage
 from q3agent.qwen3.prompt import PromptBuilder
 from q3agent.result import RunResult, UsageLimits
 from q3agent.serving.base import Runtime
@@ -77,6 +82,7 @@ class Agent:
         deps: Any = None,
         tool_choice: ToolChoice = "auto",
         capability: ThinkingCapability | None = None,
+        context_window: ContextWindow | Literal["auto"] | None = "auto",
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -94,6 +100,9 @@ class Agent:
         self.max_output_chars = max_output_chars
         self.deps = deps
         self.tool_choice = tool_choice
+        self.context_window = context_window
+        """Summarises older turns near the model's window; ``"auto"`` sizes it from the
+        registry (32,768 tokens for Qwen3, 262,144 for the 2507 models), ``None`` turns it off."""
         self.capability: ThinkingCapability = capability or _capability(
             model if runtime is None else getattr(runtime, "model_name", model)
         )
@@ -114,9 +123,35 @@ class Agent:
             self._runtime = select_runtime(self.model)
         return self._runtime
 
-    def session(self, history: Sequence[Message] = ()) -> AgentSession:
-        """A conversation that keeps its history (and prompt ids) across tasks."""
-        return AgentSession(self, history)
+    def session(
+        self,
+        history: Sequence[Message] = (),
+        *,
+        store: SessionStore | str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+    ) -> AgentSession:
+        """A conversation that keeps its history (and prompt ids) across tasks.
+
+        With ``store`` (a :class:`~q3agent.memory.sessions.SessionStore` or a SQLite path) the
+        conversation is persisted as it happens under ``session_id`` and reloaded when the same
+        id is opened again; :meth:`AgentSession.resume` continues a task that was interrupted
+        (even by ``kill -9``) without re-running the tool calls that had completed.
+        """
+        return AgentSession(self, history, store=store, session_id=session_id)
+
+    def _window(self, runtime: Runtime) -> ContextWindow | None:
+        if self.context_window != "auto":
+            return self.context_window
+        size = NATIVE_CONTEXT
+        from q3agent.qwen3.models import UnknownModelError, get_model
+
+        for name in (self.model, runtime.model_name):
+            try:
+                size = get_model(name).native_context if name else size
+                break
+            except (UnknownModelError, OSError, ValueError):
+                continue
+        return ContextWindow(runtime.tokenizer, max_tokens=size)
 
     def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Run ``task`` to completion from synchronous code."""
@@ -144,13 +179,40 @@ class AgentSession:
     after thinking turns forces a re-render; the step record says where the prefix changed).
     """
 
-    def __init__(self, agent: Agent, history: Sequence[Message] = ()) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        history: Sequence[Message] = (),
+        *,
+        store: SessionStore | str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+    ) -> None:
         self.agent = agent
         self.extra_tools: dict[str, Tool] = {}
         """Tools added to this session only (e.g. BFCL functions that appear at a turn)."""
         self._conversation: Conversation | None = None
         self._schemas: list[dict[str, Any]] = []
         self._history = list(history)
+        self._recorder: SessionRecorder | None = None
+        self.session_id = session_id or uuid.uuid4().hex
+        if store is not None:
+            sessions = store if isinstance(store, SessionStore) else SessionStore(store)
+            saved = sessions.open(self.session_id)
+            state = saved.load()
+            if state.messages:
+                self._history = list(state.messages)
+            elif self._history:
+                saved.append_messages(self._history)
+            self._recorder = SessionRecorder(saved, state.next_step)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last task ended without an answer (say, the process was killed)."""
+        history = self.messages
+        if not history:
+            return False
+        last = history[-1]
+        return not isinstance(last, AssistantMessage) or bool(last.tool_calls)
 
     @property
     def messages(self) -> list[Message]:
@@ -174,6 +236,30 @@ class AgentSession:
 
     async def arun(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Run the next task of this conversation."""
+        return await self._run(task, thinking=thinking)
+
+    async def aresume(self, *, thinking: bool | None = None) -> RunResult:
+        """Continue the interrupted task: finish its last step's tool calls, then go on.
+
+        Calls whose results were recorded before the interruption are not run again.
+        """
+        if not self.interrupted:
+            raise ValueError(
+                "nothing to resume: this session's last task ended with an answer; "
+                "call arun(task) for a new task"
+            )
+        return await self._run(None, thinking=thinking)
+
+    def resume(self, *, thinking: bool | None = None) -> RunResult:
+        """Synchronous :meth:`aresume`."""
+        _no_running_loop("resume")
+
+        async def main() -> RunResult:
+            return await self.aresume(thinking=thinking)
+
+        return anyio.run(main)
+
+    async def _run(self, task: str | None, *, thinking: bool | None) -> RunResult:
         final: RunResult | None = None
         stream = self._events(task, thinking=thinking, stream=False)
         try:
@@ -191,7 +277,7 @@ class AgentSession:
         return self._events(task, thinking=thinking, stream=True)
 
     async def _events(
-        self, task: str, *, thinking: bool | None, stream: bool
+        self, task: str | None, *, thinking: bool | None, stream: bool
     ) -> AsyncGenerator[Event, None]:
         agent = self.agent
         runtime = agent.runtime
@@ -208,8 +294,15 @@ class AgentSession:
                 history: list[Message] = list(self._history)
                 if agent.system_prompt and not any(m.role == "system" for m in history):
                     history.insert(0, SystemMessage(content=agent.system_prompt))
+                    if self._recorder is not None:
+                        self._recorder.replace(history)
                 builder = PromptBuilder(runtime.tokenizer, schemas)
-                conversation = self._conversation = Conversation(builder, history)
+                conversation = self._conversation = Conversation(
+                    builder,
+                    history,
+                    recorder=self._recorder,
+                    context=agent._window(runtime),
+                )
             elif schemas != self._schemas:
                 conversation.set_tools(runtime.tokenizer, schemas)
             self._schemas = schemas

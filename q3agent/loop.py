@@ -26,14 +26,19 @@ from q3agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+from q3agent.memory.context_window import ContextWindow, summary_request
+from q3agent.memory.recorder import SessionRecorder
 from q3agent.policy.base import Policy, ReconsideringPolicy, RunState, StepMode, ThinkingCapability
+from q3agent.qwen3.chat_format import render_ids
 from q3agent.qwen3.messages import (
     AssistantMessage,
     Message,
     ToolCall,
     ToolCallError,
+    ToolMessage,
     UserMessage,
 )
+from q3agent.qwen3.models import sampling_for
 from q3agent.qwen3.parsing import Parsed, parse
 from q3agent.qwen3.prompt import PromptBuilder
 from q3agent.qwen3.streaming import ContentDelta as ParsedContent
@@ -92,6 +97,22 @@ class Conversation:
     needs_render: bool = True
     previous_ids: tuple[int, ...] = ()
     """The last prompt of a builder that was replaced (to report the divergence)."""
+    recorder: SessionRecorder | None = None
+    """Persists the conversation as it happens (``Agent.session(store=...)``)."""
+    context: ContextWindow | None = None
+    """Summarises older turns when the prompt nears the model's window."""
+
+    def add(self, message: Message) -> None:
+        """Append a message (and persist it)."""
+        self.messages.append(message)
+        if self.recorder is not None:
+            self.recorder.messages([message])
+
+    def close_step(self, tool_messages: Sequence[ToolMessage], record: Mapping[str, Any]) -> None:
+        """Add a step's tool messages and, when persisting, close the step atomically."""
+        self.messages.extend(tool_messages)
+        if self.recorder is not None:
+            self.recorder.step(record, tool_messages)
 
     def set_tools(self, tokenizer: Qwen3Tokenizer, tools: Sequence[dict[str, Any]]) -> None:
         """Use a new tool set from the next task on (the system turn changes: re-render)."""
@@ -193,18 +214,111 @@ def _is_failure(result: ToolResult) -> bool:
     return result.is_error or not result.content.strip()
 
 
+def _step_record(
+    index: int,
+    mode: StepMode,
+    generation: BudgetedGeneration,
+    parsed: Parsed,
+    started_at: float,
+    latency: float,
+    results: Sequence[ToolResult] = (),
+    *,
+    diverged_at: int | None = None,
+    redone: bool = False,
+) -> StepRecord:
+    return StepRecord(
+        index=index,
+        thinking=mode.thinking,
+        budget=mode.budget,
+        reason=mode.reason,
+        usage=generation.usage,
+        latency_s=latency,
+        reasoning=parsed.reasoning,
+        content=parsed.content,
+        tool_calls=tuple(parsed.calls),
+        tool_results=tuple(results),
+        hit_budget=generation.hit_budget,
+        finish_reason=generation.finish_reason,
+        prompt_diverged_at=diverged_at,
+        redone=redone,
+        started_at=started_at,
+    )
+
+
+async def _run_tools(
+    s: LoopSettings,
+    conv: Conversation,
+    calls: Sequence[ToolCall | ToolCallError],
+    ctx: RunContext[Any],
+) -> list[ToolResult]:
+    """Execute a step's calls concurrently; results recorded before an interruption are reused."""
+    tools: Mapping[str, Tool] = s.tools
+    done: dict[str, ToolResult] = {}
+    if conv.recorder is not None:
+        done = conv.recorder.completed([c for c in calls if isinstance(c, ToolCall)])
+        tools = conv.recorder.wrap(s.tools)
+    todo = [c for c in calls if c.id not in done]
+    ran = await execute_tool_calls(
+        todo,
+        tools,
+        ctx,
+        default_timeout=s.tool_timeout,
+        approve=s.approve,
+        max_output_chars=s.max_output_chars,
+    )
+    by_id = {r.call_id: r for r in ran} | done
+    return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
+
+
+def _account(
+    s: LoopSettings, tally: _Tally, calls: Sequence[object], results: Sequence[ToolResult]
+) -> str | None:
+    """Count a step's calls and failures; say why the run must stop if a retry budget is spent."""
+    tally.tool_calls += sum(isinstance(c, ToolCall) for c in calls)
+    failed = [r for r in results if _is_failure(r)]
+    tally.failures += len(failed)
+    tally.last_failed = bool(failed)
+    tally.last_had_calls = True
+    for r in results:
+        if r.is_error:
+            tally.errors_by_tool[r.name or "<unparsed>"] += 1
+    return _retry_budget_spent(s, tally)
+
+
+async def _compact(s: LoopSettings, conv: Conversation) -> bool:
+    """Summarise older turns once the prompt reaches the window's threshold; True if it did."""
+    window = conv.context
+    if window is None or len(conv.builder.ids) < window.threshold:
+        return False
+
+    async def summarize(messages: list[Message]) -> str:
+        prompt = render_ids(s.runtime.tokenizer, summary_request(messages), enable_thinking=False)
+        request = GenerationRequest(prompt_ids=tuple(prompt), sampling=sampling_for(False))
+        return parse((await s.runtime.generate(request)).text).content
+
+    fitted = await window.fit(conv.messages, summarize, [t.schema() for t in s.tools.values()])
+    conv.messages[:] = fitted.messages
+    conv.needs_render = True
+    if conv.recorder is not None:
+        conv.recorder.replace(conv.messages)
+    return True
+
+
 async def run_task(
     s: LoopSettings,
     conv: Conversation,
-    task: str,
+    task: str | None,
     *,
     stream: bool = False,
     thinking: bool | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Run one user task to an answer, a limit, an error or cancellation; yield its events.
 
-    The last event is always :class:`FinalResult`. Cancelling the task that iterates this
-    stops in-flight tools; the result then has status ``cancelled`` and what was done so far.
+    ``task=None`` resumes the conversation's interrupted task: the calls of its last assistant
+    turn that have no result yet are run (those recorded as completed are not run again), and
+    the loop goes on from there. The last event is always :class:`FinalResult`. Cancelling
+    the task that iterates this stops in-flight tools; the result then has status
+    ``cancelled`` and what was done so far.
     """
     run_id = uuid.uuid4().hex[:12]
     tok = s.runtime.tokenizer
@@ -216,15 +330,24 @@ async def run_task(
     answer, reasoning = "", None
     error: BaseException | None = None
 
-    conv.messages.append(UserMessage(content=task))
-    task_tokens = tok.count(task)
+    pending = _pending_calls(conv.messages) if task is None else []
+    if task is not None:
+        conv.add(UserMessage(content=task))
+    query = next((m.content for m in reversed(conv.messages) if isinstance(m, UserMessage)), "")
+    task_tokens = tok.count(query)
     tally.soft_switch = soft_switch(conv.messages)
-    mode = s.policy.decide(_state(s, 0, task_tokens, tally, thinking))
-    diverged_at = conv.open_task(_template_thinking(s, mode))
-    conv.needs_render = True  # until the task ends cleanly with an answer
-
+    step = 0
     try:
-        step = 0
+        if pending:  # resuming: finish the interrupted step's tool calls first
+            ctx = RunContext(deps=s.deps, run_id=run_id, step=0, messages=tuple(conv.messages))
+            results = await _run_tools(s, conv, pending, ctx)
+            _account(s, tally, pending, results)
+            conv.close_step([r.to_message() for r in results], {"resumed_calls": len(pending)})
+        await _compact(s, conv)
+        mode = s.policy.decide(_state(s, 0, task_tokens, tally, thinking))
+        diverged_at = conv.open_task(_template_thinking(s, mode))
+        conv.needs_render = True  # until the task ends cleanly with an answer
+
         while step < s.max_steps:
             # 1. generate this step's completion (thinking under its budget when asked)
             yield StepStart(step, mode)
@@ -272,39 +395,7 @@ async def run_task(
             if not stream:
                 for call in calls:
                     yield ToolCallEvent(step, call)
-
-            def record(
-                results: Sequence[ToolResult] = (),
-                redone: bool = False,
-                *,
-                _mode: StepMode = mode,
-                _gen: BudgetedGeneration = generation,
-                _parsed: Parsed = parsed,
-                _calls: Sequence[ToolCall | ToolCallError] = calls,
-                _latency: float = latency,
-                _step: int = step,
-                _started_at: float = started_at,
-            ) -> StepRecord:
-                steps.append(
-                    StepRecord(
-                        index=_step,
-                        thinking=_mode.thinking,
-                        budget=_mode.budget,
-                        reason=_mode.reason,
-                        usage=_gen.usage,
-                        latency_s=_latency,
-                        reasoning=_parsed.reasoning,
-                        content=_parsed.content,
-                        tool_calls=tuple(_calls),
-                        tool_results=tuple(results),
-                        hit_budget=_gen.hit_budget,
-                        finish_reason=_gen.finish_reason,
-                        prompt_diverged_at=diverged_at if _step == 0 else None,
-                        redone=redone,
-                        started_at=_started_at,
-                    )
-                )
-                return steps[-1]
+            diverged, diverged_at = diverged_at, None  # reported on the step that saw it
 
             # 2. a final answer: the policy may ask for it once more, with thinking
             if not calls:
@@ -313,7 +404,18 @@ async def run_task(
                     state = _state(s, step, task_tokens, tally, thinking)
                     redo = s.policy.reconsider(state, parsed)
                 if redo is not None and step + 1 < s.max_steps:
-                    yield StepEnd(record(redone=True))
+                    record = _step_record(
+                        step,
+                        mode,
+                        generation,
+                        parsed,
+                        started_at,
+                        latency,
+                        diverged_at=diverged,
+                        redone=True,
+                    )
+                    steps.append(record)
+                    yield StepEnd(record)
                     mode = redo
                     conv.builder.reopen_generation(enable_thinking=_template_thinking(s, mode))
                     step += 1
@@ -323,9 +425,14 @@ async def run_task(
                     message=_assistant(parsed),
                     finish_reason=generation.finish_reason,
                 )
-                conv.messages.append(_assistant(parsed))
+                conv.add(_assistant(parsed))
+                record = _step_record(
+                    step, mode, generation, parsed, started_at, latency, diverged_at=diverged
+                )
+                conv.close_step([], record.to_json())
                 conv.needs_render = False
-                yield StepEnd(record())
+                steps.append(record)
+                yield StepEnd(record)
                 status, detail = "answer", ""
                 answer, reasoning = parsed.content, parsed.reasoning
                 break
@@ -336,33 +443,22 @@ async def run_task(
                 message=_assistant(parsed),
                 finish_reason=generation.finish_reason,
             )
-            conv.messages.append(_assistant(parsed))
+            conv.add(_assistant(parsed))
             ctx = RunContext(deps=s.deps, run_id=run_id, step=step, messages=tuple(conv.messages))
-            results = await execute_tool_calls(
-                calls,
-                s.tools,
-                ctx,
-                default_timeout=s.tool_timeout,
-                approve=s.approve,
-                max_output_chars=s.max_output_chars,
-            )
+            results = await _run_tools(s, conv, calls, ctx)
             for tool_result in results:
                 yield ToolResultEvent(step, tool_result)
-            tally.tool_calls += sum(isinstance(c, ToolCall) for c in calls)
-            failed = [r for r in results if _is_failure(r)]
-            tally.failures += len(failed)
-            tally.last_failed = bool(failed)
-            tally.last_had_calls = True
-            for r in results:
-                if r.is_error:
-                    tally.errors_by_tool[r.name or "<unparsed>"] += 1
+            stop = _account(s, tally, calls, results)
             tool_messages = [r.to_message() for r in results]
-            conv.messages.extend(tool_messages)
-            yield StepEnd(record(results))
+            record = _step_record(
+                step, mode, generation, parsed, started_at, latency, results, diverged_at=diverged
+            )
+            conv.close_step(tool_messages, record.to_json())
+            steps.append(record)
+            yield StepEnd(record)
             step += 1
 
             # 4. budgets and limits, then the next step's mode and generation prompt
-            stop = _retry_budget_spent(s, tally)
             if stop is not None:
                 status, detail = "error", stop
                 break
@@ -371,9 +467,13 @@ async def run_task(
                 status, detail = "usage_limit", over
                 break
             mode = s.policy.decide(_state(s, step, task_tokens, tally, thinking))
-            conv.builder.append_tool_results(
-                tool_messages, enable_thinking=_template_thinking(s, mode)
-            )
+            if await _compact(s, conv):
+                diverged_at = conv.open_task(_template_thinking(s, mode))
+                conv.needs_render = True
+            else:
+                conv.builder.append_tool_results(
+                    tool_messages, enable_thinking=_template_thinking(s, mode)
+                )
     except anyio.get_cancelled_exc_class():
         status, detail = "cancelled", "the run was cancelled"
     except RuntimeError_ as exc:
@@ -392,6 +492,16 @@ async def run_task(
         error=error,
     )
     yield FinalResult(result)
+
+
+def _pending_calls(messages: Sequence[Message]) -> list[ToolCall]:
+    """Calls of the last assistant turn that no tool message answers (an interrupted step)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, AssistantMessage):
+            answered = {m.tool_call_id for m in messages[index + 1 :] if isinstance(m, ToolMessage)}
+            return [c for c in message.tool_calls if c.id not in answered]
+    return []
 
 
 def _retry_budget_spent(s: LoopSettings, tally: _Tally) -> str | None:
