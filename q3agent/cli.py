@@ -166,6 +166,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 _PLUGINS: list[tuple[str, str]] = [
     ("q3agent.cli_mcp", "add_mcp_commands"),
+    ("q3agent.cli_rag", "add_rag_commands"),
+    ("q3agent.cli_research", "add_research_commands"),
 ]
 """(module, function) pairs that add subcommands: MCP, RAG, research, BFCL evaluation."""
 

@@ -1,0 +1,77 @@
+"""Deep research end to end: documents plus web pages in, a cited Markdown/HTML/PDF report out.
+
+Runs on a CPU with the built-in stand-in model (``ResearchFixtureRuntime``) over the test
+corpus: three Markdown documents and web pages served from 127.0.0.1. Pass ``--model
+Qwen3-30B-A3B`` (with a GPU and weights) to have a real Qwen3 write the report instead.
+
+    python examples/deep_research.py
+    python examples/deep_research.py --model Qwen3-8B --out-dir examples/output
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import threading
+from pathlib import Path
+from typing import Any
+
+from q3agent.research import ResearchAgent, ResearchFixtureRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "research" / "fixtures"
+QUESTION = (
+    "How do the Aurora, Borealis and Cirrus vector databases compare on query latency, "
+    "cost and durability?"
+)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No request log on the console."""
+
+
+def serve_pages() -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve the fixture web pages on a free 127.0.0.1 port."""
+    handler = functools.partial(_Quiet, directory=str(FIXTURES / "pages"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a Qwen3 model to use instead of the stand-in")
+    parser.add_argument("--out-dir", default=str(ROOT / "examples" / "output"))
+    args = parser.parse_args()
+
+    server, base = serve_pages()
+    agent = ResearchAgent(
+        args.model,
+        runtime=None if args.model else ResearchFixtureRuntime(),
+        docs=[FIXTURES / "docs"],
+        web=True,
+        urls=[f"{base}/index.html"],
+        max_researchers=3,
+    )
+    try:
+        report = agent.run(QUESTION)
+    finally:
+        server.shutdown()
+
+    out = Path(args.out_dir)
+    for suffix in ("md", "html", "pdf"):
+        path = report.write(out / f"deep_research_report.{suffix}")
+        print(f"wrote {path}")
+    print()
+    print(report.summary())
+    print("\nseconds per stage:")
+    for stage, seconds in report.timings.items():
+        print(f"  {stage:<10} {seconds:8.3f}")
+    for issue in report.issues:
+        print("citation issue:", issue.kind, issue.detail)
+
+
+if __name__ == "__main__":
+    main()

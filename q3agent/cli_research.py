@@ -1,0 +1,279 @@
+"""The ``q3agent research`` command: a cited report from documents and the web, with progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from q3agent.research.progress import ResearchEvent
+    from q3agent.research.report import Report
+
+
+def add_research_commands(subparsers: Any) -> None:
+    """Add ``research`` to the ``q3agent`` sub-command parsers."""
+    p = subparsers.add_parser(
+        "research",
+        help="write a cited research report from documents and web pages",
+        description=(
+            "Plan sub-questions, research them in parallel with rag_search and fetch_url, and "
+            "write a report whose every [n] cites a quote that was actually retrieved."
+        ),
+    )
+    p.add_argument("question", help="the research question")
+    p.add_argument(
+        "--docs",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="file or folder of documents to research (repeatable)",
+    )
+    p.add_argument("--store", metavar="DIR", help="research an existing RAG store directory")
+    p.add_argument("--web", action="store_true", help="let researchers fetch web pages")
+    p.add_argument("--url", action="append", default=[], metavar="URL",
+                   help="a start page for web research (repeatable; implies --web)")  # fmt: skip
+    p.add_argument(
+        "--mcp-fetch",
+        action="store_true",
+        help="fetch pages through the mcp-server-fetch MCP server instead of httpx",
+    )
+    p.add_argument("--out", metavar="FILE", help="write the report here (default: print it)")
+    p.add_argument("--format", choices=["md", "html", "pdf"],
+                   help="output format (default: from --out's suffix, else md)")  # fmt: skip
+    p.add_argument(
+        "--no-clarify",
+        action="store_true",
+        help="do not ask a clarifying question first (never asked when not a TTY)",
+    )
+    p.add_argument("--model", default="Qwen3-30B-A3B", help="Qwen3 model (default %(default)s)")
+    runtime = p.add_mutually_exclusive_group()
+    runtime.add_argument(
+        "--script", metavar="JSONL", help="answer from scripted completions (testing)"
+    )
+    runtime.add_argument(
+        "--fixture-runtime",
+        action="store_true",
+        help="answer with the built-in stand-in model (demos, no GPU)",
+    )
+    p.add_argument("--max-researchers", type=int, default=5, help="parallel researchers (5)")
+    p.add_argument("--max-subquestions", type=int, default=5, help="planned sub-questions (5)")
+    p.add_argument("--max-calls", type=int, default=200, help="model-call budget (200)")
+    p.add_argument("--max-tokens", type=int, help="token budget over all calls")
+    p.add_argument("--max-seconds", type=float, help="wall-time budget")
+    p.add_argument(
+        "--remove-unsupported",
+        action="store_true",
+        help="remove sentences the evidence does not support instead of flagging",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON summary (status, sources, timings) after the report",
+    )
+    p.set_defaults(func=run_research_command)
+
+
+def _clarifier(console: Console) -> Any:
+    def ask(question: str) -> str:
+        return console.input(f"[bold]Clarifying question:[/] {question}\n> ")
+
+    return ask
+
+
+def run_research_command(args: argparse.Namespace) -> int:
+    """Run ``q3agent research``; returns the exit status (0 complete, 1 partial, 2 failed)."""
+    import anyio
+    from rich.console import Console
+
+    from q3agent.research.pipeline import ResearchAgent, ResearchBudget
+    from q3agent.research.render import RenderError
+    from q3agent.serving.base import Runtime, RuntimeError_
+
+    console = Console(stderr=True, highlight=False)
+    runtime: Runtime | None = None
+    if args.fixture_runtime:
+        from q3agent.research.fixture_runtime import ResearchFixtureRuntime
+
+        runtime = ResearchFixtureRuntime()
+    elif args.script:
+        from q3agent.cli import load_script
+        from q3agent.serving.testing import ScriptedRuntime
+
+        runtime = ScriptedRuntime(load_script(args.script))
+    store = None
+    if args.store:
+        from q3agent.rag.store import RagStore
+
+        store = RagStore.persistent(args.store)
+    fetch_server = None
+    if args.mcp_fetch:
+        from q3agent.tools.mcp import MCPServerStdio
+
+        fetch_server = MCPServerStdio("mcp-server-fetch", ["--ignore-robots-txt"])
+    interactive = sys.stdin.isatty() and not args.no_clarify and runtime is None
+    missing = [d for d in args.docs if not Path(d).exists()]
+    if missing:
+        console.print(f"[red]no such file or folder: {', '.join(missing)}[/]")
+        return 2
+    agent = ResearchAgent(
+        args.model if runtime is None else None,
+        runtime=runtime,
+        docs=args.docs,
+        store=store,
+        web=args.web or bool(args.url),
+        urls=args.url,
+        fetch_server=fetch_server,
+        max_researchers=args.max_researchers,
+        max_subquestions=args.max_subquestions,
+        budget=ResearchBudget(
+            max_llm_calls=args.max_calls, max_tokens=args.max_tokens, max_seconds=args.max_seconds
+        ),
+        clarify=_clarifier(console) if interactive else None,
+        unsupported="remove" if args.remove_unsupported else "flag",
+    )
+
+    async def main() -> Report:
+        cancel = anyio.Event()
+        display = _ProgressDisplay(console)
+        async with anyio.create_task_group() as tg:
+
+            async def on_interrupt() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                    async for _ in signals:
+                        console.print("[yellow]interrupted: writing the partial report…[/]")
+                        cancel.set()
+                        return
+
+            tg.start_soon(on_interrupt)
+            try:
+                with display:
+                    report = await agent.arun(args.question, cancel=cancel, on_event=display)
+            finally:
+                tg.cancel_scope.cancel()
+                await agent.aclose()
+        return report
+
+    try:
+        report = anyio.run(main)
+    except (RuntimeError_, ValueError) as exc:
+        console.print(f"[red]research failed:[/] {exc}")
+        return 2
+    finally:
+        if store is not None:
+            store.close()
+    try:
+        if args.out:
+            path = report.write(args.out, args.format)
+            console.print(f"report written to {path}")
+        elif args.format in ("html", "pdf"):
+            console.print("[red]--format html/pdf needs --out FILE[/]")
+            return 2
+        else:
+            print(report.markdown)
+    except RenderError as exc:
+        console.print(f"[red]could not render the report:[/] {exc}")
+        return 2
+    console.print(report.summary())
+    if args.json:
+        print(json.dumps(_summary_json(report), indent=2))
+    return 0 if report.complete else 1
+
+
+def _summary_json(report: Report) -> dict[str, Any]:
+    return {
+        "status": report.status,
+        "detail": report.detail,
+        "title": report.title,
+        "sources": [
+            {"number": s.number, "location": s.location, "title": s.title, "quotes": s.quotes}
+            for s in report.sources
+        ],
+        "issues": [
+            {"kind": i.kind, "number": i.number, "text": i.text, "detail": i.detail}
+            for i in report.issues
+        ],
+        "timings": report.timings,
+        "usage": {
+            "requests": report.usage.requests,
+            "prompt_tokens": report.usage.prompt_tokens,
+            "completion_tokens": report.usage.completion_tokens,
+            "cached_tokens": report.usage.cached_tokens,
+        },
+    }
+
+
+class _ProgressDisplay:
+    """A rich progress display: one bar over the stages, one over the researchers."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        from q3agent.research.progress import STAGES
+
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[label]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+        )
+        self.stages = self.progress.add_task("", total=len(STAGES), label="stages")
+        self.researchers = self.progress.add_task("", total=None, label="researchers",
+                                                  visible=False)  # fmt: skip
+        self.started = 0
+
+    def __enter__(self) -> _ProgressDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, event: ResearchEvent) -> None:
+        from rich.markup import escape
+
+        from q3agent.research.progress import (
+            ResearcherFinished,
+            ResearcherStarted,
+            SourceAdded,
+            StageFinished,
+            StageStarted,
+            WrapUp,
+            describe,
+        )
+
+        if isinstance(event, StageStarted):
+            self.progress.update(self.stages, description=event.stage)
+        elif isinstance(event, StageFinished):
+            self.progress.advance(self.stages)
+            self.console.print(f"[green]✓[/] {escape(describe(event))}")
+        elif isinstance(event, ResearcherStarted):
+            self.started += 1
+            self.progress.update(
+                self.researchers, total=self.started, visible=True,
+                description=escape(event.question[:60]),
+            )  # fmt: skip
+        elif isinstance(event, ResearcherFinished):
+            self.progress.advance(self.researchers)
+            self.console.print(f"  {escape(describe(event))}")
+        elif isinstance(event, SourceAdded):
+            self.console.print(f"  [dim]{escape(describe(event))}[/]")
+        elif isinstance(event, WrapUp):
+            self.console.print(f"[yellow]{escape(describe(event))}[/]")
