@@ -11,6 +11,7 @@ Prints, from one run:
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import time
@@ -123,7 +124,7 @@ async def overhead_per_step(history_tokens: int) -> tuple[float, float, int]:
             if isinstance(event, FinalResult):
                 assert event.result.status == "answer", event.result.detail
                 prompt_len = len(event.result.prompt_ids)
-        steps = [(b[0] - a[0]) - (b[1] - a[1]) for a, b in zip(marks, marks[1:], strict=False)]
+        steps = [(b[0] - a[0]) - (b[1] - a[1]) for a, b in itertools.pairwise(marks)]
         first_mark = marks[0][0] - start
         firsts.append((first_mark + steps[0]) * 1000)
         laters.extend(x * 1000 for x in steps[1:])
