@@ -43,7 +43,25 @@ if TYPE_CHECKING:
     from q3agent.tools.context import RunContext
     from q3agent.tools.function import tool
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Agent",
+    "AgentSession",
+    "AlwaysThink",
+    "FunctionRuntime",
+    "NeverThink",
+    "PlanAct",
+    "RunContext",
+    "RunResult",
+    "SamplingParams",
+    "ScriptedRuntime",
+    "StepMode",
+    "StepRecord",
+    "Tool",
+    "ToolError",
+    "Usage",
+    "UsageLimits",
+    "tool",
+]
 
 
 def __getattr__(name: str) -> Any:

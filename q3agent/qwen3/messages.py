@@ -157,7 +157,8 @@ def to_messages(messages: Iterable[MessageLike]) -> list[Message]:
 
 def dump_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """Serialise messages to JSON-ready dicts (the inverse of :func:`load_messages`)."""
-    return _MESSAGES_ADAPTER.dump_python(list(messages), mode="json")
+    dumped: list[dict[str, Any]] = _MESSAGES_ADAPTER.dump_python(list(messages), mode="json")
+    return dumped
 
 
 def load_messages(data: Any) -> list[Message]:
