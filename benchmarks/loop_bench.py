@@ -21,6 +21,7 @@ import anyio
 
 from q3agent import Agent, NeverThink, tool
 from q3agent.events import FinalResult, StepStart
+from q3agent.memory.context_window import ContextWindow
 from q3agent.qwen3.messages import AssistantMessage, UserMessage
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import Generation, GenerationChunk, GenerationRequest
@@ -114,7 +115,15 @@ async def overhead_per_step(history_tokens: int) -> tuple[float, float, int]:
             return text
 
         runtime = TimedRuntime(FunctionRuntime(answer, tokenizer=tok))
-        agent = Agent(runtime=runtime, tools=[lookup], policy=NeverThink(), max_steps=STEPS + 1)
+        agent = Agent(
+            runtime=runtime,
+            tools=[lookup],
+            policy=NeverThink(),
+            max_steps=STEPS + 1,
+            # a 32K-token history needs the YaRN window (131,072): measure the loop, not
+            # the summarisation that the default 32,768-token window would trigger
+            context_window=ContextWindow(tok, max_tokens=131_072),
+        )
         session = agent.session(_history(tok, history_tokens))
         marks: list[tuple[float, float]] = []  # (wall clock, runtime seconds) at each step start
         start = time.perf_counter()

@@ -26,7 +26,7 @@ from q3agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from q3agent.memory.context_window import ContextWindow, summary_request
+from q3agent.memory.context_window import ContextOverflowError, ContextWindow, summary_request
 from q3agent.memory.recorder import SessionRecorder
 from q3agent.policy.base import Policy, ReconsideringPolicy, RunState, StepMode, ThinkingCapability
 from q3agent.qwen3.chat_format import render_ids
@@ -101,6 +101,8 @@ class Conversation:
     """Persists the conversation as it happens (``Agent.session(store=...)``)."""
     context: ContextWindow | None = None
     """Summarises older turns when the prompt nears the model's window."""
+    compact_floor: int = 0
+    """Prompt length below which no new compaction is tried (after one that fell short)."""
 
     def add(self, message: Message) -> None:
         """Append a message (and persist it)."""
@@ -285,20 +287,29 @@ def _account(
     return _retry_budget_spent(s, tally)
 
 
-async def _compact(s: LoopSettings, conv: Conversation) -> bool:
-    """Summarise older turns once the prompt reaches the window's threshold; True if it did."""
+async def _compact(s: LoopSettings, conv: Conversation, tally: _Tally) -> bool:
+    """Summarise older turns once the prompt reaches the window's threshold; True if it did.
+
+    After a compaction that could not get below the threshold (the kept turns are that long),
+    the next try waits until the prompt has grown by a tenth of the window, so a long task does
+    not pay a summarisation call every step. The summary call's usage counts towards the run.
+    """
     window = conv.context
-    if window is None or len(conv.builder.ids) < window.threshold:
+    size = len(conv.builder.ids)
+    if window is None or size < max(window.threshold, conv.compact_floor):
         return False
 
     async def summarize(messages: list[Message]) -> str:
         prompt = render_ids(s.runtime.tokenizer, summary_request(messages), enable_thinking=False)
         request = GenerationRequest(prompt_ids=tuple(prompt), sampling=sampling_for(False))
-        return parse((await s.runtime.generate(request)).text).content
+        generation = await s.runtime.generate(request)
+        tally.usage += generation.usage
+        return parse(generation.text).content
 
     fitted = await window.fit(conv.messages, summarize, [t.schema() for t in s.tools.values()])
     conv.messages[:] = fitted.messages
     conv.needs_render = True
+    conv.compact_floor = fitted.tokens_after + window.max_tokens // 10
     if conv.recorder is not None:
         conv.recorder.replace(conv.messages)
     return True
@@ -343,7 +354,7 @@ async def run_task(
             results = await _run_tools(s, conv, pending, ctx)
             _account(s, tally, pending, results)
             conv.close_step([r.to_message() for r in results], {"resumed_calls": len(pending)})
-        await _compact(s, conv)
+        await _compact(s, conv, tally)
         mode = s.policy.decide(_state(s, 0, task_tokens, tally, thinking))
         diverged_at = conv.open_task(_template_thinking(s, mode))
         conv.needs_render = True  # until the task ends cleanly with an answer
@@ -467,7 +478,7 @@ async def run_task(
                 status, detail = "usage_limit", over
                 break
             mode = s.policy.decide(_state(s, step, task_tokens, tally, thinking))
-            if await _compact(s, conv):
+            if await _compact(s, conv, tally):
                 diverged_at = conv.open_task(_template_thinking(s, mode))
                 conv.needs_render = True
             else:
@@ -478,6 +489,12 @@ async def run_task(
         status, detail = "cancelled", "the run was cancelled"
     except RuntimeError_ as exc:
         status, detail, error = "error", str(exc), exc
+    except ContextOverflowError as exc:
+        status, error = "error", exc
+        detail = (
+            f"{exc} Start a new session, shorten the task, or use a longer context "
+            "(Agent(context_window=ContextWindow(max_tokens=131072)) with YaRN enabled)."
+        )
 
     result = RunResult(
         answer=answer,

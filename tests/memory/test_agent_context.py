@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from q3agent import Agent, NeverThink, tool
-from q3agent.memory.context_window import SUMMARY_INSTRUCTIONS, SUMMARY_PREFIX, ContextWindow
+from q3agent.memory.context_window import (
+    SUMMARY_INSTRUCTIONS,
+    SUMMARY_PREFIX,
+    ContextWindow,
+    FitResult,
+)
 from q3agent.serving.base import GenerationRequest
 from q3agent.serving.testing import FunctionRuntime
 
@@ -56,3 +62,37 @@ async def test_prompt_is_summarised_when_it_reaches_the_threshold() -> None:
     assert any(SUMMARY_PREFIX.strip() in r.prompt_text for r in runtime.requests[-3:])
     # the re-render is reported where the prefix changed
     assert any(s.prompt_diverged_at is not None for s in result.steps[1:])
+
+
+async def test_a_task_that_cannot_shrink_is_not_compacted_every_step() -> None:
+    class CountingWindow(ContextWindow):
+        fits = 0
+
+        async def fit(self, *args: Any, **kwargs: Any) -> FitResult:
+            CountingWindow.fits += 1
+            return await super().fit(*args, **kwargs)
+
+    step = {"n": 0}
+
+    def model(request: GenerationRequest) -> str:
+        step["n"] += 1
+        if step["n"] <= 5:
+            body = json.dumps({"name": "ping", "arguments": {}})
+            return f"<tool_call>\n{body}\n</tool_call>"
+        return "Done."
+
+    @tool
+    def ping() -> str:
+        """Answers ok."""
+        return "ok"
+
+    runtime = FunctionRuntime(model)
+    window = CountingWindow(runtime.tokenizer, max_tokens=2_000, summarize_at=0.75)
+    document = "The quarterly report lists revenue by region. " * 180  # 1,441 tokens
+    agent = Agent(runtime=runtime, tools=[ping], policy=NeverThink(), context_window=window)
+    result = await agent.arun(f"Read this, then ping five times:\n{document}")
+
+    assert result.status == "answer"
+    assert len(runtime.requests) == 6  # no summary call: nothing older than the task to shrink
+    # the kept task alone is over the threshold: one attempt, not one per step
+    assert CountingWindow.fits == 1
