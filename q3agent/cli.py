@@ -168,6 +168,7 @@ _PLUGINS: list[tuple[str, str]] = [
     ("q3agent.cli_mcp", "add_mcp_commands"),
     ("q3agent.cli_rag", "add_rag_commands"),
     ("q3agent.cli_research", "add_research_commands"),
+    ("q3agent.cli_eval", "add_eval_commands"),
 ]
 """(module, function) pairs that add subcommands: MCP, RAG, research, BFCL evaluation."""
 
