@@ -83,6 +83,7 @@ class Agent:
         tool_choice: ToolChoice = "auto",
         capability: ThinkingCapability | None = None,
         context_window: ContextWindow | Literal["auto"] | None = "auto",
+        parallel_tool_calls: bool = True,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -101,6 +102,8 @@ class Agent:
         self.deps = deps
         self.tool_choice = tool_choice
         self.context_window = context_window
+        self.parallel_tool_calls = parallel_tool_calls
+        """False runs a step's calls one at a time, in order (for stateful tools)."""
         """Summarises older turns near the model's window; ``"auto"`` sizes it from the
         registry (32,768 tokens for Qwen3, 262,144 for the 2507 models), ``None`` turns it off."""
         self.capability: ThinkingCapability = capability or _capability(
@@ -319,6 +322,7 @@ class AgentSession:
                 max_output_chars=agent.max_output_chars,
                 deps=agent.deps,
                 tool_choice=agent.tool_choice,
+                parallel_tool_calls=agent.parallel_tool_calls,
             )
             events = run_task(settings, conversation, task, stream=stream, thinking=thinking)
             try:

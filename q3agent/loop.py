@@ -81,6 +81,8 @@ class LoopSettings:
     max_output_chars: int
     deps: Any
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    """False: a step's calls run one after another, in order (stateful environments)."""
 
 
 @dataclass
@@ -260,14 +262,17 @@ async def _run_tools(
         done = conv.recorder.completed([c for c in calls if isinstance(c, ToolCall)])
         tools = conv.recorder.wrap(s.tools)
     todo = [c for c in calls if c.id not in done]
-    ran = await execute_tool_calls(
-        todo,
-        tools,
-        ctx,
-        default_timeout=s.tool_timeout,
-        approve=s.approve,
-        max_output_chars=s.max_output_chars,
-    )
+    batches = [todo] if s.parallel_tool_calls else [[c] for c in todo]
+    ran: list[ToolResult] = []
+    for batch in batches:
+        ran += await execute_tool_calls(
+            batch,
+            tools,
+            ctx,
+            default_timeout=s.tool_timeout,
+            approve=s.approve,
+            max_output_chars=s.max_output_chars,
+        )
     by_id = {r.call_id: r for r in ran} | done
     return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
 

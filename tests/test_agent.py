@@ -510,3 +510,36 @@ async def test_tools_added_between_tasks_rerender_the_tools_block() -> None:
     diverged = result.steps[0].prompt_diverged_at
     assert diverged is not None
     assert diverged < len(runtime.tokenizer.encode_trusted(runtime.requests[0].prompt_text))
+
+
+async def test_parallel_tool_calls_off_runs_a_steps_calls_in_order() -> None:
+    log: list[str] = []
+
+    @tool
+    async def step(label: str, delay: float) -> str:
+        """Record a step.
+
+        Args:
+            label: Step name.
+            delay: Seconds to wait first.
+        """
+        log.append(f"start {label}")
+        await anyio.sleep(delay)
+        log.append(f"end {label}")
+        return label
+
+    completion = call("step", label="cd", delay=0.05) + call("step", label="mv", delay=0.0)
+    for parallel, expected in (
+        (True, ["start cd", "start mv", "end mv", "end cd"]),
+        (False, ["start cd", "end cd", "start mv", "end mv"]),
+    ):
+        log.clear()
+        agent = Agent(
+            runtime=ScriptedRuntime([completion, "done"]),
+            tools=[step],
+            policy=NeverThink(),
+            parallel_tool_calls=parallel,
+        )
+        result = await agent.arun("cd then mv")
+        assert log == expected
+        assert [r.content for r in result.steps[0].tool_results] == ["cd", "mv"]
