@@ -24,7 +24,7 @@ from q3agent.events import FinalResult, StepStart
 from q3agent.memory.context_window import ContextWindow
 from q3agent.qwen3.messages import AssistantMessage, UserMessage
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import Generation, GenerationChunk, GenerationRequest
+from q3agent.serving.base import Generation, GenerationChunk, GenerationRequest, RuntimeWrapper
 from q3agent.serving.testing import FunctionRuntime
 
 STEPS = 10
@@ -47,20 +47,12 @@ def _completion(step: int) -> str:
     return f"<tool_call>\n{body}\n</tool_call>"
 
 
-class TimedRuntime:
-    """Wraps a runtime and adds up the seconds spent inside ``generate``."""
+class TimedRuntime(RuntimeWrapper):
+    """Adds up the seconds spent inside the wrapped runtime (generate and stream)."""
 
     def __init__(self, inner: FunctionRuntime) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.seconds = 0.0
-
-    @property
-    def tokenizer(self) -> Qwen3Tokenizer:
-        return self.inner.tokenizer
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
 
     async def generate(self, request: GenerationRequest) -> Generation:
         start = time.perf_counter()
@@ -80,9 +72,6 @@ class TimedRuntime:
             finally:
                 self.seconds += time.perf_counter() - start
             yield chunk
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def _history(tok: Qwen3Tokenizer, tokens: int) -> list[UserMessage | AssistantMessage]:

@@ -392,6 +392,16 @@ class Qwen3Tokenizer:
             ) from exc
         return cls(Path(cached).read_text(encoding="utf-8"))
 
+    @classmethod
+    def resolve(cls, source: Qwen3Tokenizer | str | os.PathLike[str] | None) -> Qwen3Tokenizer:
+        """A tokenizer from what a runtime was given: one as is, a model dir or id, or None
+        for the offline build (every Qwen3 model shares it)."""
+        if source is None:
+            return cls.offline()
+        if isinstance(source, str | os.PathLike):
+            return cls.from_pretrained(source)
+        return source
+
     def save_pretrained(
         self, directory: str | os.PathLike[str], *, chat_template: str | None = None
     ) -> Path:

@@ -59,12 +59,12 @@ from q3agent.serving.base import (
     GenerationRequest,
     Runtime,
     RuntimeError_,
+    RuntimeWrapper,
     Usage,
 )
 from q3agent.tools.base import Tool, Toolset
 
 if TYPE_CHECKING:
-    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
     from q3agent.rag.retrieval import Retriever
     from q3agent.rag.store import RagStore
     from q3agent.tools.mcp import MCPServer
@@ -152,22 +152,12 @@ class _Ledger:
         return UsageLimits(max_requests=calls, max_total_tokens=tokens)
 
 
-class _MeteredRuntime:
+class _MeteredRuntime(RuntimeWrapper):
     """Counts every model call of the run into the ledger and refuses calls past the budget."""
 
     def __init__(self, inner: Runtime, ledger: _Ledger) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ledger = ledger
-
-    @property
-    def tokenizer(self) -> Qwen3Tokenizer:
-        """The wrapped runtime's tokenizer."""
-        return self.inner.tokenizer
-
-    @property
-    def model_name(self) -> str:
-        """The wrapped runtime's model name."""
-        return self.inner.model_name
 
     def _check(self) -> None:
         reason = self.ledger.hard_stop()

@@ -163,6 +163,39 @@ class Runtime(Protocol):
         ...
 
 
+class RuntimeWrapper:
+    """A runtime that passes everything to another one; subclass it to observe or limit calls.
+
+    Override :meth:`generate` and/or :meth:`stream` (calling ``self.inner``) to count usage,
+    time requests, enforce budgets or log prompts; the rest is delegated.
+    """
+
+    def __init__(self, inner: Runtime) -> None:
+        self.inner = inner
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The wrapped runtime's tokenizer."""
+        return self.inner.tokenizer
+
+    @property
+    def model_name(self) -> str:
+        """The wrapped runtime's model name."""
+        return self.inner.model_name
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """The wrapped runtime's completion."""
+        return await self.inner.generate(request)
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The wrapped runtime's stream."""
+        return self.inner.stream(request)
+
+    async def aclose(self) -> None:
+        """Close the wrapped runtime."""
+        await self.inner.aclose()
+
+
 class RuntimeError_(Exception):  # the trailing underscore avoids shadowing the builtin
     """Base class of errors a runtime raises; the message says what to do next."""
 

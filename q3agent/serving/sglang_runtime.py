@@ -784,13 +784,7 @@ class RemoteSGLangRuntime:
         if self._tokenizer is None:
             from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
-            source = self._tokenizer_source
-            if source is None:
-                self._tokenizer = Qwen3Tokenizer.offline()
-            elif isinstance(source, str | os.PathLike):
-                self._tokenizer = Qwen3Tokenizer.from_pretrained(source)
-            else:
-                self._tokenizer = source
+            self._tokenizer = Qwen3Tokenizer.resolve(self._tokenizer_source)
         return self._tokenizer
 
     @property

@@ -763,12 +763,8 @@ class MCPServerStdio(MCPServer):
             self._stderr_path = None
 
 
-class MCPServerStreamableHTTP(MCPServer):
-    """An MCP server reached over streamable HTTP (the current MCP HTTP transport).
-
-    ``headers`` go with every request (e.g. ``{"Authorization": "Bearer ..."}``); ``auth`` takes
-    an ``httpx2.Auth`` such as the MCP SDK's OAuth client provider.
-    """
+class _MCPServerHTTP(MCPServer):
+    """What both HTTP transports share: a URL, headers sent with every request, and auth."""
 
     def __init__(
         self,
@@ -804,6 +800,14 @@ class MCPServerStreamableHTTP(MCPServer):
     def describe(self) -> str:
         """The URL."""
         return self.url
+
+
+class MCPServerStreamableHTTP(_MCPServerHTTP):
+    """An MCP server reached over streamable HTTP (the current MCP HTTP transport).
+
+    ``headers`` go with every request (e.g. ``{"Authorization": "Bearer ..."}``); ``auth`` takes
+    an ``httpx2.Auth`` such as the MCP SDK's OAuth client provider.
+    """
 
     def _target(self) -> Transport:
         return _streamable_http_transport(self.url, self.headers, self.auth)
@@ -823,43 +827,8 @@ async def _streamable_http_transport(
         yield streams
 
 
-class MCPServerSSE(MCPServer):
+class MCPServerSSE(_MCPServerHTTP):
     """An MCP server reached over the older HTTP+SSE transport (``.../sse`` endpoints)."""
-
-    def __init__(
-        self,
-        url: str,
-        headers: Mapping[str, str] | None = None,
-        *,
-        auth: Any = None,
-        name: str | None = None,
-        prefix: str | None = None,
-        allow: Collection[str] | None = None,
-        block: Collection[str] | None = None,
-        timeout: float | None = 60.0,
-        connect_timeout: float = 30.0,
-        max_restarts: int = 1,
-        requires_approval: bool | Collection[str] = False,
-        protocol: Literal["auto", "legacy"] = "auto",
-    ) -> None:
-        super().__init__(
-            name=name or _name_from_url(url),
-            prefix=prefix,
-            allow=allow,
-            block=block,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_restarts=max_restarts,
-            requires_approval=requires_approval,
-            protocol=protocol,
-        )
-        self.url = url
-        self.headers = dict(headers or {})
-        self.auth = auth
-
-    def describe(self) -> str:
-        """The URL."""
-        return self.url
 
     def _target(self) -> Transport:
         from mcp.client.sse import sse_client
