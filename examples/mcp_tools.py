@@ -50,9 +50,9 @@ async def main(repo: Path) -> None:
             for tool in await server.list_tools():
                 print(f"{tool.name:<28} {tool.description.splitlines()[0][:70]}")
 
-    model = os.environ.get("Q3AGENT_MODEL")
+    model = os.environ.get("Q3AGENT_MODEL") or None
     runtime = None
-    if model is None:
+    if not model:
         runtime = ScriptedRuntime(
             [
                 call("time.get_current_time", timezone="Europe/Paris")

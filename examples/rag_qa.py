@@ -1,77 +1,93 @@
-"""Grounded question answering over your documents: ingest, retrieve, answer with [n] citations.
+"""Grounded question answering: ingest documents, let a Qwen3 agent search them, check citations.
 
-Usage:
-    python examples/rag_qa.py DOCS_DIR "your question" [--store DIR] [--base-url URL]
+    python examples/rag_qa.py                                  # sample corpus, scripted model
+    python examples/rag_qa.py DOCS "question" [--store DIR]    # your documents
+    Q3AGENT_MODEL=Qwen3-8B python examples/rag_qa.py DOCS "question"      # a local model
+    python examples/rag_qa.py DOCS "question" --base-url http://localhost:30000/v1 \\
+        --model Qwen/Qwen3-8B                                  # an OpenAI-compatible server
 
-Without --base-url the example stops after retrieval and prints the grounded prompt a Qwen3
-model would receive. With --base-url (an OpenAI-compatible server such as `sglang serve` or
-vLLM serving Qwen3), it asks the model, checks the citations, and prints the answer with its
-numbered sources. Citations of sources that were never retrieved are removed and reported.
+The agent gets a ``rag_search`` tool over a Chroma store (dense + BM25 retrieval). Its answer
+cites sources as [n]; citations of sources that were never retrieved are removed and reported.
+The scripted model cites one real source and one it never saw, to show that check.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
+from pathlib import Path
 
-import httpx
-
+from q3agent import Agent, PlanAct, ScriptedRuntime
 from q3agent.rag import (
-    GROUNDING_INSTRUCTIONS,
     CitationBank,
     RagStore,
     Retriever,
     check_citations,
-    grounded_prompt,
     ingest,
+    make_rag_search_tool,
+)
+from q3agent.serving.base import Runtime
+
+SAMPLE_DOCS = Path(__file__).resolve().parents[1] / "tests" / "rag" / "fixtures" / "corpus"
+SAMPLE_QUESTION = "What does error E-4012 mean, and how do I fix it?"
+SYSTEM = (
+    "Answer from the documents only. Search them with rag_search, then answer and cite each "
+    "claim with the source number in brackets, like [1]."
 )
 
 
-def ask_model(base_url: str, model: str, prompt: str) -> str:
-    """One non-thinking chat completion from an OpenAI-compatible server."""
-    response = httpx.post(
-        f"{base_url.rstrip('/')}/v1/chat/completions",
-        json={
-            "model": model,
-            "messages": [
-                {"role": "system", "content": GROUNDING_INSTRUCTIONS},
-                {"role": "user", "content": prompt},
-            ],
-            "temperature": 0.7,
-            "top_p": 0.8,
-            "chat_template_kwargs": {"enable_thinking": False},
-        },
-        timeout=120,
+def scripted(question: str) -> ScriptedRuntime:
+    """What a Qwen3 model would write: a search, then an answer citing [1] (and a bogus [7])."""
+    search = json.dumps({"name": "rag_search", "arguments": {"query": question}})
+    return ScriptedRuntime(
+        [
+            f"<think>\nSearch the docs for the error code.\n</think>\n\n<tool_call>\n{search}"
+            "\n</tool_call>",
+            "E-4012 is explained in the support notes [1]; see also the hardware guide [7].",
+        ]
     )
-    response.raise_for_status()
-    return str(response.json()["choices"][0]["message"]["content"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("docs", help="folder (or file) of documents to ingest")
-    parser.add_argument("question")
-    parser.add_argument("--store", default=None, help="store directory (default: per-user dir)")
-    parser.add_argument("--base-url", default=os.environ.get("Q3AGENT_BASE_URL"))
-    parser.add_argument("--model", default="Qwen/Qwen3-8B")
-    parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("docs", nargs="?", default=str(SAMPLE_DOCS))
+    parser.add_argument("question", nargs="?", default=SAMPLE_QUESTION)
+    parser.add_argument("--store", help="persistent store directory (default: a temp dir)")
+    parser.add_argument("--base-url", help="an OpenAI-compatible server serving Qwen3")
+    parser.add_argument("--model", default=os.environ.get("Q3AGENT_MODEL"))
+    parser.add_argument("-k", type=int, default=4, help="passages per search")
     args = parser.parse_args()
 
-    with RagStore.open(args.store) as store:
-        report = ingest(store, [args.docs])
-        print(f"ingest: {report.summary()}")
-        passages = Retriever(store).search(args.question, args.k)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = RagStore.open(args.store or scratch)
+        report = ingest(store, [args.docs], progress=False)
+        print(
+            f"ingested {args.docs}: {len(report.added) + len(report.updated)} new or changed "
+            f"documents, {len(report.unchanged)} unchanged, {report.chunks_written} chunks"
+        )
+        bank = CitationBank()
+        search = make_rag_search_tool(Retriever(store), bank)
 
-    bank = CitationBank()
-    prompt = grounded_prompt(args.question, passages, bank)
-    if not args.base_url:
-        print("\n--- grounded prompt (pass --base-url to ask a Qwen3 server) ---\n")
-        print(prompt)
-        return
-    answer = check_citations(ask_model(args.base_url, args.model, prompt), bank)
-    print(answer.render())
-    if answer.invalid:
-        print(f"\n(removed citations of sources never retrieved: {answer.invalid})")
+        runtime: Runtime | None = None
+        if args.base_url:
+            from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
+
+            runtime = OpenAICompatibleRuntime(args.base_url, args.model or "Qwen/Qwen3-8B")
+        elif not args.model:
+            runtime = scripted(args.question)
+        agent = Agent(
+            args.model, runtime=runtime, tools=[search], system_prompt=SYSTEM, policy=PlanAct()
+        )
+        result = agent.run(args.question)
+
+        grounded = check_citations(result.answer, bank)
+        print(f"\nquestion: {args.question}\n")
+        print(grounded.render())
+        if grounded.invalid:
+            print(f"\nremoved citations of sources never retrieved: {grounded.invalid}")
+        store.close()
 
 
 if __name__ == "__main__":

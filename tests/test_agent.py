@@ -543,3 +543,13 @@ async def test_parallel_tool_calls_off_runs_a_steps_calls_in_order() -> None:
         result = await agent.arun("cd then mv")
         assert log == expected
         assert [r.content for r in result.steps[0].tool_results] == ["cd", "mv"]
+
+
+async def test_a_model_that_skips_thinking_is_continued_without_early_stop_text() -> None:
+    answer = "Paris is the capital of France, and it has been for a very long time indeed."
+    runtime = ScriptedRuntime([answer])
+    result = await Agent(runtime=runtime, policy=AlwaysThink(budget=4)).arun("Capital?")
+
+    assert result.answer == answer
+    assert not result.steps[0].hit_budget
+    assert EARLY_STOP_TEXT not in runtime.requests[-1].prompt_text

@@ -108,7 +108,10 @@ async def generate_with_budget(
     assert first is not None  # _one always ends with a Generation
     ended_turn = bool(first.token_ids) and first.token_ids[-1] in (tok.im_end_id, tok.eos_id)
     closed = tok.think_end_id in first.token_ids
-    hit_budget = not closed and not ended_turn and first.finish_reason == "length"
+    # only reasoning can hit the budget: a model that answered without opening <think> is
+    # simply continued, with no early-stop text in the middle of its answer
+    opened = not model_opens_think or tok.think_id in first.token_ids
+    hit_budget = opened and not closed and not ended_turn and first.finish_reason == "length"
     remaining = total - len(first.token_ids)
     if ended_turn or remaining <= 0 or first.finish_reason == "abort":
         # the model ended its turn inside phase 1 (no thinking, or it stopped): nothing to add
