@@ -37,6 +37,7 @@ from q3agent.qwen3.messages import (
     ToolCallError,
     ToolMessage,
     UserMessage,
+    pending_tool_calls,
 )
 from q3agent.qwen3.models import sampling_for
 from q3agent.qwen3.parsing import Parsed, parse
@@ -346,7 +347,7 @@ async def run_task(
     answer, reasoning = "", None
     error: BaseException | None = None
 
-    pending = _pending_calls(conv.messages) if task is None else []
+    pending = pending_tool_calls(conv.messages) if task is None else []
     if task is not None:
         conv.add(UserMessage(content=task))
     query = next((m.content for m in reversed(conv.messages) if isinstance(m, UserMessage)), "")
@@ -514,16 +515,6 @@ async def run_task(
         error=error,
     )
     yield FinalResult(result)
-
-
-def _pending_calls(messages: Sequence[Message]) -> list[ToolCall]:
-    """Calls of the last assistant turn that no tool message answers (an interrupted step)."""
-    for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        if isinstance(message, AssistantMessage):
-            answered = {m.tool_call_id for m in messages[index + 1 :] if isinstance(m, ToolMessage)}
-            return [c for c in message.tool_calls if c.id not in answered]
-    return []
 
 
 def _retry_budget_spent(s: LoopSettings, tally: _Tally) -> str | None:

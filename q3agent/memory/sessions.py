@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from q3agent.qwen3.messages import (
-    AssistantMessage,
     Message,
     ToolCall,
-    ToolMessage,
     dump_messages,
     load_messages,
+    pending_tool_calls,
 )
 
 _SCHEMA = """
@@ -91,14 +90,7 @@ class SessionState:
         These belong to a step that was interrupted: run the ones without a recorded result
         (see :meth:`Session.completed_tool_result`) and reuse the others.
         """
-        for index in range(len(self.messages) - 1, -1, -1):
-            message = self.messages[index]
-            if isinstance(message, AssistantMessage):
-                answered = {
-                    m.tool_call_id for m in self.messages[index + 1 :] if isinstance(m, ToolMessage)
-                }
-                return [c for c in message.tool_calls if c.id not in answered]
-        return []
+        return pending_tool_calls(self.messages)
 
 
 class SessionStore:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -153,6 +153,20 @@ def to_message(message: MessageLike) -> Message:
 def to_messages(messages: Iterable[MessageLike]) -> list[Message]:
     """Convert many messages; see :func:`to_message`."""
     return [to_message(m) for m in messages]
+
+
+def pending_tool_calls(messages: Sequence[Message]) -> list[ToolCall]:
+    """Calls of the last assistant turn that no tool message answers yet.
+
+    Non-empty only for a conversation cut off between a model's tool calls and their results
+    (an interrupted step, to be finished when the task resumes).
+    """
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, AssistantMessage):
+            answered = {m.tool_call_id for m in messages[index + 1 :] if isinstance(m, ToolMessage)}
+            return [c for c in message.tool_calls if c.id not in answered]
+    return []
 
 
 def dump_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:
