@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import threading
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from q3agent.qwen3.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
@@ -31,6 +22,7 @@ from q3agent.serving.base import (
     ToolCallConstraint,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime, qwen3_completion_text
+from q3agent.serving.testing_server import ScriptedHTTPServer
 
 pytestmark = pytest.mark.anyio
 
@@ -55,54 +47,9 @@ def prompt(tok: Qwen3Tokenizer) -> tuple[int, ...]:
     )
 
 
-class ScriptedServer:
-    """A real HTTP server answering from a script and recording requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], Any]] = []
-        self.script: deque[Any] = deque()
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    async def _handle(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append((request.url.path, dict(request.headers), body))
-        kind, *rest = self.script.popleft()
-        if kind == "json":
-            status, data, headers = rest
-            return JSONResponse(data, status_code=status, headers=headers)
-        (events,) = rest
-
-        async def sse() -> AsyncIterator[bytes]:
-            for event in events:
-                await asyncio.sleep(0)
-                data = event if isinstance(event, str) else json.dumps(event)
-                yield f"data: {data}\n\n".encode()
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
+def server() -> Iterator[ScriptedHTTPServer]:
+    with ScriptedHTTPServer() as srv:
         yield srv
 
 
@@ -119,7 +66,7 @@ def completion(text: str, **choice: Any) -> dict[str, Any]:
 
 
 async def test_completions_send_token_ids_and_map_usage(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     text = "<think>\nShort.\n</think>\n\nSunny."
     server.script.append(("json", 200, completion(text, stop_reason=None), {}))
@@ -147,7 +94,7 @@ async def test_completions_send_token_ids_and_map_usage(
 
 
 async def test_text_prompts_use_the_trusted_decoding(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.append(("json", 200, completion("Hi.", stop_reason="END"), {}))
     runtime = OpenAICompatibleRuntime(
@@ -165,7 +112,7 @@ async def test_text_prompts_use_the_trusted_decoding(
 
 
 async def test_rejected_id_prompt_suggests_text_format(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.append(("json", 400, {"error": "prompt must be a string"}, {}))
     runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
@@ -175,7 +122,7 @@ async def test_rejected_id_prompt_suggests_text_format(
 
 
 async def test_retries_then_succeeds_and_refused_connections_give_up(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.extend(
         [
@@ -199,7 +146,7 @@ async def test_retries_then_succeeds_and_refused_connections_give_up(
     await dead.aclose()
 
 
-async def test_streaming_completions(server: ScriptedServer, tokenizer: Qwen3Tokenizer) -> None:
+async def test_streaming_completions(server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer) -> None:
     pieces = ["<think>\nHm", ".\n</think>\n\n", "Sunny", "."]
     events: list[Any] = [
         {"choices": [{"index": 0, "text": p, "finish_reason": None}]} for p in pieces
@@ -251,7 +198,7 @@ def test_reassembly_matches_the_official_template() -> None:
 
 
 async def test_chat_mode_sends_messages_and_reassembles_qwen3_text(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     message = {
         "role": "assistant",
@@ -320,7 +267,7 @@ async def test_chat_mode_sends_messages_and_reassembles_qwen3_text(
 
 
 async def test_chat_streaming_and_budget_degradation_warning(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     deltas: list[dict[str, Any]] = [
         {"reasoning_content": "Think"},

@@ -19,19 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 import xgrammar as xgr
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 from xgrammar.testing import _is_grammar_accept_string
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
@@ -48,6 +41,7 @@ from q3agent.serving.sglang_runtime import (
     SGLangRuntime,
     tool_call_structural_tag,
 )
+from q3agent.serving.testing_server import ScriptedHTTPServer
 
 pytestmark = pytest.mark.anyio
 
@@ -502,61 +496,14 @@ async def test_aclose_kills_the_engines_processes_but_not_other_children(
 # Remote server
 
 
-class ScriptedServer:
-    """A real HTTP server on 127.0.0.1 answering from a script and recording requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], Any]] = []
-        self.script: deque[Any] = deque()
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    async def _handle(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append((request.url.path, dict(request.headers), body))
-        kind, *rest = self.script.popleft()
-        if kind == "json":
-            status, data, headers = rest
-            return JSONResponse(data, status_code=status, headers=headers)
-        if kind == "sleep":
-            await asyncio.sleep(rest[0])
-            return JSONResponse({})
-        (events,) = rest
-
-        async def sse() -> AsyncIterator[bytes]:
-            for event in events:
-                data = event if isinstance(event, str) else json.dumps(event)
-                yield f"data: {data}\n\n".encode()
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
+def server() -> Iterator[ScriptedHTTPServer]:
+    with ScriptedHTTPServer() as srv:
         yield srv
 
 
 async def test_remote_posts_native_generate_and_maps_the_reply(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     ids = prompt(tokenizer, thinking=False)
     reply = sglang_reply(tokenizer, CALL, prompt_len=len(ids), cached=len(ids))
@@ -587,7 +534,7 @@ async def test_remote_posts_native_generate_and_maps_the_reply(
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["cumulative", "incremental"])
 async def test_remote_streams_sse(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer, incremental: bool
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer, incremental: bool
 ) -> None:
     ids = prompt(tokenizer)
     text = "<think>\nEasy.\n</think>\n\nSunny, 21 °C, in Paris."
@@ -605,7 +552,7 @@ async def test_remote_streams_sse(
 
 
 async def test_remote_retries_429_and_503_honouring_retry_after(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer, caplog: pytest.LogCaptureFixture
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = prompt(tokenizer)
     server.script.extend(
@@ -627,7 +574,7 @@ async def test_remote_retries_429_and_503_honouring_retry_after(
 
 
 async def test_remote_gives_up_with_the_servers_message(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.append(("json", 400, {"error": "max_new_tokens too large"}, {}))
     runtime = RemoteSGLangRuntime(server.url, tokenizer=tokenizer, retry=FAST_RETRY)
@@ -639,7 +586,7 @@ async def test_remote_gives_up_with_the_servers_message(
 
 
 async def test_remote_timeout_is_a_clear_error(
-    server: ScriptedServer, tokenizer: Qwen3Tokenizer
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.append(("sleep", 1.0))
     runtime = RemoteSGLangRuntime(server.url, tokenizer=tokenizer, timeout=0.2)

@@ -1,0 +1,72 @@
+"""A scripted HTTP server on 127.0.0.1 for testing the runtimes' HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+class ScriptedHTTPServer:
+    """A real HTTP server on 127.0.0.1 answering from a script and recording requests.
+
+    For testing HTTP runtimes (and your own clients of OpenAI-compatible or SGLang servers)
+    against a live socket. Queue replies in ``script`` before each request:
+    ``("json", status, body, headers)``, ``("sse", [event, ...])`` (dicts are JSON-encoded,
+    strings sent as they are, e.g. ``"[DONE]"``) or ``("sleep", seconds)``; each request's
+    ``(path, headers, json body)`` lands in ``requests``. Use it as a context manager.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], Any]] = []
+        self.script: deque[Any] = deque()
+        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append((request.url.path, dict(request.headers), body))
+        kind, *rest = self.script.popleft()
+        if kind == "json":
+            status, data, headers = rest
+            return JSONResponse(data, status_code=status, headers=headers)
+        if kind == "sleep":
+            await asyncio.sleep(rest[0])
+            return JSONResponse({})
+        (events,) = rest
+
+        async def sse() -> AsyncIterator[bytes]:
+            for event in events:
+                data = event if isinstance(event, str) else json.dumps(event)
+                yield f"data: {data}\n\n".encode()
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    def __enter__(self) -> ScriptedHTTPServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
