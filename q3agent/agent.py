@@ -9,8 +9,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, S
 from typing import Any, Literal
 
 import anyio
-import sniffio
 
+from q3agent._sync import run_sync
 from q3agent.events import Event, FinalResult
 from q3agent.loop import Conversation, LoopSettings, ToolChoice, run_task
 from q3agent.memory.context_window import NATIVE_CONTEXT, ContextWindow
@@ -38,17 +38,6 @@ def _capability(model: str | None) -> ThinkingCapability:
         return get_model(model).thinking
     except (UnknownModelError, OSError, ValueError):
         return "hybrid"
-
-
-def _no_running_loop(what: str) -> None:
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return
-    raise RuntimeError(
-        f"{what}() was called from inside a running event loop; use `await agent.a{what}(...)` "
-        "(or `async for event in agent.stream(...)`) in async code."
-    )
 
 
 class Agent:
@@ -158,8 +147,7 @@ class Agent:
 
     def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Run ``task`` to completion from synchronous code."""
-        _no_running_loop("run")
-        return self.session().run(task, thinking=thinking)
+        return run_sync(lambda: self.arun(task, thinking=thinking), instead="await agent.arun(...)")
 
     async def arun(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Run ``task`` to completion. ``thinking`` forces thinking on or off for every step."""
@@ -230,12 +218,9 @@ class AgentSession:
 
     def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Synchronous :meth:`arun`."""
-        _no_running_loop("run")
-
-        async def main() -> RunResult:
-            return await self.arun(task, thinking=thinking)
-
-        return anyio.run(main)
+        return run_sync(
+            lambda: self.arun(task, thinking=thinking), instead="await session.arun(...)"
+        )
 
     async def arun(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Run the next task of this conversation."""
@@ -255,12 +240,7 @@ class AgentSession:
 
     def resume(self, *, thinking: bool | None = None) -> RunResult:
         """Synchronous :meth:`aresume`."""
-        _no_running_loop("resume")
-
-        async def main() -> RunResult:
-            return await self.aresume(thinking=thinking)
-
-        return anyio.run(main)
+        return run_sync(lambda: self.aresume(thinking=thinking), instead="await session.aresume()")
 
     async def _run(self, task: str | None, *, thinking: bool | None) -> RunResult:
         final: RunResult | None = None

@@ -127,8 +127,8 @@ class StreamParser:
         if self._closed:
             raise RuntimeError("StreamParser.feed() after close(); create a new parser")
         if not delta:
-            pass
-        elif (
+            return []
+        if (
             "<" not in delta
             and not self._buf
             and not self._end_pending

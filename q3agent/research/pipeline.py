@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from q3agent._sync import run_sync
 from q3agent.agent import Agent
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
@@ -382,22 +383,7 @@ class ResearchAgent:
 
     def run(self, question: str) -> Report:
         """Research ``question`` from synchronous code; see :meth:`arun`."""
-        import sniffio
-
-        try:
-            sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            pass
-        else:
-            raise RuntimeError(
-                "ResearchAgent.run() was called inside a running event loop; use "
-                "`await agent.arun(question)` in async code."
-            )
-
-        async def main() -> Report:
-            return await self.arun(question)
-
-        return anyio.run(main)
+        return run_sync(lambda: self.arun(question), instead="await agent.arun(question)")
 
     async def stream(
         self, question: str, *, cancel: anyio.Event | None = None
