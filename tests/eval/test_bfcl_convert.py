@@ -14,7 +14,7 @@ from q3agent.eval.bfcl_convert import (
 )
 from q3agent.qwen3.messages import ToolCall
 
-pytest.importorskip("bfcl_eval")
+pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 
 
 def test_bfcl_types_become_json_schema_types() -> None:

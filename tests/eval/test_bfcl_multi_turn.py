@@ -12,7 +12,7 @@ from q3agent.eval.oracle import HOLDOUT_MESSAGE, NoisyOracleRuntime, OracleRunti
 from q3agent.serving.testing import ScriptedRuntime
 from q3agent.tools.context import RunContext
 
-pytest.importorskip("bfcl_eval")
+pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 
 
 def test_environment_tools_answer_like_bfcls_executor() -> None:

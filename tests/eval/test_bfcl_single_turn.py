@@ -17,7 +17,7 @@ from q3agent.eval.oracle import (
 )
 from q3agent.serving.testing import ScriptedRuntime
 
-pytest.importorskip("bfcl_eval")
+pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 
 LIMIT = 12
 

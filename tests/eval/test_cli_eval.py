@@ -9,7 +9,7 @@ import pytest
 
 from q3agent.cli_eval import main
 
-pytest.importorskip("bfcl_eval")
+pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 
 
 def test_eval_bfcl_writes_scores_and_prints_the_table(
