@@ -126,10 +126,12 @@ class Conversation:
         self.needs_render = True
 
     def open_task(self, enable_thinking: bool | None) -> int | None:
-        """Add the newest user message (already in ``messages``) and a generation prompt.
+        """Bring the prompt up to ``messages`` and open the next generation turn.
 
-        Returns the index where the prompt stopped being an extension of the previous one, or
-        ``None`` when it only grew.
+        At a clean turn boundary the newest user message is appended; otherwise (first task,
+        a resumed or interrupted conversation, new tools, a compaction) the conversation is
+        re-rendered. Returns the index where the prompt stopped being an extension of the
+        previous one, or ``None`` when it only grew.
         """
         before = self.builder.ids or self.previous_ids
         if self.needs_render or self.builder.awaiting_generation or not self.builder.ids:
@@ -139,12 +141,12 @@ class Conversation:
             if not before:
                 return None
             after = self.builder.ids
-            same = next(
+            first_diff = next(
                 (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), None
             )
-            if same is None and len(after) >= len(before):
-                return None
-            return same if same is not None else len(after)
+            if first_diff is None:
+                return None if len(after) >= len(before) else len(after)
+            return first_diff
         user = self.messages[-1]
         assert isinstance(user, UserMessage)
         return self.builder.append_user(user, enable_thinking=enable_thinking).diverged_at
