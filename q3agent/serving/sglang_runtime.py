@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -486,7 +487,32 @@ def shutdown_engine_only(engine: Any, engine_pids: Sequence[int]) -> None:
 # The embedded engine
 
 
-class SGLangRuntime:
+class _CodecOwner(ABC):
+    """What both SGLang runtimes share: request options and the codec built from them."""
+
+    _codec: _SGLangCodec | None
+    _budget_processor: bool
+    _thinking_budget: int | None
+    _legacy_structural_tag: bool
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The tokenizer the codec encodes and decodes with."""
+
+    def _codec_(self) -> _SGLangCodec:
+        """The request builder and reply reader, made on first use (it needs the tokenizer)."""
+        if self._codec is None:
+            self._codec = _SGLangCodec(
+                self.tokenizer,
+                thinking_budget_processor=self._budget_processor,
+                default_thinking_budget=self._thinking_budget,
+                legacy_structural_tag=self._legacy_structural_tag,
+            )
+        return self._codec
+
+
+class SGLangRuntime(_CodecOwner):
     """Qwen3 on an ``sglang.Engine`` inside this process (needs sglang and CUDA GPUs).
 
     The engine starts on the first request (or :meth:`start`), built from the model registry:
@@ -586,16 +612,6 @@ class SGLangRuntime:
     def engine(self) -> Any:
         """The running ``sglang.Engine`` (``None`` before :meth:`start`)."""
         return self._engine
-
-    def _codec_(self) -> _SGLangCodec:
-        if self._codec is None:
-            self._codec = _SGLangCodec(
-                self.tokenizer,
-                thinking_budget_processor=self._budget_processor,
-                default_thinking_budget=self._thinking_budget,
-                legacy_structural_tag=self._legacy_structural_tag,
-            )
-        return self._codec
 
     def _detect_gpus(self) -> tuple[int, float]:
         count, memory = self._gpu_count, self._gpu_memory_gb
@@ -733,7 +749,7 @@ class SGLangRuntime:
 # A running SGLang server
 
 
-class RemoteSGLangRuntime:
+class RemoteSGLangRuntime(_CodecOwner):
     """Qwen3 on a running SGLang server (or its cache-aware router), via native ``/generate``.
 
     Sends ``{"input_ids", "sampling_params", "stream", "custom_logit_processor"?, "rid"?}``
@@ -791,16 +807,6 @@ class RemoteSGLangRuntime:
     def model_name(self) -> str:
         """The name given at construction (the server decides which model runs)."""
         return self._model_name
-
-    def _codec_(self) -> _SGLangCodec:
-        if self._codec is None:
-            self._codec = _SGLangCodec(
-                self.tokenizer,
-                thinking_budget_processor=self._budget_processor,
-                default_thinking_budget=self._thinking_budget,
-                legacy_structural_tag=self._legacy_structural_tag,
-            )
-        return self._codec
 
     async def generate(
         self, request: GenerationRequest, *, thinking_budget: int | None = None
