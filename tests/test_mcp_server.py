@@ -60,7 +60,7 @@ def served_files(tmp_path: Path) -> dict[str, str]:
 def serve_args(files: dict[str, str], *extra: str) -> list[str]:
     return [
         "-m",
-        "q3agent.cli_mcp",
+        "q3agent.cli.mcp",
         "serve-mcp",
         "--runtime-script",
         files["script"],
@@ -218,7 +218,7 @@ def test_refuses_public_bind_without_token() -> None:
         [
             sys.executable,
             "-m",
-            "q3agent.cli_mcp",
+            "q3agent.cli.mcp",
             "serve-mcp",
             "--transport",
             "streamable-http",

@@ -125,6 +125,11 @@ class Generation:
     finish_reason: FinishReason
     usage: Usage
     matched_stop: str | int | None = None
+    ids_exact: bool = True
+    """``True`` when ``token_ids`` are the ids the model sampled (every runtime that returns
+    ids). ``False`` only for servers that return text alone: the ids are then a re-encoding of
+    that text with special-token strings treated as plain text, so structure (reasoning, tool
+    calls) has to be recovered from ``text`` instead of from control ids."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ class BudgetedGeneration:
     usage: Usage
     hit_budget: bool
     requests: int
+    ids_exact: bool = True
+    """See :attr:`q3agent.serving.base.Generation.ids_exact`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.cli_eval import main
+from q3agent.cli.eval import main
 
 pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from q3agent.cli_rag import add_rag_commands
+from q3agent.cli.rag import add_rag_commands
 from q3agent.rag import CitationBank, Passage, Retriever, check_citations, make_rag_search_tool
 from q3agent.rag.grounding import grounded_prompt, source_key
 from q3agent.tools import RunContext

@@ -483,7 +483,7 @@ def test_mcp_tool_is_a_q3agent_tool() -> None:
 
 
 def test_cli_mcp_tools_lists_schemas(capsys: pytest.CaptureFixture[str]) -> None:
-    from q3agent.cli_mcp import main
+    from q3agent.cli.mcp import main
 
     assert main(["mcp", "tools", "--stdio", str(BIN / "mcp-server-time")]) == 0
     out = capsys.readouterr().out
@@ -504,7 +504,7 @@ def test_cli_mcp_tools_lists_schemas(capsys: pytest.CaptureFixture[str]) -> None
 def test_cli_mcp_call_with_config_and_stdio(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from q3agent.cli_mcp import main
+    from q3agent.cli.mcp import main
 
     config = tmp_path / "mcp.json"
     clock = {"command": str(BIN / "mcp-server-time")}

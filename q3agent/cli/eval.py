@@ -182,7 +182,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m q3agent.cli_eval eval bfcl …``) for use before wiring."""
+    """Stand-alone entry (``python -m q3agent.cli.eval eval bfcl …``) for use before wiring."""
     parser = argparse.ArgumentParser(prog="q3agent")
     add_eval_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -102,7 +102,7 @@ def run_research_command(args: argparse.Namespace) -> int:
 
         runtime = ResearchFixtureRuntime()
     elif args.script:
-        from q3agent.cli import load_script
+        from q3agent.cli.run import load_script
         from q3agent.serving.testing import ScriptedRuntime
 
         runtime = ScriptedRuntime(load_script(args.script))

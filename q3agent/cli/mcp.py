@@ -224,7 +224,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run only these subcommands (``python -m q3agent.cli_mcp serve-mcp ...``)."""
+    """Run only these subcommands (``python -m q3agent.cli.mcp serve-mcp ...``)."""
     parser = argparse.ArgumentParser(prog="q3agent", description="q3agent MCP commands")
     add_mcp_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
