@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
