@@ -22,7 +22,13 @@ from dataclasses import dataclass, replace
 
 from q3agent.qwen3.thinking import budget_continuation, count_reasoning_tokens
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import Generation, GenerationRequest, Runtime, Usage
+from q3agent.serving.base import (
+    Generation,
+    GenerationRequest,
+    Runtime,
+    Usage,
+    closing_stream,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +152,7 @@ async def generate_with_budget(
     first: Generation | None = None
     cut_early = False
     shown = 0  # ids whose text was yielded (ids-carrying streams)
-    chunks = runtime.stream(request)
-    try:
+    async with closing_stream(runtime.stream(request)) as chunks:
         async for chunk in chunks:
             if chunk.generation is not None:
                 first = chunk.generation
@@ -167,12 +172,7 @@ async def generate_with_budget(
                     yield TextDelta(piece)
             if hit and first is None:
                 cut_early = True
-                break  # closing the stream makes the engine abort the rest
-    finally:
-        # closing the stream (not just leaving the loop) is what makes the engine stop
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+                break  # leaving closes the stream: the engine aborts the rest
     if cut_early:
         head = watch.ids[:limit]
         prompt_open = not model_opens_think
