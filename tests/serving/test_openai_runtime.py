@@ -437,3 +437,21 @@ async def test_max_tokens_fit_the_servers_max_model_len(tokenizer: Qwen3Tokenize
     assert "200" in str(info.value) and "prompt_format" not in str(info.value)
     assert len(server.requests) == 1  # the overlong prompt never went out
     assert server.gets == ["/v1/models"]  # asked once
+
+
+async def test_the_agent_sizes_its_context_window_from_the_server(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    from q3agent import Agent
+    from q3agent.policy.builtin import NeverThink
+
+    models = {"data": [{"id": "qwen3", "max_model_len": 8_192}]}
+    with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
+        server.script.append(("json", 200, completion(**vllm_choice(tokenizer, "Ok.")), {}))
+        runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
+        session = Agent(runtime=runtime, policy=NeverThink()).session()
+        result = await session.arun("Hi?")
+        await runtime.aclose()
+    assert result.answer == "Ok."
+    window = session._conversation.context if session._conversation else None
+    assert window is not None and window.max_tokens == 8_192  # not the registry's 32,768
