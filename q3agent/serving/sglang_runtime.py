@@ -379,7 +379,16 @@ class _StreamAssembler:
         if raw_finish is None:
             text = self.decoder.push(fresh)
             self.emitted += text
-            return GenerationChunk(text=text, token_ids=tuple(fresh)) if fresh else None
+            cached = meta.get("cached_tokens")
+            return (
+                GenerationChunk(
+                    text=text,
+                    token_ids=tuple(fresh),
+                    cached_tokens=cached if isinstance(cached, int) else None,
+                )
+                if fresh
+                else None
+            )
         finish, matched = _finish(raw_finish)
         if isinstance(matched, int) and (not self.ids or self.ids[-1] != matched):
             self.ids.append(matched)
