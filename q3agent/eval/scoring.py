@@ -24,6 +24,7 @@ __all__ = [
     "check_ast",
     "check_multi_turn",
     "check_relevance",
+    "check_relevance_made_call",
     "v3_summary",
 ]
 
@@ -45,7 +46,11 @@ class Verdict:
 
 def check_relevance(entry: BfclEntry, calls: Sequence[ToolCall]) -> Verdict:
     """BFCL's relevance rule: irrelevance passes with no call, relevance needs one."""
-    made_call = len(calls) > 0
+    return check_relevance_made_call(entry, len(calls) > 0)
+
+
+def check_relevance_made_call(entry: BfclEntry, made_call: bool) -> Verdict:
+    """BFCL's relevance rule given whether the answer held a decodable call."""
     if "irrelevance" in entry.category:
         if made_call:
             return Verdict(
