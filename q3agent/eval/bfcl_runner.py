@@ -36,11 +36,13 @@ from q3agent.eval.bfcl_data import (
 from q3agent.eval.bfcl_decode import bfcl_ast_verdict
 from q3agent.eval.bfcl_multi_turn import run_multi_turn
 from q3agent.eval.bfcl_settings import (
+    HOLDOUT_NOTE,
     Holdout,
     SamplingName,
     model_capability,
     request_max_tokens,
     step_sampling,
+    yarn_factor,
 )
 from q3agent.eval.oracle import bind_entry
 from q3agent.eval.scoring import CategoryScore, Verdict, check_ast, v3_summary
@@ -100,6 +102,53 @@ class EvalConfig:
     context_length: int | None = None
     multi_turn_context_length: int | None = None
     preset: str | None = None
+
+    def describe(self) -> str:
+        """The settings in words, printed before a run (which preset, sampling, context…)."""
+        thinking: str = self.thinking
+        if self.thinking == "on":
+            if self.thinking_budget is None:
+                thinking = "on (no thinking budget)"
+            else:
+                thinking = f"on ({self.thinking_budget:,} reasoning tokens per step)"
+        if self.sampling == "bfcl":
+            sampling = "bfcl (temperature 0.001, up to 4,096 new tokens, context - prompt - 2)"
+        else:
+            sampling = (
+                "report (thinking: temperature 0.6, top-p 0.95, top-k 20; non-thinking: 0.7, "
+                "0.8, 20, presence penalty 1.5; up to 32,768 new tokens)"
+            )
+        overrides = [
+            f"{name} {value}"
+            for name, value in (("max tokens", self.max_tokens), ("temperature", self.temperature))
+            if value is not None
+        ]
+        if overrides:
+            sampling += ", overridden: " + ", ".join(overrides)
+
+        def window(context: int | None) -> str:
+            if context is None:
+                return "the runtime's own"
+            factor = yarn_factor(context)
+            yarn = f" (YaRN factor {factor:g} over 32,768)" if factor else ""
+            return f"{context:,}{yarn}"
+
+        multi = self.multi_turn_context_length or self.context_length
+        holdout = {
+            "tools": "tools block (BFCL's FC path)",
+            "message": "user message as a Python list (bfcl-eval's local Qwen3 handler)",
+        }[self.holdout]
+        lines = [
+            f"BFCL settings: {'preset ' + self.preset if self.preset else 'no preset'}",
+            f"  mode {self.mode} (multi-turn always FC), thinking {thinking}",
+            f"  sampling {sampling}",
+            f"  context: single-turn {window(self.context_length)}, multi-turn {window(multi)}",
+            f"  held-out functions (miss_func): {holdout}",
+        ]
+        if self.preset == "report":
+            lines.append(f"    ({HOLDOUT_NOTE})")
+        lines.append(f"  data: bfcl-eval {bfcl_eval_version()}")
+        return "\n".join(lines)
 
     def context_for(self, entry: BfclEntry) -> int | None:
         """The context window an entry's requests must fit in."""
@@ -176,6 +225,32 @@ class EvalReport:
     bfcl_scores: dict[str, CategoryScore] = field(default_factory=dict)
     bfcl_summary: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def merge(cls, config: EvalConfig, parts: Sequence[EvalReport]) -> EvalReport:
+        """One report from runs over disjoint categories (the report's single-turn phase on the
+        native window, multi-turn on YaRN), scored and summarised together."""
+        if len(parts) == 1:
+            return replace(parts[0], config=config)
+        results = [r for part in parts for r in part.results]
+        scores = {k: v for part in parts for k, v in part.scores.items()}
+        bfcl_scores = {k: v for part in parts for k, v in part.bfcl_scores.items()}
+        summary, bfcl_summary = v3_summary(scores), v3_summary(bfcl_scores)
+        if config.limit is not None:
+            summary["complete"] = bfcl_summary["complete"] = False
+        hashes = {k: v for p in parts for k, v in p.data.get("per_category_sha256", {}).items()}
+        data = _fingerprint(hashes)
+        return cls(
+            config,
+            parts[0].model_name,
+            scores,
+            summary,
+            sum(p.elapsed_s for p in parts),
+            results,
+            bfcl_scores=bfcl_scores,
+            bfcl_summary=bfcl_summary,
+            data=data,
+        )
 
     @property
     def entries_per_s(self) -> float:
@@ -277,18 +352,21 @@ def bfcl_eval_version() -> str:
 
 def data_fingerprint(entries: Sequence[BfclEntry]) -> dict[str, Any]:
     """The bfcl-eval version and SHA-256 hashes of the entries run (questions, functions,
-    answers, initial states), overall and per category, so results name their data."""
-    per_category: dict[str, Any] = {}
-    overall = hashlib.sha256()
+    answers, initial states) per category, and one over the categories' hashes in name order,
+    so results say which data they measured."""
+    per_category: dict[str, str] = {}
     for category in dict.fromkeys(e.category for e in entries):
         digest = hashlib.sha256()
         for entry in (e for e in entries if e.category == category):
-            blob = json.dumps(
-                [entry.raw, entry.ground_truth], sort_keys=True, ensure_ascii=False, default=str
-            ).encode()
-            digest.update(blob)
-            overall.update(blob)
+            blob = [entry.raw, entry.ground_truth]
+            text = json.dumps(blob, sort_keys=True, ensure_ascii=False, default=str)
+            digest.update(text.encode())
         per_category[category] = digest.hexdigest()
+    return _fingerprint(per_category)
+
+
+def _fingerprint(per_category: dict[str, str]) -> dict[str, Any]:
+    overall = hashlib.sha256("".join(per_category[c] for c in sorted(per_category)).encode())
     return {
         "bfcl_eval_version": bfcl_eval_version(),
         "sha256": overall.hexdigest(),

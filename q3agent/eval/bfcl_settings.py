@@ -68,9 +68,8 @@ BFCL_SAMPLING = SamplingParams(
 completions API's neutral values."""
 
 HOLDOUT_NOTE = (
-    "the report says only that BFCL ran in FC format; in BFCL's FC path held-out functions join "
-    "the tools block (bfcl-eval's local Qwen3 handler, added 10 days after the report, sends "
-    "them in the user message instead), so the report setting uses 'tools'"
+    "the report names only the FC format, and BFCL's FC path puts held-out functions in the "
+    "tools block; bfcl-eval's local Qwen3 handler, added after the report, uses the message"
 )
 """Why ``--preset report`` uses ``--holdout tools``: the report's own pipeline is not public."""
 
