@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from q3agent.policy.base import ThinkingCapability
-from q3agent.serving.base import SamplingParams
+from q3agent.serving.base import CONTEXT_MARGIN, SamplingParams
 
 __all__ = [
     "BFCL_MAX_TOKENS",
@@ -130,8 +130,9 @@ def request_max_tokens(
 
     ``bfcl`` follows BFCL's handler: ``min(4096, context - prompt - 2)``, and 1,000 when the
     prompt already fills the context (BFCL lets the server reject it). ``report`` asks for
-    ``min(wanted, context - prompt)``. Raises ``ValueError`` when nothing fits (``report``):
-    the entry is then scored as an inference error with that reason.
+    ``min(wanted, context - prompt - 1)`` (SGLang rejects ``prompt + new >= context``).
+    Raises ``ValueError`` when nothing fits (``report``): the entry is then scored as an
+    inference error with that reason.
     """
     if context_length is None:
         return wanted
@@ -139,7 +140,7 @@ def request_max_tokens(
         if context_length < prompt_tokens + 2:
             return 1000
         return min(wanted, context_length - prompt_tokens - 2)
-    left = context_length - prompt_tokens
+    left = context_length - prompt_tokens - CONTEXT_MARGIN
     if left < 1:
         raise ValueError(
             f"the prompt has {prompt_tokens:,} tokens and the context is {context_length:,}: "

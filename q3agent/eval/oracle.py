@@ -248,6 +248,14 @@ class OracleRuntime(FunctionRuntime):
 
     # -- the completion function ------------------------------------------------------------
 
+    def completion_for(self, prompt_ids: Sequence[int]) -> str:
+        """The text the oracle writes after ``prompt_ids`` for the entry bound to this task.
+
+        Lets an engine double (``SGLangEngineDouble(oracle.completion_for)``) answer BFCL
+        entries through a real runtime.
+        """
+        return self._respond(GenerationRequest(prompt_ids=tuple(prompt_ids)))
+
     def _respond(self, request: GenerationRequest) -> str:
         binding = _CURRENT.get()
         record = self.requests[-1] if self.requests else None

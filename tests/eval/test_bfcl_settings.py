@@ -30,13 +30,13 @@ def test_report_sampling_never_asks_beyond_the_context() -> None:
     anyio.run(lambda: run_bfcl(runtime, config, entries=[entry]))
     request = runtime.requests[0].request
     assert request.sampling.temperature == 0.6
-    assert request.sampling.max_tokens == 1000 - len(request.prompt_ids)
+    assert request.sampling.max_tokens == 1000 - len(request.prompt_ids) - 1
 
 
 def test_context_rules() -> None:
     # BFCL's handler: min(4096, context - prompt - 2); 1,000 once the prompt fills the context
     assert request_max_tokens("bfcl", 4096, 38_000, 40_960) == 40_960 - 38_000 - 2
     assert request_max_tokens("bfcl", 4096, 40_959, 40_960) == 1000
-    assert request_max_tokens("report", 32_768, 9_000, 40_960) == 40_960 - 9_000
+    assert request_max_tokens("report", 32_768, 9_000, 40_960) == 40_960 - 9_000 - 1
     with pytest.raises(ValueError, match="raise --context-length"):
         request_max_tokens("report", 32_768, 41_000, 40_960)
