@@ -24,17 +24,15 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
-from collections.abc import Sequence
 from typing import Any, Literal
 
-from q3agent.eval.bfcl_data import V3_CATEGORIES, BfclEntry, bfcl_module
-from q3agent.eval.scoring import CHECKER_MODEL_NAME, Verdict, check_relevance_made_call
+from q3agent.eval.bfcl_data import BfclEntry, bfcl_module
+from q3agent.eval.scoring import Verdict, check_decoded, check_relevance_made_call
 
 __all__ = [
     "bfcl_ast_verdict",
     "bfcl_decode_ast",
     "bfcl_decode_execute",
-    "bfcl_multi_turn_calls",
     "bfcl_stored_response",
 ]
 
@@ -124,33 +122,4 @@ def bfcl_ast_verdict(entry: BfclEntry, completion: str, mode: Mode) -> tuple[Ver
             ["Did not output in the specified format."],
             "ast_decoder:decoder_wrong_output_format",
         ), decoded
-    checker = bfcl_module("eval_checker.ast_eval.ast_checker")
-    enums = bfcl_module("constants.enums")
-    language = {
-        "python": enums.Language.PYTHON,
-        "java": enums.Language.JAVA,
-        "javascript": enums.Language.JAVASCRIPT,
-    }[entry.language]
-    try:
-        result: dict[str, Any] = checker.ast_checker(
-            entry.checker_functions,
-            decoded,
-            entry.ground_truth,
-            language,
-            V3_CATEGORIES[entry.category],
-            CHECKER_MODEL_NAME,
-        )
-    except Exception as exc:
-        return Verdict(
-            False, [f"checker error: {type(exc).__name__}: {exc}"], "checker_error"
-        ), decoded
-    if result["valid"]:
-        return Verdict(True), decoded
-    return Verdict(False, result.get("error"), result.get("error_type")), decoded
-
-
-def bfcl_multi_turn_calls(
-    steps_per_turn: Sequence[Sequence[str]], mode: Mode = "fc"
-) -> list[list[list[str]]]:
-    """Per turn, per step, the calls BFCL's decoder reads from each completion."""
-    return [[bfcl_decode_execute(text, mode) for text in turn] for turn in steps_per_turn]
+    return check_decoded(entry, decoded), decoded

@@ -201,6 +201,7 @@ class _TurnTally:
     thinking_tokens: int = 0
 
     def state(self) -> RunState:
+        """The snapshot the policy decides the next step from."""
         return RunState(
             step=self.step,
             task_tokens=self.task_tokens,

@@ -22,6 +22,7 @@ __all__ = [
     "CategoryScore",
     "Verdict",
     "check_ast",
+    "check_decoded",
     "check_multi_turn",
     "check_relevance",
     "check_relevance_made_call",
@@ -72,6 +73,11 @@ def check_ast(entry: BfclEntry, calls: Sequence[ToolCall]) -> Verdict:
     """Score a single-turn answer with BFCL's ``ast_checker`` against the possible answers."""
     if entry.is_relevance:
         return check_relevance(entry, calls)
+    return check_decoded(entry, decoded_calls(calls))
+
+
+def check_decoded(entry: BfclEntry, decoded: list[dict[str, Any]]) -> Verdict:
+    """BFCL's ``ast_checker`` on calls already in its ``[{name: {arg: value}}]`` form."""
     checker = bfcl_module("eval_checker.ast_eval.ast_checker")
     enums = bfcl_module("constants.enums")
     language = {
@@ -82,7 +88,7 @@ def check_ast(entry: BfclEntry, calls: Sequence[ToolCall]) -> Verdict:
     try:
         result: dict[str, Any] = checker.ast_checker(
             entry.checker_functions,
-            decoded_calls(calls),
+            decoded,
             entry.ground_truth,
             language,
             V3_CATEGORIES[entry.category],
