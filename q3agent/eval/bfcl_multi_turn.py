@@ -87,28 +87,32 @@ class BfclExecutor:
 
     def execute(self, calls: Sequence[str]) -> list[str]:
         """Results of the calls (``name(a=1)`` strings), in order, as BFCL shows them."""
-        results: list[str] = []
+        results: list[str | None] = []
+        runnable: list[str] = []
         for call in calls:
             name = call.split("(", 1)[0].strip()
             if name in self.methods and name not in _BLOCKED:
-                out, _ = self._utils.execute_multi_turn_func_call(
-                    [call],
-                    self.entry.initial_config,
-                    self.entry.involved_classes,
-                    self._model_name,
-                    self.entry.id,
-                    long_context="long_context" in self.entry.category,
-                    is_evaL_run=False,
-                )
-                results.append(str(out[0]))
+                runnable.append(call)
+                results.append(None)  # filled in below, in order
             elif name.split(".")[-1] in _BLOCKED:
-                results.append(
-                    f"Error during execution: Function call {name.split('.')[-1]} is not allowed."
-                )
+                blocked = name.split(".")[-1]
+                results.append(f"Error during execution: Function call {blocked} is not allowed.")
             else:
                 undefined = re.split(r"[.\s\[]", name, maxsplit=1)[0] or name
                 results.append(f"Error during execution: name '{undefined}' is not defined")
-        return results
+        if runnable:  # calls that fail change no state, so the rest run as one batch, in order
+            out, _ = self._utils.execute_multi_turn_func_call(
+                runnable,
+                self.entry.initial_config,
+                self.entry.involved_classes,
+                self._model_name,
+                self.entry.id,
+                long_context="long_context" in self.entry.category,
+                is_evaL_run=False,
+            )
+            ran = iter(str(x) for x in out)
+            results = [next(ran) if r is None else r for r in results]
+        return [r for r in results if r is not None]
 
     def close(self) -> None:
         """Drop this run's environment instances from BFCL's module globals."""

@@ -7,6 +7,7 @@ import pytest
 
 from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES, bfcl_module, load_category
 from q3agent.eval.bfcl_envs import BfclEnvironment
+from q3agent.eval.bfcl_multi_turn import BfclExecutor
 from q3agent.eval.bfcl_runner import EvalConfig, run_bfcl
 from q3agent.eval.oracle import HOLDOUT_MESSAGE, NoisyOracleRuntime, OracleRuntime
 from q3agent.serving.base import Generation, GenerationRequest, Runtime, RuntimeWrapper
@@ -131,3 +132,21 @@ def test_both_decoders_score_the_same_completions() -> None:
     first = noisy.results[0]
     assert first.bfcl_verdict is not None and not first.bfcl_verdict.valid
     assert first.to_json()["bfcl_decoder"]["valid"] is False
+
+
+def test_harness_executor_answers_as_bfcls_own() -> None:
+    entry = load_category("multi_turn_base", 1)[0]
+    calls = ["cd(folder='document')", "teleport(to='x')", "ls(a=True)", "mv(source=1)"]
+    utils = bfcl_module("eval_checker.multi_turn_eval.multi_turn_utils")
+    expected, _ = utils.execute_multi_turn_func_call(
+        calls, entry.initial_config, entry.involved_classes, "q3agent_exectest", entry.id
+    )
+    executor = BfclExecutor(entry)
+    try:
+        assert executor.execute(calls) == expected
+        assert executor.execute(["pwd()"]) == [
+            '{"current_working_directory": "/workspace/document"}'
+        ]
+    finally:
+        executor.close()
+    assert not [k for k in vars(utils) if k.startswith("q3agent_run_")]
