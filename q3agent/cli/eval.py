@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_eval_commands",
+    "engine_phases",
     "make_runtime",
     "report_failures",
     "resolve_config",
@@ -242,7 +243,7 @@ def _server_yarn_note(config: EvalConfig, runtime: Runtime) -> str | None:
     )
 
 
-def _phases(config: EvalConfig) -> list[tuple[tuple[str, ...], int | None]]:
+def engine_phases(config: EvalConfig) -> list[tuple[tuple[str, ...], int | None]]:
     """Categories grouped by the engine context they need (single-turn, then multi-turn)."""
     from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES
     from q3agent.eval.bfcl_settings import yarn_factor
@@ -328,7 +329,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             print(f"results written to {out}")
             return max(report_failures(report) for _, report in sweep)
         parts: list[EvalReport] = []
-        for phase_categories, engine_context in _phases(config):
+        for phase_categories, engine_context in engine_phases(config):
             runtime = make_runtime(args.runtime, args.model, args.base_url, engine_context)
             note = _server_yarn_note(replace(config, categories=phase_categories), runtime)
             if note:

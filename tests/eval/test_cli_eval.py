@@ -113,3 +113,19 @@ def test_presets_print_their_settings_and_record_them(
     config = json.loads((tmp_path / "bfcl" / "scores.json").read_text())["config"]
     assert config["holdout"] == "tools"  # an explicit option wins over the preset
     assert config["sampling"] == "bfcl" and config["thinking"] == "on"
+
+
+def test_the_report_preset_runs_multi_turn_on_a_yarn_engine_of_its_own() -> None:
+    import argparse
+
+    from q3agent.cli.eval import add_eval_commands, engine_phases, resolve_config
+    from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES, SINGLE_TURN_CATEGORIES
+
+    parser = argparse.ArgumentParser()
+    add_eval_commands(parser.add_subparsers())
+    everything = tuple(SINGLE_TURN_CATEGORIES + MULTI_TURN_CATEGORIES)
+    report = resolve_config(parser.parse_args(["eval", "bfcl", "--preset", "report"]), everything)
+    # single-turn on the engine's own 40,960 window, then an engine started with YaRN at 64K
+    assert engine_phases(report) == [(SINGLE_TURN_CATEGORIES, None), (MULTI_TURN_CATEGORIES, 65536)]
+    bfcl = resolve_config(parser.parse_args(["eval", "bfcl", "--preset", "bfcl"]), everything)
+    assert engine_phases(bfcl) == [(everything, None)]
