@@ -15,6 +15,7 @@ from q3agent.qwen3.messages import AssistantMessage, ToolCall, ToolMessage, User
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving._http import RetryPolicy, RuntimeHTTPError
 from q3agent.serving.base import (
+    ContextLengthError,
     GenerationRequest,
     Runtime,
     RuntimeUnavailableError,
@@ -22,7 +23,7 @@ from q3agent.serving.base import (
     ToolCallConstraint,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime, qwen3_completion_text
-from q3agent.serving.testing_server import ScriptedHTTPServer
+from q3agent.serving.testing_server import ScriptedHTTPServer, vllm_completion_choice
 
 pytestmark = pytest.mark.anyio
 
@@ -53,17 +54,6 @@ def server() -> Iterator[ScriptedHTTPServer]:
         yield srv
 
 
-def vllm_choice(
-    tok: Qwen3Tokenizer, generated: str, *, stop_id: int | None = None, finish: str = "stop"
-) -> dict[str, Any]:
-    """A completions choice as vLLM sends it with return_token_ids: the ids keep the stop id
-    (``stop_id``; EOS when None and finished), the text drops it (v1/engine/detokenizer.py)."""
-    ids = tok.encode_trusted(generated)
-    if finish == "stop":
-        ids.append(tok.im_end_id if stop_id is None else stop_id)
-    return {"text": generated, "token_ids": ids, "finish_reason": finish, "stop_reason": stop_id}
-
-
 def completion(text: str = "", **choice: Any) -> dict[str, Any]:
     usage = {
         "prompt_tokens": 30,
@@ -80,7 +70,7 @@ async def test_completions_send_token_ids_and_map_usage(
     server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     text = "<think>\nShort.\n</think>\n\nSunny."
-    server.script.append(("json", 200, completion(**vllm_choice(tokenizer, text)), {}))
+    server.script.append(("json", 200, completion(**vllm_completion_choice(tokenizer, text)), {}))
     runtime = OpenAICompatibleRuntime(server.url, "Qwen/Qwen3-8B", api_key="k", tokenizer=tokenizer)
     assert isinstance(runtime, Runtime)
     ids = prompt(tokenizer)
@@ -131,7 +121,7 @@ async def test_text_the_engine_trims_is_recovered_from_the_ids(
     """vLLM drops a matched stop id's text; our text is the decoding of the ids it returns."""
     tok = tokenizer
     reasoning = "<think>\nShort thought."
-    choice = vllm_choice(tok, reasoning, stop_id=tok.think_end_id)
+    choice = vllm_completion_choice(tok, reasoning, stop_id=tok.think_end_id)
     server.script.append(("json", 200, completion(**choice), {}))
     runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tok)
     sampling = SamplingParams(stop_token_ids=(tok.think_end_id,))
@@ -394,3 +384,67 @@ async def test_chat_streaming_continues_a_partial_turn(
     assert final is not None
     assert final.text == "<think>\nThinking.\n</think>\n\nSunny."
     assert "".join(c.text for c in chunks) == final.text
+
+
+async def test_completions_constraint_travels_as_vllm_structured_outputs(
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
+) -> None:
+    import xgrammar as xgr
+    from xgrammar.testing import _is_grammar_accept_string
+
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    server.script.append(("json", 200, completion(**vllm_completion_choice(tokenizer, call)), {}))
+    runtime = OpenAICompatibleRuntime(
+        server.url, "qwen3", tokenizer=tokenizer, extra_body={"priority": 3}
+    )
+    constraint = ToolCallConstraint(tools=(WEATHER_TOOL,), required=True)
+    request = GenerationRequest(
+        prompt_ids=prompt(tokenizer), constraint=constraint, enable_thinking=False
+    )
+    await runtime.generate(request)
+    await runtime.aclose()
+    body = server.requests[0][2]
+    assert body["priority"] == 3  # extra_body reaches every request
+    grammar = xgr.Grammar.from_structural_tag(body["structured_outputs"]["structural_tag"])
+    assert _is_grammar_accept_string(grammar, call)
+    assert not _is_grammar_accept_string(grammar, "It is sunny.")
+
+
+async def test_max_tokens_fit_the_servers_max_model_len(tokenizer: Qwen3Tokenizer) -> None:
+    models = {"data": [{"id": "other", "max_model_len": 10}, {"id": "qwen3", "max_model_len": 200}]}
+    with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
+        server.script.append(
+            ("json", 200, completion(**vllm_completion_choice(tokenizer, "Ok.")), {})
+        )
+        runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
+        ids = prompt(tokenizer)
+        await runtime.generate(GenerationRequest(prompt_ids=ids))
+        assert server.requests[0][2]["max_tokens"] == 200 - len(ids) - 1
+        assert runtime.context_length == 200
+        too_long = ids + tuple(tokenizer.encode("more " * 300))
+        with pytest.raises(ContextLengthError) as info:
+            await runtime.generate(GenerationRequest(prompt_ids=too_long))
+        await runtime.aclose()
+    assert "200" in str(info.value) and "prompt_format" not in str(info.value)
+    assert len(server.requests) == 1  # the overlong prompt never went out
+    assert server.gets == ["/v1/models"]  # asked once
+
+
+async def test_the_agent_sizes_its_context_window_from_the_server(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    from q3agent import Agent
+    from q3agent.policy.builtin import NeverThink
+
+    models = {"data": [{"id": "qwen3", "max_model_len": 8_192}]}
+    with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
+        server.script.append(
+            ("json", 200, completion(**vllm_completion_choice(tokenizer, "Ok.")), {})
+        )
+        runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
+        session = Agent(runtime=runtime, policy=NeverThink()).session()
+        result = await session.arun("Hi?")
+        await runtime.aclose()
+    assert result.answer == "Ok."
+    window = session._conversation.context if session._conversation else None
+    assert window is not None and window.max_tokens == 8_192  # not the registry's 32,768
