@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from q3agent.eval.bfcl_runner import EvalConfig, EvalReport
     from q3agent.serving.base import Runtime
 
-__all__ = ["add_eval_commands", "make_runtime", "run_bfcl_command"]
+__all__ = [
+    "add_eval_commands",
+    "engine_phases",
+    "make_runtime",
+    "report_failures",
+    "resolve_config",
+    "run_bfcl_command",
+]
 
 RUNTIMES = ("auto", "oracle", "noisy-oracle", "sglang", "sglang-remote", "openai", "transformers")
+
+PRESET_HELP = {
+    "report": "the Qwen3 report's setting (FC, thinking, report sampling, 40,960-token "
+    "context, YaRN 64K for multi-turn, held-out functions in the tools block);",
+    "bfcl": "bfcl-eval's Qwen3-FC handler (FC, thinking, temperature 0.001, 4,096 new "
+    "tokens, 40,960-token context, held-out functions in the user message).",
+}
 
 
 def _budgets(text: str) -> list[int]:
@@ -56,17 +73,48 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     bfcl.add_argument("--model", default="Qwen3-30B-A3B", help="Model name or local path.")
     bfcl.add_argument(
+        "--preset",
+        choices=tuple(PRESET_HELP),
+        default=None,
+        help="A named setting; options given explicitly win. "
+        + " ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()),
+    )
+    bfcl.add_argument(
         "--mode",
         choices=("fc", "prompt"),
-        default="fc",
-        help="fc: functions in Qwen3's tools block; prompt: BFCL's Python-call system prompt "
-        "(single-turn categories; multi-turn always uses native tool calls).",
+        default=None,
+        help="fc (default): functions in Qwen3's tools block; prompt: BFCL's Python-call system "
+        "prompt (single-turn categories; multi-turn always uses native tool calls).",
     )
     bfcl.add_argument(
         "--thinking",
         choices=("on", "off", "policy"),
-        default="off",
-        help="off: non-thinking; on: think every step; policy: q3agent's PlanAct policy.",
+        default=None,
+        help="off (default): non-thinking; on: think every step; policy: q3agent's PlanAct.",
+    )
+    bfcl.add_argument(
+        "--sampling",
+        choices=("report", "bfcl"),
+        default=None,
+        help="report (default): the Qwen3 report's presets, up to 32,768 new tokens; bfcl: "
+        "BFCL's handler, temperature 0.001 and up to 4,096 new tokens.",
+    )
+    bfcl.add_argument(
+        "--holdout",
+        choices=("tools", "message"),
+        default=None,
+        help="Where multi_turn_miss_func's held-out functions go at their turn: tools "
+        "(default; the tools block, BFCL's FC path) or message (a Python list in the user "
+        "message, tools block unchanged: bfcl-eval's local Qwen3 handler).",
+    )
+    bfcl.add_argument(
+        "--multi-turn-context-length",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Context window for multi-turn categories (default: --context-length). Above "
+        "40,960 the model needs YaRN: embedded SGLang sets it (factor 2 up to 65,536, else 4); "
+        "a server must be started with it.",
     )
     bfcl.add_argument(
         "--thinking-budget",
@@ -89,12 +137,26 @@ def add_eval_commands(subparsers: Any) -> None:
     bfcl.add_argument("--base-url", default=None, help="Server URL for sglang-remote / openai.")
     bfcl.add_argument("--concurrency", type=int, default=64, help="Entries in flight at once.")
     bfcl.add_argument("--max-tokens", type=int, default=None, help="Completion token limit.")
+    bfcl.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Context window requests are sized against (prompt + new tokens); presets use "
+        "40,960, Qwen3's served window.",
+    )
     bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
     bfcl.set_defaults(func=run_bfcl_command)
 
 
-def make_runtime(kind: str, model: str, base_url: str | None = None) -> Runtime:
-    """The runtime ``--runtime`` names (``auto`` defers to q3agent's runtime selection)."""
+def make_runtime(
+    kind: str, model: str, base_url: str | None = None, context_length: int | None = None
+) -> Runtime:
+    """The runtime ``--runtime`` names (``auto`` defers to q3agent's runtime selection).
+
+    An embedded SGLang engine is started with ``context_length`` when it needs YaRN (above the
+    40,960 tokens Qwen3 serves natively); below that the engine keeps its default window.
+    """
     if kind == "oracle":
         from q3agent.eval.oracle import OracleRuntime
 
@@ -103,23 +165,132 @@ def make_runtime(kind: str, model: str, base_url: str | None = None) -> Runtime:
         from q3agent.eval.oracle import NoisyOracleRuntime
 
         return NoisyOracleRuntime()
+    from q3agent.eval.bfcl_settings import yarn_factor
     from q3agent.serving.select import BASE_URL_ENV, RUNTIME_ENV, select_runtime
+    from q3agent.serving.sglang_runtime import SGLangRuntime
 
     if kind != "auto":
         os.environ[RUNTIME_ENV] = kind
     if base_url:
         os.environ[BASE_URL_ENV] = base_url
-    return select_runtime(model)
+    runtime = select_runtime(model)
+    if isinstance(runtime, SGLangRuntime) and yarn_factor(context_length) is not None:
+        runtime = SGLangRuntime(model, context_length=context_length)  # not started yet
+    return runtime
+
+
+def resolve_config(args: argparse.Namespace, categories: tuple[str, ...]) -> EvalConfig:
+    """The run's settings: explicit options, then the ``--preset``'s, then the defaults."""
+    from q3agent.eval.bfcl_runner import EvalConfig
+    from q3agent.eval.bfcl_settings import PRESETS
+
+    preset = PRESETS.get(args.preset) if args.preset else None
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        if value is not None:
+            return value
+        return getattr(preset, name) if preset is not None else default
+
+    budgets: list[int] | None = args.thinking_budget
+    thinking: Literal["on", "off", "policy"] = (
+        "on" if budgets and len(budgets) > 1 else pick("thinking", "off")
+    )
+    return EvalConfig(
+        categories=categories,
+        model=args.model,
+        mode=pick("mode", "fc"),
+        thinking=thinking,
+        thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,
+        limit=args.limit,
+        concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        sampling=pick("sampling", "report"),
+        holdout=pick("holdout", "tools"),
+        context_length=pick("context_length", None),
+        multi_turn_context_length=pick("multi_turn_context_length", None),
+        preset=args.preset,
+    )
+
+
+def _server_yarn_note(config: EvalConfig, runtime: Runtime) -> str | None:
+    """What a server must be started with for the multi-turn context, when it needs YaRN."""
+    from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES
+    from q3agent.eval.bfcl_settings import QWEN3_NATIVE_CONTEXT, yarn_factor
+    from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
+    from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
+
+    context = config.multi_turn_context_length or config.context_length
+    factor = yarn_factor(context)
+    if factor is None or not isinstance(runtime, OpenAICompatibleRuntime | RemoteSGLangRuntime):
+        return None  # embedded engines get YaRN from the harness; oracles need none
+    if not any(c in MULTI_TURN_CATEGORIES for c in config.categories):
+        return None
+    scaling = json.dumps(
+        {
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": factor,
+                "original_max_position_embeddings": QWEN3_NATIVE_CONTEXT,
+            }
+        }
+    )
+    return (
+        f"note: multi-turn requests are sized to {context:,} tokens; the server must serve that "
+        f"window with YaRN (SGLang: --context-length {context} --json-model-override-args "
+        f"'{scaling}'; vLLM: --max-model-len {context} --hf-overrides '{scaling}')"
+    )
+
+
+def engine_phases(config: EvalConfig) -> list[tuple[tuple[str, ...], int | None]]:
+    """Categories grouped by the engine context they need (single-turn, then multi-turn)."""
+    from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES
+    from q3agent.eval.bfcl_settings import yarn_factor
+
+    single = tuple(c for c in config.categories if c not in MULTI_TURN_CATEGORIES)
+    multi = tuple(c for c in config.categories if c in MULTI_TURN_CATEGORIES)
+    multi_context = config.multi_turn_context_length or config.context_length
+    single_engine = config.context_length if yarn_factor(config.context_length) else None
+    multi_engine = multi_context if yarn_factor(multi_context) else None
+    if single and multi and single_engine != multi_engine:
+        return [(single, single_engine), (multi, multi_engine)]
+    return [(config.categories, multi_engine if multi else single_engine)]
+
+
+def report_failures(report: EvalReport) -> int:
+    """Print inference errors (count and reasons) on stderr; the exit code the run earns."""
+    failures = report.failures
+    if not failures:
+        return 0
+    total = len(report.results)
+    what = "every entry" if len(failures) == total else f"{len(failures)} of {total} entries"
+    print(
+        f"error: {what} failed with an inference error and scored as wrong; the scores above "
+        "are not a measurement of the model. Reasons:",
+        file=sys.stderr,
+    )
+    print(report.failure_summary(), file=sys.stderr)
+    print(
+        "Fix the runtime (see the reasons; every entry's error is in the JSONL files) and run "
+        "again.",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def run_bfcl_command(args: argparse.Namespace) -> int:
-    """Run ``q3agent eval bfcl`` with parsed arguments; returns the process exit code."""
+    """Run ``q3agent eval bfcl`` with parsed arguments; returns the process exit code.
+
+    0: every entry was scored; 3: some entries failed with inference errors (reported on
+    stderr); 1: bfcl-eval or the runtime is unavailable; 2: a bad option.
+    """
     import anyio
 
     from q3agent.eval.bfcl_data import BfclUnavailableError, resolve_categories
     from q3agent.eval.bfcl_runner import (
         EntryResult,
-        EvalConfig,
+        EvalReport,
         run_bfcl,
         run_budget_sweep,
         sweep_table,
@@ -132,20 +303,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     budgets: list[int] | None = args.thinking_budget
-    thinking: Literal["on", "off", "policy"] = (
-        "on" if budgets and len(budgets) > 1 else args.thinking
-    )
-    config = EvalConfig(
-        categories=categories,
-        model=args.model,
-        mode=args.mode,
-        thinking=thinking,
-        thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,
-        limit=args.limit,
-        concurrency=args.concurrency,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-    )
+    config = resolve_config(args, categories)
     out = Path(args.out)
     done = 0
     started = time.perf_counter()
@@ -158,21 +316,37 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             print(f"  {done} entries scored ({rate:.1f}/s)", file=sys.stderr)
 
     async def main() -> int:
-        runtime = make_runtime(args.runtime, args.model, args.base_url)
-        try:
-            if budgets and len(budgets) > 1:
+        print(config.describe())
+        if budgets and len(budgets) > 1:
+            runtime = make_runtime(args.runtime, args.model, args.base_url)
+            try:
                 sweep = await run_budget_sweep(runtime, config, budgets)
-                for budget, report in sweep:
-                    report.write(out / f"budget-{budget}")
-                print(sweep_table(sweep))
-            else:
-                report = await run_bfcl(runtime, config, on_result=progress)
-                report.write(out)
-                print(report.table())
+            finally:
+                await runtime.aclose()
+            for budget, report in sweep:
+                report.write(out / f"budget-{budget}")
+            print(sweep_table(sweep))
             print(f"results written to {out}")
-        finally:
-            await runtime.aclose()
-        return 0
+            return max(report_failures(report) for _, report in sweep)
+        parts: list[EvalReport] = []
+        for phase_categories, engine_context in engine_phases(config):
+            runtime = make_runtime(args.runtime, args.model, args.base_url, engine_context)
+            note = _server_yarn_note(replace(config, categories=phase_categories), runtime)
+            if note:
+                print(note, file=sys.stderr)
+            try:
+                parts.append(
+                    await run_bfcl(
+                        runtime, replace(config, categories=phase_categories), on_result=progress
+                    )
+                )
+            finally:
+                await runtime.aclose()
+        report = EvalReport.merge(config, parts)
+        report.write(out)
+        print(report.table())
+        print(f"results written to {out}")
+        return report_failures(report)
 
     try:
         return anyio.run(main)
