@@ -10,21 +10,29 @@ read: strings, numbers (with a sign), ``True``/``False``/``None``, and lists, tu
 Where the calls are looked for, in order: reasoning is removed first (as
 :func:`~q3agent.qwen3.parsing.parse` does; truncated reasoning gives no calls); code fences
 (```` ```python ... ``` ````) are read if present; then the whole text, as one expression (a
-call, or a list/tuple of calls) or as lines that are each a call; finally the span from the
-first ``[`` to the last ``]`` (calls wrapped in prose). Text that yields no call, prose for
-example, gives an empty list. Never raises.
+call, or a list/tuple of calls) or as lines that are each a call; finally every bracketed
+call list in the text (``[f(a=1)] and then [g(b=2)]``: calls wrapped in prose, several lists
+with prose between them), in order. Text that yields no call, prose for example, gives an
+empty list. Arguments nested deeper than :data:`~q3agent.qwen3.parsing.MAX_CALL_DEPTH`
+levels are an error item. The work is bounded: brackets are matched in one linear pass and at
+most a fixed number of candidate lists are compiled. Never raises.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError
+from q3agent.qwen3.parsing import MAX_CALL_DEPTH, json_depth_exceeds
 
 __all__ = ["parse_pythonic"]
 
 _FENCE = "```"
+_LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
+_BRACKETS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[\[\]]""")
+_MAX_CANDIDATES = 64
 
 
 class _NotLiteral(Exception):
@@ -108,15 +116,42 @@ def _calls_in(source: str) -> list[ToolCall | ToolCallError]:
     if not source:
         return []
     nodes = _call_nodes(source)
-    if nodes is None:
-        first, last = source.find("["), source.rfind("]")
-        if first == -1 or last <= first:
-            return []
-        source = source[first : last + 1]
-        nodes = _call_nodes(source)
-        if nodes is None:
-            return []
-    return [_convert_call(node, source) for node in nodes]
+    if nodes is not None:
+        return [_convert_call(node, source) for node in nodes]
+    items: list[ToolCall | ToolCallError] = []
+    for span in _call_lists(source):
+        found = _call_nodes(span)
+        if found is not None:
+            items.extend(_convert_call(node, span) for node in found)
+    return items
+
+
+def _call_lists(source: str) -> list[str]:
+    """Bracketed call lists in prose (``[f(...)] and [g(...)]``), outermost first, in order."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for match in _BRACKETS.finditer(source):
+        bracket = match.group()
+        if bracket == "[":
+            opened.append(match.start())
+        elif bracket == "]" and opened:
+            closing[opened.pop()] = match.start()
+    spans: list[str] = []
+    after = 0
+    tried = 0
+    for match in _LIST_START.finditer(source):
+        start = match.start()
+        end = closing.get(start)
+        if start < after or end is None:
+            continue
+        tried += 1
+        if tried > _MAX_CANDIDATES:
+            break
+        span = source[start : end + 1]
+        if _call_nodes(span) is not None:
+            spans.append(span)
+            after = end + 1
+    return spans
 
 
 def _call_nodes(source: str) -> list[ast.expr] | None:
@@ -182,6 +217,13 @@ def _convert_call(node: ast.expr, source: str) -> ToolCall | ToolCallError:
                 error=f"argument {keyword.arg!r} of {name} is {exc}, not a literal value; "
                 "give the value itself (a string, number, boolean, None, list or dict).",
             )
+    if json_depth_exceeds(arguments, MAX_CALL_DEPTH - 1):
+        return ToolCallError(
+            raw=raw,
+            name=name,
+            error=f"the arguments of {name} nest deeper than {MAX_CALL_DEPTH} levels, more than "
+            "any tool accepts; pass flatter arguments.",
+        )
     return ToolCall(name=name, arguments=arguments, raw=raw)
 
 

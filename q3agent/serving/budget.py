@@ -37,9 +37,14 @@ class BudgetedGeneration:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """Streamed text of a budgeted generation (the early-stop text included)."""
+    """Streamed text of a budgeted generation (the early-stop text included).
+
+    ``token_ids`` are the ids the text decodes from when the runtime streams them (empty from
+    text-only servers); a delta may carry ids whose text is still held back (a split character).
+    """
 
     text: str
+    token_ids: tuple[int, ...] = ()
 
 
 def _merge(
@@ -58,8 +63,8 @@ async def _one(
         yield await runtime.generate(request)
         return
     async for chunk in runtime.stream(request):
-        if chunk.text:
-            yield TextDelta(chunk.text)
+        if chunk.text or chunk.token_ids:
+            yield TextDelta(chunk.text, chunk.token_ids)
         if chunk.generation is not None:
             yield chunk.generation
 
@@ -83,7 +88,13 @@ async def generate_with_budget(
         async for item in _one(runtime, request, stream):
             if isinstance(item, Generation):
                 yield BudgetedGeneration(
-                    item.text, item.token_ids, item.finish_reason, item.usage, False, 1
+                    item.text,
+                    item.token_ids,
+                    item.finish_reason,
+                    item.usage,
+                    False,
+                    1,
+                    item.ids_exact,
                 )
             else:
                 yield item
@@ -118,14 +129,20 @@ async def generate_with_budget(
     if ended_turn or remaining <= 0 or first.finish_reason == "abort":
         # the model ended its turn inside phase 1 (no thinking, or it stopped): nothing to add
         yield BudgetedGeneration(
-            first.text, first.token_ids, first.finish_reason, first.usage, False, 1
+            first.text,
+            first.token_ids,
+            first.finish_reason,
+            first.usage,
+            False,
+            1,
+            first.ids_exact,
         )
         return
 
     extra_text = budget_continuation(first.text) if hit_budget else ""
     extra_ids = tuple(tok.encode_trusted(extra_text)) if hit_budget else ()
     if extra_text:
-        yield TextDelta(extra_text)
+        yield TextDelta(extra_text, extra_ids)
     phase2_request = replace(
         request,
         prompt_ids=request.prompt_ids + first.token_ids + extra_ids,
@@ -146,4 +163,5 @@ async def generate_with_budget(
         usage=first.usage + second.usage,
         hit_budget=hit_budget,
         requests=2,
+        ids_exact=first.ids_exact and second.ids_exact,
     )

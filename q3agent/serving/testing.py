@@ -135,9 +135,9 @@ class _TestRuntimeBase(ABC):
             piece = decoder.push(list(ids[start : start + 3]))
             # never stream past the returned text (a matched stop string is cut from it)
             piece = piece[: max(0, len(generation.text) - len(emitted))]
-            if piece:
-                emitted += piece
-                yield GenerationChunk(text=piece, token_ids=tuple(ids[start : start + 3]))
+            emitted += piece
+            # like an engine, every sampled id is streamed, even one whose text is held back
+            yield GenerationChunk(text=piece, token_ids=tuple(ids[start : start + 3]))
         tail = generation.text[len(emitted) :]
         yield GenerationChunk(text=tail, generation=generation)
 
