@@ -13,9 +13,10 @@ Where the calls are looked for, in order: reasoning is removed first (as
 call, or a list/tuple of calls) or as lines that are each a call; finally every bracketed
 call list in the text (``[f(a=1)] and then [g(b=2)]``: calls wrapped in prose, several lists
 with prose between them), in order. Text that yields no call, prose for example, gives an
-empty list. Arguments nested deeper than :data:`~q3agent.qwen3.parsing.MAX_CALL_DEPTH`
-levels are an error item. The work is bounded: brackets are matched in one linear pass and at
-most a fixed number of candidate lists are compiled. Never raises.
+empty list; calls with more than :data:`MAX_ELEMENTS` elements are one error item. Arguments
+nested deeper than :data:`~q3agent.qwen3.parsing.MAX_CALL_DEPTH` levels are an error item.
+The work is bounded: brackets are matched in one linear pass and at most a fixed number of
+candidate lists are compiled. Never raises.
 """
 
 from __future__ import annotations
@@ -31,8 +32,14 @@ __all__ = ["parse_pythonic"]
 
 _FENCE = "```"
 _LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
-_BRACKETS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[\[\]]""")
+# a string runs to its closing quote or, unclosed, to the end of its line: linear, no retries
+_BRACKETS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|[\[\]]""")
+_STRINGS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?""")
+_CALL_LIKE = re.compile(r"[A-Za-z_][\w.]*\s*\(")
 _MAX_CANDIDATES = 64
+MAX_ELEMENTS = 4096
+"""Most call elements (commas, parentheses, brackets, braces outside strings) read at once;
+more is an error item (compiling them would take longer than a reply's parse should)."""
 
 
 class _NotLiteral(Exception):
@@ -115,19 +122,62 @@ def _fenced_blocks(text: str) -> list[str]:
 def _calls_in(source: str) -> list[ToolCall | ToolCallError]:
     if not source:
         return []
+    bare = _STRINGS.sub('""', source)
+    if _CALL_LIKE.search(bare) is None:
+        return []  # prose: nothing that could be a call
+    elements = sum(bare.count(c) for c in ",([{")
+    if elements > MAX_ELEMENTS:
+        return [
+            ToolCallError(
+                raw=source[:2000],
+                error=f"the reply holds {elements:,} call elements, more than the {MAX_ELEMENTS:,} "
+                "read at once; write fewer or smaller calls.",
+            )
+        ]
     nodes = _call_nodes(source)
     if nodes is not None:
-        return [_convert_call(node, source) for node in nodes]
+        text = _Source(source)
+        return [_convert_call(node, text) for node in nodes]
     items: list[ToolCall | ToolCallError] = []
-    for span in _call_lists(source):
-        found = _call_nodes(span)
-        if found is not None:
-            items.extend(_convert_call(node, span) for node in found)
+    sources: dict[str, _Source] = {}  # one _Source per text (the lists may share one)
+    for span, found in _call_lists(source):
+        text = sources.get(span) or sources.setdefault(span, _Source(span))
+        items.extend(_convert_call(node, text) for node in found)
     return items
 
 
-def _call_lists(source: str) -> list[str]:
-    """Bracketed call lists in prose (``[f(...)] and [g(...)]``), outermost first, in order."""
+class _Source:
+    """Source text with its lines encoded once, so each node's segment costs only its length.
+
+    (``ast.get_source_segment`` splits the whole source again for every node.)
+    """
+
+    _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lines = [line.encode() for line in self._LINE.findall(text)]
+
+    def segment(self, node: ast.AST) -> str:
+        """The source of ``node`` (as ``ast.get_source_segment``), or ``""``."""
+        end_line = getattr(node, "end_lineno", None)
+        end_col = getattr(node, "end_col_offset", None)
+        if end_line is None or end_col is None:
+            return ""
+        line, col = node.lineno - 1, node.col_offset  # type: ignore[attr-defined]
+        lines = self._lines
+        if line == end_line - 1:
+            return lines[line][col:end_col].decode(errors="replace")
+        parts = [lines[line][col:], *lines[line + 1 : end_line - 1], lines[end_line - 1][:end_col]]
+        return b"".join(parts).decode(errors="replace")
+
+
+def _call_lists(source: str) -> list[tuple[str, list[ast.expr]]]:
+    """Bracketed call lists in prose (``[f(...)] and [g(...)]``), outermost first, in order.
+
+    Brackets are matched in one pass; a candidate that does not compile is skipped (at most
+    ``_MAX_CANDIDATES`` of them), so the work stays linear in the text.
+    """
     closing: dict[int, int] = {}
     opened: list[int] = []
     for match in _BRACKETS.finditer(source):
@@ -136,22 +186,54 @@ def _call_lists(source: str) -> list[str]:
             opened.append(match.start())
         elif bracket == "]" and opened:
             closing[opened.pop()] = match.start()
-    spans: list[str] = []
+    outermost: list[str] = []
     after = 0
-    tried = 0
     for match in _LIST_START.finditer(source):
-        start = match.start()
-        end = closing.get(start)
+        start, end = match.start(), closing.get(match.start())
+        if start >= after and end is not None:
+            outermost.append(source[start : end + 1])
+            after = end + 1
+    together = _each_call_list("\n".join(outermost), len(outermost))
+    if together is not None:  # the usual case: every list compiles, in one compile
+        return together
+    lists: list[tuple[str, list[ast.expr]]] = []
+    after = 0
+    failed = 0
+    for match in _LIST_START.finditer(source):
+        start, end = match.start(), closing.get(match.start())
         if start < after or end is None:
             continue
-        tried += 1
-        if tried > _MAX_CANDIDATES:
-            break
         span = source[start : end + 1]
-        if _call_nodes(span) is not None:
-            spans.append(span)
-            after = end + 1
-    return spans
+        nodes = _call_nodes(span)
+        if nodes is None:
+            failed += 1
+            if failed > _MAX_CANDIDATES:
+                break
+            continue
+        lists.append((span, nodes))
+        after = end + 1
+    return lists
+
+
+def _each_call_list(joined: str, count: int) -> list[tuple[str, list[ast.expr]]] | None:
+    """``count`` call lists joined by newlines, compiled at once; None unless all are calls."""
+    if not count:
+        return []
+    try:
+        module = ast.parse(joined, mode="exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if len(module.body) != count:
+        return None
+    lists: list[tuple[str, list[ast.expr]]] = []
+    for statement in module.body:
+        if not isinstance(statement, ast.Expr) or not isinstance(statement.value, ast.List):
+            return None
+        elements = statement.value.elts
+        if not any(isinstance(node, ast.Call) for node in elements):
+            return None
+        lists.append((joined, elements))
+    return lists
 
 
 def _call_nodes(source: str) -> list[ast.expr] | None:
@@ -180,8 +262,8 @@ def _call_nodes(source: str) -> list[ast.expr] | None:
     return nodes
 
 
-def _convert_call(node: ast.expr, source: str) -> ToolCall | ToolCallError:
-    raw = ast.get_source_segment(source, node) or ""
+def _convert_call(node: ast.expr, source: _Source) -> ToolCall | ToolCallError:
+    raw = source.segment(node)
     if not isinstance(node, ast.Call):
         return ToolCallError(
             raw=raw,
@@ -238,7 +320,7 @@ def _dotted_name(node: ast.expr) -> str | None:
     return ".".join(reversed(parts))
 
 
-def _literal(node: ast.expr, source: str) -> Any:
+def _literal(node: ast.expr, source: _Source) -> Any:
     if isinstance(node, ast.Constant):
         value = node.value
         if value is None or isinstance(value, bool | int | float | str):
@@ -261,7 +343,7 @@ def _literal(node: ast.expr, source: str) -> Any:
                 raise _NotLiteral("a dict with a list, tuple or dict key")
             result[key] = _literal(value_node, source)
         return result
-    segment = ast.get_source_segment(source, node) or type(node).__name__
+    segment = source.segment(node) or type(node).__name__
     if isinstance(node, ast.Name):
         raise _NotLiteral(f"the variable {segment!r}")
     if isinstance(node, ast.Call):

@@ -50,7 +50,7 @@ _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _ALL_MARKERS = (_THINK_OPEN, _THINK_CLOSE, CALL_OPEN, CALL_CLOSE, *END_TOKENS)
 _NON_SPACE = re.compile(r"\S")
-_STRING_STOP = re.compile(r'["\\]')
+_STRING_BODY = re.compile(r'(?:[^"\\]+|\\.)*', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +128,27 @@ class _JsonStrings:
                 self.escaped = False
                 pos += 1
             elif self.in_string:
-                stop = _STRING_STOP.search(text, pos)
-                if stop is None:
+                body = _STRING_BODY.match(text, pos)
+                pos = body.end() if body is not None else pos
+                if pos >= end:
                     return
-                pos = stop.end()
-                if stop.group() == "\\":
+                if text[pos] == "\\":  # a backslash ending this piece escapes the next one
                     self.escaped = True
                 else:
                     self.in_string = False
+                pos += 1
             else:
                 quote = text.find('"', pos)
                 if quote == -1:
                     return
                 self.in_string, pos = True, quote + 1
+
+
+_STATE_PATTERNS = {
+    state: re.compile("|".join(re.escape(m) for m in markers))
+    for state, markers in _STATE_MARKERS.items()
+}
+"""One search per step finds the earliest tag the state recognises."""
 
 
 class StreamParser:
@@ -172,7 +180,6 @@ class StreamParser:
         self._events: list[StreamEvent] = []
         self._state = _State.START
         self._buf = ""
-        self._cache: dict[str, int] = {}
         self._closed = False
         self._lead = ""  # whitespace held in START
         self._end_pending = ""  # an end token (+ whitespace) that is dropped if the text ends
@@ -339,16 +346,8 @@ class StreamParser:
         events, self._events = self._events, []
         return events
 
-    def _find(self, marker: str, pos: int) -> int:
-        cached = self._cache.get(marker)
-        if cached is None or (cached != -1 and cached < pos):
-            cached = self._buf.find(marker, pos)
-            self._cache[marker] = cached
-        return cached
-
     def _run(self, final: bool) -> None:
         buf = self._buf
-        self._cache = {}
         pos = 0
         end = len(buf)
         while pos < end:
@@ -362,20 +361,17 @@ class StreamParser:
                 if held:
                     break
                 continue
-            best, marker = -1, ""
-            for candidate in _STATE_MARKERS[self._state]:
-                found = self._find(candidate, pos)
-                if found != -1 and (best == -1 or found < best):
-                    best, marker = found, candidate
-            if best == -1:
+            found = _STATE_PATTERNS[self._state].search(buf, pos)
+            if found is None:
                 stop = end if final else self._hold_point(buf, pos)
                 if stop > pos:
                     self._text(buf[pos:stop])
                 pos = stop
                 break
+            best, marker = found.start(), found.group()
             if best > pos:
                 self._text(buf[pos:best])
-            pos = best + len(marker)
+            pos = found.end()
             self._marker(marker)
         self._buf = buf[pos:]
 

@@ -182,3 +182,10 @@ def test_deeply_nested_literal_arguments_are_an_error() -> None:
     assert len(items) == 1
     assert isinstance(items[0], ToolCallError)
     assert "deeper than" in items[0].error
+
+
+def test_more_calls_than_can_be_read_at_once_is_one_error() -> None:
+    text = " and ".join(['[f(a="x")]'] * 3000)
+    (error,) = parse_pythonic(text)
+    assert isinstance(error, ToolCallError)
+    assert "fewer or smaller calls" in error.error
