@@ -50,6 +50,7 @@ _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _ALL_MARKERS = (_THINK_OPEN, _THINK_CLOSE, CALL_OPEN, CALL_CLOSE, *END_TOKENS)
 _NON_SPACE = re.compile(r"\S")
+_PARTIAL_MARKERS = frozenset(m[:i] for m in _ALL_MARKERS for i in range(1, len(m)))
 _STRING_BODY = re.compile(r'(?:[^"\\]+|\\.)*', re.DOTALL)
 
 
@@ -382,7 +383,7 @@ class StreamParser:
         if lt == -1:
             return len(buf)
         tail = buf[lt:]
-        if any(m.startswith(tail) and m != tail for m in _ALL_MARKERS):
+        if tail in _PARTIAL_MARKERS:
             return lt
         return len(buf)
 
