@@ -324,7 +324,7 @@ async def _compact(s: LoopSettings, conv: Conversation, tally: _Tally) -> bool:
     not pay a summarisation call every step. The summary call's usage counts towards the run.
     """
     window = conv.context
-    size = len(conv.builder.ids)
+    size = len(conv.builder)
     if window is None or size < max(window.threshold, conv.compact_floor):
         return False
 
@@ -378,6 +378,7 @@ async def run_task(
     query = next((m.content for m in reversed(conv.messages) if isinstance(m, UserMessage)), "")
     task_tokens = tok.count(query)
     tally.soft_switch = soft_switch(conv.messages)
+    schemas = tuple(t.schema() for t in s.tools.values())
     step = 0
     try:
         if pending:  # resuming: finish the interrupted step's tool calls first
@@ -402,7 +403,7 @@ async def run_task(
                 sampling=mode.sampling,
                 constraint=_constraint(s, step),
                 messages=tuple(conv.messages),
-                tools=tuple(t.schema() for t in s.tools.values()),
+                tools=schemas,
                 enable_thinking=_template_thinking(s, mode),
                 request_id=f"{run_id}-{step}",
             )

@@ -160,11 +160,12 @@ class _Source:
 
     def segment(self, node: ast.AST) -> str:
         """The source of ``node`` (as ``ast.get_source_segment``), or ``""``."""
-        end_line = getattr(node, "end_lineno", None)
-        end_col = getattr(node, "end_col_offset", None)
+        end_line: int | None = getattr(node, "end_lineno", None)
+        end_col: int | None = getattr(node, "end_col_offset", None)
         if end_line is None or end_col is None:
             return ""
-        line, col = node.lineno - 1, node.col_offset  # type: ignore[attr-defined]
+        line: int = getattr(node, "lineno", 1) - 1
+        col: int = getattr(node, "col_offset", 0)
         lines = self._lines
         if line == end_line - 1:
             return lines[line][col:end_col].decode(errors="replace")
