@@ -156,7 +156,7 @@ class _Source:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._lines = [line.encode() for line in self._LINE.findall(text)]
+        self._lines: list[bytes] = [str(line).encode() for line in self._LINE.findall(text)]
 
     def segment(self, node: ast.AST) -> str:
         """The source of ``node`` (as ``ast.get_source_segment``), or ``""``."""
