@@ -50,6 +50,7 @@ from q3agent.qwen3.thinking import soft_switch
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult, RunStatus, StepRecord, UsageLimits
 from q3agent.serving.base import (
+    Generation,
     GenerationRequest,
     Runtime,
     RuntimeError_,
@@ -220,7 +221,10 @@ def _assistant(parsed: Parsed) -> AssistantMessage:
 
 
 def parse_generation(
-    tokenizer: Qwen3Tokenizer, generation: BudgetedGeneration, *, thinking_started: bool
+    tokenizer: Qwen3Tokenizer,
+    generation: Generation | BudgetedGeneration,
+    *,
+    thinking_started: bool = False,
 ) -> Parsed:
     """A completion's reasoning, content and calls: from the control ids where the runtime
     returned the sampled ids (a tag the model spelled in ordinary tokens is content), from the

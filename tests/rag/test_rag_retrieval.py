@@ -212,3 +212,10 @@ def test_query_encoding_uses_its_own_thread_count_and_restores_torch(embedder: A
     finally:
         embedder.query_threads = 1
     assert np.allclose(one, default, atol=1e-5)
+
+
+def test_stores_opened_without_an_embedder_share_the_process_embedder() -> None:
+    from q3agent.rag import RagStore, shared_embedder
+
+    first, second = RagStore.ephemeral(), RagStore.ephemeral()
+    assert first.embedder is second.embedder is shared_embedder()
