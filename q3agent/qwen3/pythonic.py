@@ -79,6 +79,8 @@ def _parse(text: str, thinking_started: bool) -> list[ToolCall | ToolCallError]:
 def _after_reasoning(text: str, thinking_started: bool) -> str | None:
     from q3agent.qwen3.parsing import parse
 
+    if not thinking_started and "think>" not in text:
+        return _strip_end_tokens(text)  # no reasoning: no need to parse the calls twice
     parsed = parse(text, thinking_started=thinking_started)
     if not parsed.reasoning_complete:
         return None
