@@ -1,10 +1,12 @@
-"""Agent-loop overhead: per-step cost with the runtime's time excluded, and concurrency.
+"""Agent-loop overhead: per-step CPU with the runtime excluded, and concurrency.
 
 Prints, from one run:
-- loop overhead per step (policy, prompt building, parsing, tool execution, records) at a
-  2K- and a 32K-token history: step wall time minus the time spent inside the runtime;
-- wall time of 64 concurrent agents against a FunctionRuntime that takes 20 ms per request,
-  versus one agent, as a ratio (1.0 = perfect overlap).
+- loop CPU per step (policy, prompt building, parsing, tool execution, records) at a 2K-,
+  32K- and 128K-token history: the process CPU time of a step minus the CPU time spent inside
+  the runtime, and the ratio of the 128K figure to the 2K one (1.0 = independent of history);
+- 64 concurrent agents with a sync tool against a FunctionRuntime that takes 20 ms per
+  request: steps per CPU-second (loop only, and everything including the test runtime), and
+  their wall time against one agent's (1.0 = perfect overlap).
 
     python benchmarks/loop_bench.py
 """
@@ -48,30 +50,55 @@ def _completion(step: int) -> str:
 
 
 class TimedRuntime(RuntimeWrapper):
-    """Adds up the seconds spent inside the wrapped runtime (generate and stream)."""
+    """Adds up the CPU seconds spent inside the wrapped runtime (generate and stream).
+
+    Without latency the wrapped FunctionRuntime never yields to the event loop inside a call,
+    so the process CPU time around the call is the runtime's own.
+    """
 
     def __init__(self, inner: FunctionRuntime) -> None:
         super().__init__(inner)
         self.seconds = 0.0
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             return await self.inner.generate(request)
         finally:
-            self.seconds += time.perf_counter() - start
+            self.seconds += time.process_time() - start
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         chunks = self.inner.stream(request)
         while True:
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
             finally:
-                self.seconds += time.perf_counter() - start
+                self.seconds += time.process_time() - start
             yield chunk
+
+
+_RUNTIME_CPU = [0.0]
+
+
+class _CpuCountingRuntime(FunctionRuntime):
+    """A FunctionRuntime that adds the CPU its own calls take to ``_RUNTIME_CPU``."""
+
+    async def _complete(self, request: GenerationRequest) -> str | Generation:
+        start = time.process_time()
+        try:
+            return await super()._complete(request)
+        finally:
+            _RUNTIME_CPU[0] += time.process_time() - start
+
+    def _finish(self, request: GenerationRequest, ids: list[int]) -> Generation:
+        start = time.process_time()
+        try:
+            return super()._finish(request, ids)
+        finally:
+            _RUNTIME_CPU[0] += time.process_time() - start
 
 
 def _history(tok: Qwen3Tokenizer, tokens: int) -> list[UserMessage | AssistantMessage]:
@@ -86,7 +113,7 @@ def _history(tok: Qwen3Tokenizer, tokens: int) -> list[UserMessage | AssistantMe
 
 
 async def overhead_per_step(history_tokens: int) -> tuple[float, float, int]:
-    """Loop overhead for a task over a long history, runtime time excluded.
+    """Loop CPU for a task over a long history, runtime CPU excluded.
 
     Returns (ms for the first step, median ms per later step, final prompt tokens). The first
     step renders and tokenizes the whole history once; later steps only append.
@@ -109,16 +136,16 @@ async def overhead_per_step(history_tokens: int) -> tuple[float, float, int]:
             tools=[lookup],
             policy=NeverThink(),
             max_steps=STEPS + 1,
-            # a 32K-token history needs the YaRN window (131,072): measure the loop, not
-            # the summarisation that the default 32,768-token window would trigger
-            context_window=ContextWindow(tok, max_tokens=131_072),
+            # long histories need a long window: measure the loop, not the summarisation
+            # that the default 32,768-token window would trigger
+            context_window=ContextWindow(tok, max_tokens=262_144),
         )
         session = agent.session(_history(tok, history_tokens))
-        marks: list[tuple[float, float]] = []  # (wall clock, runtime seconds) at each step start
-        start = time.perf_counter()
+        marks: list[tuple[float, float]] = []  # (process CPU, runtime CPU) at each step start
+        start = time.process_time()
         async for event in session.stream("Look up ten keys, one at a time."):
             if isinstance(event, StepStart | FinalResult):
-                marks.append((time.perf_counter(), runtime.seconds))
+                marks.append((time.process_time(), runtime.seconds))
             if isinstance(event, FinalResult):
                 assert event.result.status == "answer", event.result.detail
                 prompt_len = len(event.result.prompt_ids)
@@ -129,8 +156,9 @@ async def overhead_per_step(history_tokens: int) -> tuple[float, float, int]:
     return statistics.median(firsts), statistics.median(laters), prompt_len
 
 
-async def run_agents(count: int, tok: Qwen3Tokenizer) -> float:
-    """Wall seconds for ``count`` agents (each its own 20 ms runtime) running at once."""
+async def run_agents(count: int, tok: Qwen3Tokenizer) -> tuple[float, float, float, int]:
+    """``count`` agents (each its own 20 ms runtime) at once: (wall s, CPU s, runtime CPU s,
+    steps)."""
 
     async def one() -> None:
         state = {"step": 0}
@@ -140,34 +168,45 @@ async def run_agents(count: int, tok: Qwen3Tokenizer) -> float:
             state["step"] += 1
             return text
 
-        runtime = FunctionRuntime(answer, tokenizer=tok, latency=0.020)
+        runtime = _CpuCountingRuntime(answer, tokenizer=tok, latency=0.020)
         result = await Agent(runtime=runtime, tools=[lookup], policy=NeverThink()).arun(
             "Look up four keys."
         )
         assert result.status == "answer", result.detail
+        steps[0] += len(result.steps)
 
-    start = time.perf_counter()
+    steps = [0]
+    _RUNTIME_CPU[0] = 0.0
+    start, cpu = time.perf_counter(), time.process_time()
     async with anyio.create_task_group() as tg:
         for _ in range(count):
             tg.start_soon(one)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu, _RUNTIME_CPU[0], steps[0]
 
 
 async def main() -> None:
     tok = Qwen3Tokenizer.offline()
-    print("loop overhead (runtime time excluded), 10-step tasks, medians of 3 runs")
-    for tokens in (2_000, 32_000):
+    print("loop CPU per step (runtime CPU excluded), 10-step tasks, medians of 3 runs")
+    later_by_size: dict[int, float] = {}
+    for tokens in (2_000, 32_000, 128_000):
         first, later, prompt_len = await overhead_per_step(tokens)
+        later_by_size[tokens] = later
         print(
-            f"  history ~{tokens:>6,} tokens (final prompt {prompt_len:,}): first step "
-            f"{first:7.2f} ms (renders the history once), later steps {later:6.2f} ms/step"
+            f"  history ~{tokens:>7,} tokens (final prompt {prompt_len:,}): first step "
+            f"{first:8.2f} ms (renders the history once), later steps {later:6.3f} ms/step"
         )
+    ratio = later_by_size[128_000] / later_by_size[2_000]
+    print(f"  later-step CPU at 128K / at 2K: {ratio:.2f}x (1.00 = independent of history)")
     await run_agents(1, tok)  # warm-up
-    single = statistics.median([await run_agents(1, tok) for _ in range(3)])
-    many = statistics.median([await run_agents(64, tok) for _ in range(3)])
-    print("concurrency: agents of 5 steps against a 20 ms-per-request FunctionRuntime")
+    single = statistics.median([(await run_agents(1, tok))[0] for _ in range(3)])
+    runs = [await run_agents(64, tok) for _ in range(3)]
+    wall, cpu, runtime_cpu, steps = sorted(runs)[1]
+    print("concurrency: 64 agents of 5 steps, sync tool, 20 ms-per-request FunctionRuntime")
+    loop_rate, all_rate = steps / (cpu - runtime_cpu), steps / cpu
+    print(f"  steps per CPU-second: {loop_rate:7.0f} loop only, {all_rate:7.0f} with the test "
+          f"runtime's CPU ({steps} steps, median of 3)")  # fmt: skip
     print(f"  1 agent:   {single * 1000:7.1f} ms")
-    print(f"  64 agents: {many * 1000:7.1f} ms  (ratio {many / single:.2f}x one agent's wall time)")
+    print(f"  64 agents: {wall * 1000:7.1f} ms  (ratio {wall / single:.2f}x one agent's wall time)")
 
 
 if __name__ == "__main__":

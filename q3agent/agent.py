@@ -32,12 +32,13 @@ ToolLike = Tool | Callable[..., Any]
 def _capability(model: str | None) -> ThinkingCapability:
     if model is None:
         return "hybrid"
-    from q3agent.qwen3.models import UnknownModelError, get_model
+    from q3agent.qwen3.models import UnknownModelError, find_model
 
-    try:
-        return get_model(model).thinking
+    try:  # find_model: an unknown runtime name costs no "did you mean" hint here
+        spec = find_model(model)
     except (UnknownModelError, OSError, ValueError):
         return "hybrid"
+    return "hybrid" if spec is None else spec.thinking
 
 
 class Agent:

@@ -40,16 +40,17 @@ from q3agent.qwen3.messages import (
     pending_tool_calls,
 )
 from q3agent.qwen3.models import sampling_for
-from q3agent.qwen3.parsing import Parsed, parse
+from q3agent.qwen3.parsing import Parsed, parse, parse_ids
 from q3agent.qwen3.prompt import PromptBuilder
 from q3agent.qwen3.streaming import ContentDelta as ParsedContent
 from q3agent.qwen3.streaming import ReasoningDelta as ParsedReasoning
-from q3agent.qwen3.streaming import StreamParser
+from q3agent.qwen3.streaming import StreamEvent, StreamParser
 from q3agent.qwen3.streaming import ToolCallEvent as ParsedCall
 from q3agent.qwen3.thinking import soft_switch
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult, RunStatus, StepRecord, UsageLimits
 from q3agent.serving.base import (
+    Generation,
     GenerationRequest,
     Runtime,
     RuntimeError_,
@@ -113,11 +114,14 @@ class Conversation:
         if self.recorder is not None:
             self.recorder.messages([message])
 
-    def close_step(self, tool_messages: Sequence[ToolMessage], record: Mapping[str, Any]) -> None:
+    def close_step(
+        self, tool_messages: Sequence[ToolMessage], record: StepRecord | Mapping[str, Any]
+    ) -> None:
         """Add a step's tool messages and, when persisting, close the step atomically."""
         self.messages.extend(tool_messages)
         if self.recorder is not None:
-            self.recorder.step(record, tool_messages)
+            data = record.to_json() if isinstance(record, StepRecord) else record
+            self.recorder.step(data, tool_messages)
 
     def set_tools(self, tokenizer: Qwen3Tokenizer, tools: Sequence[dict[str, Any]]) -> None:
         """Use a new tool set from the next task on (the system turn changes: re-render)."""
@@ -216,6 +220,27 @@ def _assistant(parsed: Parsed) -> AssistantMessage:
     )
 
 
+def parse_generation(
+    tokenizer: Qwen3Tokenizer,
+    generation: Generation | BudgetedGeneration,
+    *,
+    thinking_started: bool = False,
+) -> Parsed:
+    """A completion's reasoning, content and calls: from the control ids where the runtime
+    returned the sampled ids (a tag the model spelled in ordinary tokens is content), from the
+    text for text-only servers."""
+    if generation.ids_exact:
+        return parse_ids(generation.token_ids, tokenizer, thinking_started=thinking_started)
+    return parse(generation.text, thinking_started=thinking_started)
+
+
+def _stream_events(parser: StreamParser, delta: TextDelta) -> list[StreamEvent]:
+    """A streamed delta's events: from its ids where the runtime streams ids, else its text."""
+    if parser.mode == "ids" or (not parser.mode and delta.token_ids):
+        return parser.feed_ids(delta.token_ids)
+    return parser.feed(delta.text)
+
+
 def _is_failure(result: ToolResult) -> bool:
     """An error, or an empty result: both send the policy into recovery."""
     return result.is_error or not result.content.strip()
@@ -303,7 +328,7 @@ async def _compact(s: LoopSettings, conv: Conversation, tally: _Tally) -> bool:
     not pay a summarisation call every step. The summary call's usage counts towards the run.
     """
     window = conv.context
-    size = len(conv.builder.ids)
+    size = len(conv.builder)
     if window is None or size < max(window.threshold, conv.compact_floor):
         return False
 
@@ -312,6 +337,8 @@ async def _compact(s: LoopSettings, conv: Conversation, tally: _Tally) -> bool:
         request = GenerationRequest(prompt_ids=tuple(prompt), sampling=sampling_for(False))
         generation = await s.runtime.generate(request)
         tally.usage += generation.usage
+        if generation.ids_exact:
+            return parse_ids(generation.token_ids, s.runtime.tokenizer).content
         return parse(generation.text).content
 
     fitted = await window.fit(conv.messages, summarize, [t.schema() for t in s.tools.values()])
@@ -355,6 +382,7 @@ async def run_task(
     query = next((m.content for m in reversed(conv.messages) if isinstance(m, UserMessage)), "")
     task_tokens = tok.count(query)
     tally.soft_switch = soft_switch(conv.messages)
+    schemas = tuple(t.schema() for t in s.tools.values())
     step = 0
     try:
         if pending:  # resuming: finish the interrupted step's tool calls first
@@ -373,13 +401,13 @@ async def run_task(
             prompt_open = s.capability == "thinking_only"
             if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
                 conv.builder.append_text("<think>\n", trusted=True)
-            parser = StreamParser(thinking_started=prompt_open)
+            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok)
             request = GenerationRequest(
                 prompt_ids=conv.builder.ids,
                 sampling=mode.sampling,
                 constraint=_constraint(s, step),
                 messages=tuple(conv.messages),
-                tools=tuple(t.schema() for t in s.tools.values()),
+                tools=schemas,
                 enable_thinking=_template_thinking(s, mode),
                 request_id=f"{run_id}-{step}",
             )
@@ -393,7 +421,7 @@ async def run_task(
                 stream=stream,
             ):
                 if isinstance(item, TextDelta):
-                    for ev in parser.feed(item.text):
+                    for ev in _stream_events(parser, item):
                         if isinstance(ev, ParsedReasoning):
                             yield ReasoningDelta(step, ev.text)
                         elif isinstance(ev, ParsedContent):
@@ -404,7 +432,7 @@ async def run_task(
                     generation = item
             assert generation is not None
             latency = time.perf_counter() - started
-            parsed = parse(generation.text, thinking_started=prompt_open)
+            parsed = parse_generation(tok, generation, thinking_started=prompt_open)
             tally.usage += generation.usage
             if mode.thinking:
                 tally.thinking_steps += 1
@@ -448,7 +476,7 @@ async def run_task(
                 record = _step_record(
                     step, mode, generation, parsed, started_at, latency, diverged_at=diverged
                 )
-                conv.close_step([], record.to_json())
+                conv.close_step([], record)
                 conv.needs_render = False
                 steps.append(record)
                 yield StepEnd(record)
@@ -472,7 +500,7 @@ async def run_task(
             record = _step_record(
                 step, mode, generation, parsed, started_at, latency, results, diverged_at=diverged
             )
-            conv.close_step(tool_messages, record.to_json())
+            conv.close_step(tool_messages, record)
             steps.append(record)
             yield StepEnd(record)
             step += 1

@@ -66,7 +66,7 @@ class StepRecord:
         """A JSON-ready dict (tool outputs as their text)."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["usage"] = asdict(self.usage)
-        data["tool_calls"] = [c.model_dump(mode="json") for c in self.tool_calls]
+        data["tool_calls"] = [_call_json(c) for c in self.tool_calls]
         data["tool_results"] = [
             {
                 "call_id": r.call_id,
@@ -79,6 +79,17 @@ class StepRecord:
             }
             for r in self.tool_results
         ]
+        return data
+
+
+def _call_json(call: ToolCall | ToolCallError) -> dict[str, Any]:
+    """A call as JSON; arguments too deep to serialise are recorded by their raw text."""
+    try:
+        return call.model_dump(mode="json")
+    except (ValueError, RecursionError):  # pydantic: "Maximum serialization depth exceeded"
+        data = call.model_dump(mode="python", exclude={"arguments"})
+        data["arguments"] = None
+        data["arguments_error"] = "nested too deeply to record; see raw"
         return data
 
 

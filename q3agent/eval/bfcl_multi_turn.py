@@ -37,6 +37,7 @@ from q3agent.eval.bfcl_data import BfclEntry, bfcl_module
 from q3agent.eval.bfcl_decode import bfcl_decode_execute
 from q3agent.eval.bfcl_settings import model_capability, request_max_tokens, step_sampling
 from q3agent.eval.scoring import check_multi_turn
+from q3agent.loop import parse_generation
 from q3agent.policy.base import Policy, RunState, StepMode, ThinkingCapability
 from q3agent.qwen3.messages import (
     AssistantMessage,
@@ -45,7 +46,6 @@ from q3agent.qwen3.messages import (
     UserMessage,
     dump_messages,
 )
-from q3agent.qwen3.parsing import parse
 from q3agent.qwen3.prompt import PromptBuilder
 from q3agent.serving.base import GenerationRequest, Runtime, Usage
 from q3agent.serving.budget import BudgetedGeneration, generate_with_budget
@@ -273,7 +273,7 @@ async def run_multi_turn(
                     tally.thinking_steps += 1
                     tally.thinking_tokens += generation.usage.reasoning_tokens
                 tally.last_hit_budget = generation.hit_budget
-                parsed = parse(completion)
+                parsed = parse_generation(tok, generation)
                 calls = list(parsed.tool_calls)
                 assistant = AssistantMessage(
                     content=parsed.content, reasoning_content=parsed.reasoning, tool_calls=calls

@@ -46,6 +46,7 @@ from q3agent.eval.bfcl_settings import (
 )
 from q3agent.eval.oracle import bind_entry
 from q3agent.eval.scoring import CategoryScore, Verdict, check_ast, v3_summary
+from q3agent.loop import parse_generation
 from q3agent.policy.base import Policy, RunState
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.qwen3.chat_format import render_ids
@@ -475,7 +476,7 @@ async def _run_single_turn(
     if config.mode == "prompt":
         calls = _decode_prompt_mode(entry, generation.text)
     else:
-        calls = list(parse(generation.text).tool_calls)
+        calls = list(parse_generation(tok, generation).tool_calls)
     bfcl_verdict, bfcl_calls = bfcl_ast_verdict(entry, generation.text, config.mode)
     return EntryResult(
         id=entry.id,

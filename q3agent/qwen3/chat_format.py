@@ -289,6 +289,16 @@ def _control_pattern(tokens: frozenset[str]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
+_CACHED_TEXT = 48
+"""Texts up to this length between control tokens (``user\n``, ``assistant\n``, ``\n\n``:
+the template's own pieces, every step) are encoded once and remembered."""
+
+
+@lru_cache(maxsize=4096)
+def _encode_short(tokenizer: Qwen3Tokenizer, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer.encode(text))
+
+
 def encode_segments(tokenizer: Qwen3Tokenizer, segments: Sequence[Segment]) -> list[int]:
     """Token ids for ``segments``: control ids only where trusted text names them.
 
@@ -304,7 +314,10 @@ def encode_segments(tokenizer: Qwen3Tokenizer, segments: Sequence[Segment]) -> l
     def flush() -> None:
         text = "".join(pending)
         pending.clear()
-        if text:
+        if len(text) <= _CACHED_TEXT:
+            if text:
+                ids.extend(_encode_short(tokenizer, text))
+        else:
             ids.extend(tokenizer.encode(text))
 
     for text, trusted in segments:

@@ -285,12 +285,8 @@ def model_names() -> list[str]:
     return [spec.name for spec in MODELS]
 
 
-def get_model(name_or_path: str | Path) -> ModelSpec:
-    """Find a model by short name (any case), HF id, or local directory holding ``config.json``.
-
-    A local directory is read from its config (``model_type`` ``qwen3`` or ``qwen3_moe``) and
-    named after the directory.
-    """
+def find_model(name_or_path: str | Path) -> ModelSpec | None:
+    """:func:`get_model`, but ``None`` for an unknown name (no "did you mean" hint computed)."""
     key = str(name_or_path).strip()
     spec = _BY_KEY.get(key.lower())
     if spec is not None:
@@ -298,6 +294,19 @@ def get_model(name_or_path: str | Path) -> ModelSpec:
     path = Path(key).expanduser()
     if (path / "config.json").is_file():
         return spec_from_config_dir(path)
+    return None
+
+
+def get_model(name_or_path: str | Path) -> ModelSpec:
+    """Find a model by short name (any case), HF id, or local directory holding ``config.json``.
+
+    A local directory is read from its config (``model_type`` ``qwen3`` or ``qwen3_moe``) and
+    named after the directory.
+    """
+    key = str(name_or_path).strip()
+    spec = find_model(key)
+    if spec is not None:
+        return spec
     names = model_names()
     candidates = [*names, *(s.hf_id for s in MODELS)]
     lowered = {c.lower(): c for c in candidates}

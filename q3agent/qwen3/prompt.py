@@ -60,7 +60,7 @@ class PromptUpdate:
     stays valid.
     """
 
-    ids: list[int]
+    ids: tuple[int, ...]
     diverged_at: int | None
     rerendered: bool
 
@@ -104,6 +104,9 @@ class PromptBuilder:
         self._tools = list(tools) if tools else None
         self._system = system
         self._ids: list[int] = []
+        self._shared: tuple[int, ...] = ()  # the last tuple handed out, while still current
+        self._rewrites = 0  # counts changes other than appends (the list is append-only else)
+        self._shared_at = 0
         self._messages: list[Message] = []
         self._model_output: set[int] = set()  # message indices holding raw decoded output
         self._turn: _OpenTurn | None = None
@@ -113,8 +116,15 @@ class PromptBuilder:
 
     @property
     def ids(self) -> tuple[int, ...]:
-        """The current prompt (including any ids generated in the open assistant turn)."""
-        return tuple(self._ids)
+        """The current prompt (including any ids generated in the open assistant turn).
+
+        One tuple is built per change and shared by every reader until the next change, so
+        reading the prompt (for the request, the record, the caller) costs no copy per read.
+        """
+        if len(self._shared) != len(self._ids) or self._shared_at != self._rewrites:
+            self._shared = tuple(self._ids)
+            self._shared_at = self._rewrites
+        return self._shared
 
     @property
     def messages(self) -> tuple[Message, ...]:
@@ -131,7 +141,9 @@ class PromptBuilder:
 
     # -- building ------------------------------------------------------------------------------
 
-    def start(self, messages: Sequence[MessageLike], *, enable_thinking: bool | None) -> list[int]:
+    def start(
+        self, messages: Sequence[MessageLike], *, enable_thinking: bool | None
+    ) -> tuple[int, ...]:
         """Render the history and the generation prompt; returns the prompt ids.
 
         Calling it again starts over with a new history.
@@ -144,8 +156,9 @@ class PromptBuilder:
         self._messages = history
         self._model_output = set()
         self._ids = []
+        self._rewrites += 1
         self._rerender(enable_thinking)
-        return list(self._ids)
+        return self.ids
 
     def append_generation(
         self,
@@ -177,7 +190,7 @@ class PromptBuilder:
             turn.message = message
         turn.finish_reason = finish_reason
 
-    def append_text(self, text: str, *, trusted: bool = False) -> list[int]:
+    def append_text(self, text: str, *, trusted: bool = False) -> tuple[int, ...]:
         """Append text to the open assistant turn (say, the thinking-budget early stop).
 
         With ``trusted=True`` control-token strings (``</think>``) become control tokens.
@@ -186,17 +199,17 @@ class PromptBuilder:
         turn = self._open_turn("append_text")
         ids = self._tok.encode_trusted(text) if trusted else self._tok.encode(text)
         self._extend_turn(turn, ids)
-        return list(self._ids)
+        return self.ids
 
-    def append_ids(self, ids: Sequence[int]) -> list[int]:
+    def append_ids(self, ids: Sequence[int]) -> tuple[int, ...]:
         """Append ids to the open assistant turn; returns the full prompt ids."""
         turn = self._open_turn("append_ids")
         self._extend_turn(turn, list(ids))
-        return list(self._ids)
+        return self.ids
 
     def append_tool_results(
         self, results: Sequence[ToolMessage | MessageLike], *, enable_thinking: bool | None
-    ) -> list[int]:
+    ) -> tuple[int, ...]:
         """Close the assistant turn, add one user turn of ``<tool_response>`` blocks (one per
         result, in order) and the next generation prompt. Returns the full prompt ids."""
         if not results:
@@ -209,7 +222,7 @@ class PromptBuilder:
         segments = tool_results_segments([m.content for m in messages])
         self._messages.extend(messages)
         self._append(segments, enable_thinking)
-        return list(self._ids)
+        return self.ids
 
     def append_user(
         self, message: UserMessage | MessageLike | str, *, enable_thinking: bool | None
@@ -224,7 +237,7 @@ class PromptBuilder:
         if not isinstance(user, UserMessage):
             raise ValueError(f"append_user() takes a user message, got role {user.role!r}")
         self._close_turn()
-        before = list(self._ids)
+        before = self.ids
         self._messages.append(user)
         new_query = not is_tool_response_wrapper(user.content)
         thinking_ids = {self._tok.think_id, self._tok.think_end_id}
@@ -234,7 +247,7 @@ class PromptBuilder:
                 (i for i, (a, b) in enumerate(zip(before, self._ids, strict=False)) if a != b),
                 None if len(self._ids) >= len(before) else len(self._ids),
             )
-            return PromptUpdate(list(self._ids), diverged, rerendered=True)
+            return PromptUpdate(self.ids, diverged, rerendered=True)
         start = len(self._ids)
         user_turn = [
             _USER_TURN_HEAD,
@@ -244,9 +257,9 @@ class PromptBuilder:
         self._append(user_turn, enable_thinking)
         if new_query:
             self._query_start = start
-        return PromptUpdate(list(self._ids), None, rerendered=False)
+        return PromptUpdate(self.ids, None, rerendered=False)
 
-    def reopen_generation(self, *, enable_thinking: bool | None) -> list[int]:
+    def reopen_generation(self, *, enable_thinking: bool | None) -> tuple[int, ...]:
         """Replace the open generation prompt's thinking switch before anything was generated.
 
         The agent uses it to regenerate a draft answer with thinking: the ids keep everything up
@@ -260,9 +273,10 @@ class PromptBuilder:
                 "untouched generation prompt can be switched"
             )
         del self._ids[turn.body_start :]
+        self._rewrites += 1
         _head, *tail = generation_prompt_segments(enable_thinking)
         self._ids.extend(encode_segments(self._tok, tail))
-        return list(self._ids)
+        return self.ids
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -307,7 +321,7 @@ class PromptBuilder:
             self._model_output.add(len(self._messages))
         if not turn.closed:
             self._ids.append(self._tok.im_end_id)
-        self._ids.extend(self._tok.encode("\n"))
+        self._ids.extend(encode_segments(self._tok, [Segment("\n", False)]))
         self._messages.append(message)
         self._turn = None
 
@@ -334,6 +348,7 @@ class PromptBuilder:
         cut = self._last_query_segment(segments)
         before = encode_segments(self._tok, segments[:cut])
         self._ids = before + encode_segments(self._tok, segments[cut:])
+        self._rewrites += 1
         self._query_start = len(before)
         self._open_generation(enable_thinking)
 

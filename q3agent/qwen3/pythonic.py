@@ -10,21 +10,36 @@ read: strings, numbers (with a sign), ``True``/``False``/``None``, and lists, tu
 Where the calls are looked for, in order: reasoning is removed first (as
 :func:`~q3agent.qwen3.parsing.parse` does; truncated reasoning gives no calls); code fences
 (```` ```python ... ``` ````) are read if present; then the whole text, as one expression (a
-call, or a list/tuple of calls) or as lines that are each a call; finally the span from the
-first ``[`` to the last ``]`` (calls wrapped in prose). Text that yields no call, prose for
-example, gives an empty list. Never raises.
+call, or a list/tuple of calls) or as lines that are each a call; finally every bracketed
+call list in the text (``[f(a=1)] and then [g(b=2)]``: calls wrapped in prose, several lists
+with prose between them), in order. Text that yields no call, prose for example, gives an
+empty list; calls with more than :data:`MAX_ELEMENTS` elements are one error item. Arguments
+nested deeper than :data:`~q3agent.qwen3.parsing.MAX_CALL_DEPTH` levels are an error item.
+The work is bounded: brackets are matched in one linear pass and at most a fixed number of
+candidate lists are compiled. Never raises.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError
+from q3agent.qwen3.parsing import MAX_CALL_DEPTH, json_depth_exceeds
 
 __all__ = ["parse_pythonic"]
 
 _FENCE = "```"
+_LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
+# a string runs to its closing quote or, unclosed, to the end of its line: linear, no retries
+_BRACKETS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|[\[\]]""")
+_STRINGS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?""")
+_CALL_LIKE = re.compile(r"[A-Za-z_][\w.]*\s*\(")
+_MAX_CANDIDATES = 64
+MAX_ELEMENTS = 4096
+"""Most call elements (commas, parentheses, brackets, braces outside strings) read at once;
+more is an error item (compiling them would take longer than a reply's parse should)."""
 
 
 class _NotLiteral(Exception):
@@ -64,6 +79,8 @@ def _parse(text: str, thinking_started: bool) -> list[ToolCall | ToolCallError]:
 def _after_reasoning(text: str, thinking_started: bool) -> str | None:
     from q3agent.qwen3.parsing import parse
 
+    if not thinking_started and "think>" not in text:
+        return _strip_end_tokens(text)  # no reasoning: no need to parse the calls twice
     parsed = parse(text, thinking_started=thinking_started)
     if not parsed.reasoning_complete:
         return None
@@ -107,16 +124,119 @@ def _fenced_blocks(text: str) -> list[str]:
 def _calls_in(source: str) -> list[ToolCall | ToolCallError]:
     if not source:
         return []
+    bare = _STRINGS.sub('""', source)
+    if _CALL_LIKE.search(bare) is None:
+        return []  # prose: nothing that could be a call
+    elements = sum(bare.count(c) for c in ",([{")
+    if elements > MAX_ELEMENTS:
+        return [
+            ToolCallError(
+                raw=source[:2000],
+                error=f"the reply holds {elements:,} call elements, more than the {MAX_ELEMENTS:,} "
+                "read at once; write fewer or smaller calls.",
+            )
+        ]
     nodes = _call_nodes(source)
-    if nodes is None:
-        first, last = source.find("["), source.rfind("]")
-        if first == -1 or last <= first:
-            return []
-        source = source[first : last + 1]
-        nodes = _call_nodes(source)
+    if nodes is not None:
+        text = _Source(source)
+        return [_convert_call(node, text) for node in nodes]
+    items: list[ToolCall | ToolCallError] = []
+    sources: dict[str, _Source] = {}  # one _Source per text (the lists may share one)
+    for span, found in _call_lists(source):
+        text = sources.get(span) or sources.setdefault(span, _Source(span))
+        items.extend(_convert_call(node, text) for node in found)
+    return items
+
+
+class _Source:
+    """Source text with its lines encoded once, so each node's segment costs only its length.
+
+    (``ast.get_source_segment`` splits the whole source again for every node.)
+    """
+
+    _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lines: list[bytes] = [str(line).encode() for line in self._LINE.findall(text)]
+
+    def segment(self, node: ast.AST) -> str:
+        """The source of ``node`` (as ``ast.get_source_segment``), or ``""``."""
+        end_line: int | None = getattr(node, "end_lineno", None)
+        end_col: int | None = getattr(node, "end_col_offset", None)
+        if end_line is None or end_col is None:
+            return ""
+        line: int = getattr(node, "lineno", 1) - 1
+        col: int = getattr(node, "col_offset", 0)
+        lines = self._lines
+        if line == end_line - 1:
+            return lines[line][col:end_col].decode(errors="replace")
+        parts = [lines[line][col:], *lines[line + 1 : end_line - 1], lines[end_line - 1][:end_col]]
+        return b"".join(parts).decode(errors="replace")
+
+
+def _call_lists(source: str) -> list[tuple[str, list[ast.expr]]]:
+    """Bracketed call lists in prose (``[f(...)] and [g(...)]``), outermost first, in order.
+
+    Brackets are matched in one pass; a candidate that does not compile is skipped (at most
+    ``_MAX_CANDIDATES`` of them), so the work stays linear in the text.
+    """
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for match in _BRACKETS.finditer(source):
+        bracket = match.group()
+        if bracket == "[":
+            opened.append(match.start())
+        elif bracket == "]" and opened:
+            closing[opened.pop()] = match.start()
+    outermost: list[str] = []
+    after = 0
+    for match in _LIST_START.finditer(source):
+        start, end = match.start(), closing.get(match.start())
+        if start >= after and end is not None:
+            outermost.append(source[start : end + 1])
+            after = end + 1
+    together = _each_call_list("\n".join(outermost), len(outermost))
+    if together is not None:  # the usual case: every list compiles, in one compile
+        return together
+    lists: list[tuple[str, list[ast.expr]]] = []
+    after = 0
+    failed = 0
+    for match in _LIST_START.finditer(source):
+        start, end = match.start(), closing.get(match.start())
+        if start < after or end is None:
+            continue
+        span = source[start : end + 1]
+        nodes = _call_nodes(span)
         if nodes is None:
-            return []
-    return [_convert_call(node, source) for node in nodes]
+            failed += 1
+            if failed > _MAX_CANDIDATES:
+                break
+            continue
+        lists.append((span, nodes))
+        after = end + 1
+    return lists
+
+
+def _each_call_list(joined: str, count: int) -> list[tuple[str, list[ast.expr]]] | None:
+    """``count`` call lists joined by newlines, compiled at once; None unless all are calls."""
+    if not count:
+        return []
+    try:
+        module = ast.parse(joined, mode="exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if len(module.body) != count:
+        return None
+    lists: list[tuple[str, list[ast.expr]]] = []
+    for statement in module.body:
+        if not isinstance(statement, ast.Expr) or not isinstance(statement.value, ast.List):
+            return None
+        elements = statement.value.elts
+        if not any(isinstance(node, ast.Call) for node in elements):
+            return None
+        lists.append((joined, elements))
+    return lists
 
 
 def _call_nodes(source: str) -> list[ast.expr] | None:
@@ -145,8 +265,8 @@ def _call_nodes(source: str) -> list[ast.expr] | None:
     return nodes
 
 
-def _convert_call(node: ast.expr, source: str) -> ToolCall | ToolCallError:
-    raw = ast.get_source_segment(source, node) or ""
+def _convert_call(node: ast.expr, source: _Source) -> ToolCall | ToolCallError:
+    raw = source.segment(node)
     if not isinstance(node, ast.Call):
         return ToolCallError(
             raw=raw,
@@ -182,6 +302,13 @@ def _convert_call(node: ast.expr, source: str) -> ToolCall | ToolCallError:
                 error=f"argument {keyword.arg!r} of {name} is {exc}, not a literal value; "
                 "give the value itself (a string, number, boolean, None, list or dict).",
             )
+    if json_depth_exceeds(arguments, MAX_CALL_DEPTH - 1):
+        return ToolCallError(
+            raw=raw,
+            name=name,
+            error=f"the arguments of {name} nest deeper than {MAX_CALL_DEPTH} levels, more than "
+            "any tool accepts; pass flatter arguments.",
+        )
     return ToolCall(name=name, arguments=arguments, raw=raw)
 
 
@@ -196,7 +323,7 @@ def _dotted_name(node: ast.expr) -> str | None:
     return ".".join(reversed(parts))
 
 
-def _literal(node: ast.expr, source: str) -> Any:
+def _literal(node: ast.expr, source: _Source) -> Any:
     if isinstance(node, ast.Constant):
         value = node.value
         if value is None or isinstance(value, bool | int | float | str):
@@ -219,7 +346,7 @@ def _literal(node: ast.expr, source: str) -> Any:
                 raise _NotLiteral("a dict with a list, tuple or dict key")
             result[key] = _literal(value_node, source)
         return result
-    segment = ast.get_source_segment(source, node) or type(node).__name__
+    segment = source.segment(node) or type(node).__name__
     if isinstance(node, ast.Name):
         raise _NotLiteral(f"the variable {segment!r}")
     if isinstance(node, ast.Call):

@@ -14,13 +14,22 @@ completion had no opening ``<think>`` but a later ``</think>`` shows that the pr
 one (pass ``thinking_started=True`` to avoid this), the text streamed so far as content was
 reasoning. The parser then emits one ``ReasoningDelta(reclassified=True)`` holding all of that
 reasoning, and content starts over after the ``</think>``.
+
+Text or ids. :meth:`StreamParser.feed` takes text (text-only servers: tags are recognised by
+their characters). :meth:`StreamParser.feed_ids` takes the ids the model sampled (needs
+``tokenizer=``): then only the control ids ``<think>``, ``</think>``, ``<tool_call>``,
+``</tool_call>``, ``<|im_end|>`` and ``<|endoftext|>`` are tags, and ordinary tokens are text
+even when they spell a tag, so a page the model quotes cannot become a call. Inside a JSON call
+body, a tag (either kind) that falls inside a double-quoted string is part of the string.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError
 from q3agent.qwen3.parsing import (
@@ -32,12 +41,17 @@ from q3agent.qwen3.parsing import (
     parse_call_block,
 )
 
+if TYPE_CHECKING:
+    from q3agent.qwen3.tokenizer import IncrementalDecoder, Qwen3Tokenizer
+
 __all__ = ["ContentDelta", "ReasoningDelta", "StreamEvent", "StreamParser", "ToolCallEvent"]
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _ALL_MARKERS = (_THINK_OPEN, _THINK_CLOSE, CALL_OPEN, CALL_CLOSE, *END_TOKENS)
 _NON_SPACE = re.compile(r"\S")
+_PARTIAL_MARKERS = frozenset(m[:i] for m in _ALL_MARKERS for i in range(1, len(m)))
+_STRING_BODY = re.compile(r'(?:[^"\\]+|\\.)*', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +100,58 @@ _STATE_MARKERS: dict[_State, tuple[str, ...]] = {
 }
 
 
+class _JsonStrings:
+    """Whether a call body's JSON is inside a double-quoted string, fed piece by piece.
+
+    Active only for bodies that start (after whitespace) like JSON (``{``, ``[`` or a code
+    fence); linear in the body length.
+    """
+
+    __slots__ = ("active", "escaped", "in_string")
+
+    def __init__(self) -> None:
+        self.active: bool | None = None
+        self.in_string = False
+        self.escaped = False
+
+    def feed(self, text: str) -> None:
+        pos, end = 0, len(text)
+        if self.active is None:
+            match = _NON_SPACE.search(text)
+            if match is None:
+                return
+            self.active = text[match.start()] in "{[`"
+            pos = match.start()
+        if not self.active:
+            return
+        while pos < end:
+            if self.escaped:
+                self.escaped = False
+                pos += 1
+            elif self.in_string:
+                body = _STRING_BODY.match(text, pos)
+                pos = body.end() if body is not None else pos
+                if pos >= end:
+                    return
+                if text[pos] == "\\":  # a backslash ending this piece escapes the next one
+                    self.escaped = True
+                else:
+                    self.in_string = False
+                pos += 1
+            else:
+                quote = text.find('"', pos)
+                if quote == -1:
+                    return
+                self.in_string, pos = True, quote + 1
+
+
+_STATE_PATTERNS = {
+    state: re.compile("|".join(re.escape(m) for m in markers))
+    for state, markers in _STATE_MARKERS.items()
+}
+"""One search per step finds the earliest tag the state recognises."""
+
+
 class StreamParser:
     """Parse a Qwen3 completion delta by delta; see the module docstring for the guarantees.
 
@@ -93,15 +159,28 @@ class StreamParser:
     events the new text completed. ``result()`` gives the final :class:`Parsed` after
     ``close()``. Pass ``thinking_started=True`` when the prompt ended inside ``<think>``;
     ``events=False`` keeps no events (for callers that only want the result, like ``parse``).
+    With ``tokenizer=`` the parser also takes ids (:meth:`feed_ids`); one parser takes either
+    text or ids, not both.
     """
 
-    def __init__(self, *, thinking_started: bool = False, events: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        thinking_started: bool = False,
+        events: bool = True,
+        tokenizer: Qwen3Tokenizer | None = None,
+    ) -> None:
         self._thinking_started = thinking_started
+        self._mode = ""  # "text" or "ids" once fed
+        self._controls: dict[int, str] = {}
+        self._decoder: IncrementalDecoder | None = None
+        if tokenizer is not None:
+            self._controls = {tokenizer.special_tokens[tag]: tag for tag in _ALL_MARKERS}
+            self._decoder = tokenizer.decoder()
         self._record = events
         self._events: list[StreamEvent] = []
         self._state = _State.START
         self._buf = ""
-        self._cache: dict[str, int] = {}
         self._closed = False
         self._lead = ""  # whitespace held in START
         self._end_pending = ""  # an end token (+ whitespace) that is dropped if the text ends
@@ -118,6 +197,7 @@ class StreamParser:
         self._seg_newlines = ""
         # calls
         self._body: list[str] = []
+        self._strings = _JsonStrings()
         self._items: list[CallItem] = []
 
     # ------------------------------------------------------------------ public API
@@ -126,6 +206,7 @@ class StreamParser:
         """Consume the next piece of the completion; return the events it completed."""
         if self._closed:
             raise RuntimeError("StreamParser.feed() after close(); create a new parser")
+        self._set_mode("text")
         if not delta:
             return []
         if (
@@ -145,11 +226,42 @@ class StreamParser:
             self._run(final=False)
         return self._take_events()
 
+    @property
+    def mode(self) -> str:
+        """``"text"`` or ``"ids"`` once fed (see :meth:`feed` and :meth:`feed_ids`), else ``""``."""
+        return self._mode
+
+    def feed_ids(self, ids: Iterable[int]) -> list[StreamEvent]:
+        """Consume the next sampled ids; control ids are tags, other ids are text."""
+        if self._closed:
+            raise RuntimeError("StreamParser.feed_ids() after close(); create a new parser")
+        decoder = self._decoder
+        if decoder is None:
+            raise RuntimeError("StreamParser.feed_ids() needs StreamParser(tokenizer=...)")
+        self._set_mode("ids")
+        controls = self._controls
+        run: list[int] = []
+        for token in ids:
+            tag = controls.get(token)
+            if tag is None:
+                run.append(token)
+                continue
+            if run:
+                self._plain(decoder.push(run))
+                run = []
+            self._plain(decoder.flush())
+            self._control(tag)
+        if run:
+            self._plain(decoder.push(run))
+        return self._take_events()
+
     def close(self) -> list[StreamEvent]:
         """Mark the end of the completion; return the last events (open calls close here)."""
         if self._closed:
             return []
         self._closed = True
+        if self._decoder is not None and self._mode == "ids":
+            self._plain(self._decoder.flush())
         self._run(final=True)
         self._end_pending = ""  # end tokens at the very end are dropped
         if self._state is _State.START:
@@ -175,20 +287,68 @@ class StreamParser:
 
     # ------------------------------------------------------------------ machinery
 
+    def _set_mode(self, mode: str) -> None:
+        if self._mode != mode:
+            if self._mode:
+                raise RuntimeError(
+                    f"StreamParser was fed {self._mode} and now {mode}; use one parser per kind"
+                )
+            self._mode = mode
+
+    def _plain(self, text: str) -> None:
+        """Text that holds no tag (ids mode): whitespace rules at the start and after an end."""
+        pos, end = 0, len(text)
+        while pos < end:
+            if self._end_pending or self._state is _State.START:
+                match = _NON_SPACE.search(text, pos)
+                stop = end if match is None else match.start()
+                if self._end_pending:
+                    self._end_pending += text[pos:stop]
+                    if match is not None:
+                        self._flush_end_pending()
+                else:
+                    self._lead += text[pos:stop]
+                    if match is not None:
+                        self._leave_start()
+                pos = stop
+            else:
+                self._text(text[pos:])
+                return
+
+    def _control(self, tag: str) -> None:
+        """A control id (ids mode): a tag where the state expects it, else its text."""
+        if self._end_pending:
+            if tag in END_TOKENS:
+                self._end_pending += tag
+                return
+            self._flush_end_pending()
+        if self._state is _State.START:
+            if tag == _THINK_OPEN:
+                self._open_reasoning()
+                return
+            self._leave_start()
+        if tag in _STATE_MARKERS[self._state]:
+            self._marker(tag)
+        else:
+            self._text(tag)
+
+    def _open_reasoning(self) -> None:
+        self._state = _State.REASONING
+        self._has_reasoning = True
+        self._lead = ""
+
+    def _leave_start(self) -> None:
+        lead, self._lead = self._lead, ""
+        self._state = _State.REASONING if self._thinking_started else _State.UNDECIDED
+        if lead:
+            self._text(lead)
+
     def _take_events(self) -> list[StreamEvent]:
         events, self._events = self._events, []
         return events
 
-    def _find(self, marker: str, pos: int) -> int:
-        cached = self._cache.get(marker)
-        if cached is None or (cached != -1 and cached < pos):
-            cached = self._buf.find(marker, pos)
-            self._cache[marker] = cached
-        return cached
-
     def _run(self, final: bool) -> None:
         buf = self._buf
-        self._cache = {}
         pos = 0
         end = len(buf)
         while pos < end:
@@ -202,20 +362,17 @@ class StreamParser:
                 if held:
                     break
                 continue
-            best, marker = -1, ""
-            for candidate in _STATE_MARKERS[self._state]:
-                found = self._find(candidate, pos)
-                if found != -1 and (best == -1 or found < best):
-                    best, marker = found, candidate
-            if best == -1:
+            found = _STATE_PATTERNS[self._state].search(buf, pos)
+            if found is None:
                 stop = end if final else self._hold_point(buf, pos)
                 if stop > pos:
                     self._text(buf[pos:stop])
                 pos = stop
                 break
+            best, marker = found.start(), found.group()
             if best > pos:
                 self._text(buf[pos:best])
-            pos = best + len(marker)
+            pos = found.end()
             self._marker(marker)
         self._buf = buf[pos:]
 
@@ -226,7 +383,7 @@ class StreamParser:
         if lt == -1:
             return len(buf)
         tail = buf[lt:]
-        if any(m.startswith(tail) and m != tail for m in _ALL_MARKERS):
+        if tail in _PARTIAL_MARKERS:
             return lt
         return len(buf)
 
@@ -238,20 +395,12 @@ class StreamParser:
         first = match.start()
         self._lead += buf[pos:first]
         if buf.startswith(_THINK_OPEN, first):
-            self._state = _State.REASONING
-            self._has_reasoning = True
-            self._lead = ""
+            self._open_reasoning()
             return first + len(_THINK_OPEN), False
         tail = buf[first:]
         if not final and len(tail) < len(_THINK_OPEN) and _THINK_OPEN.startswith(tail):
             return first, True
-        lead, self._lead = self._lead, ""
-        if self._thinking_started:
-            self._state = _State.REASONING
-        else:
-            self._state = _State.UNDECIDED
-        if lead:
-            self._text(lead)
+        self._leave_start()
         return first, False
 
     def _after_end_token(self, buf: str, pos: int, final: bool) -> tuple[int, bool]:
@@ -281,6 +430,9 @@ class StreamParser:
             self._end_pending = marker
             return
         state = self._state
+        if state is _State.CALL and self._strings.in_string and marker in (CALL_OPEN, CALL_CLOSE):
+            self._text(marker)  # a tag inside a JSON string is part of the string
+            return
         if marker == _THINK_CLOSE:
             if state is _State.UNDECIDED:
                 self._reclassify()
@@ -304,6 +456,7 @@ class StreamParser:
             self._reasoning_text(text)
         elif state is _State.CALL:
             self._body.append(text)
+            self._strings.feed(text)
         else:
             if state is _State.UNDECIDED:
                 self._undecided.append(text)
@@ -362,6 +515,7 @@ class StreamParser:
 
     def _finish_block(self, cut_off: bool) -> None:
         body, self._body = "".join(self._body), []
+        self._strings = _JsonStrings()
         for item in parse_call_block(body, len(self._items), cut_off=cut_off):
             self._items.append(item)
             if self._record:

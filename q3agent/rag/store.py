@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,7 +144,10 @@ class RagStore:
 
     Writes are batched under the client's maximum batch size. ``revision`` increases with
     every write made through this object, so caches built from the contents (the BM25 index)
-    know when to rebuild.
+    know when to rebuild. The chunk count is kept with the store (asking Chroma costs more
+    than the rest of a query): refreshed after every write through this object and, when
+    ``count_ttl`` is set (a shared Chroma server other processes write to), once it is older
+    than that many seconds.
     """
 
     def __init__(
@@ -154,6 +158,7 @@ class RagStore:
         collection: str = DEFAULT_COLLECTION,
         location: str = "memory",
         lock: _DirectoryLock | None = None,
+        count_ttl: float | None = None,
     ) -> None:
         self.client = client
         self.embedder = embedder
@@ -161,6 +166,9 @@ class RagStore:
         self._lock = lock
         self._closed = False
         self.revision = 0
+        self.count_ttl = count_ttl
+        self._count: int | None = None
+        self._counted_at = 0.0
         meta = {"embedding_model": embedder.name, "dimension": embedder.dimension}
         self.collection = client.get_or_create_collection(
             collection_name(collection),
@@ -239,7 +247,11 @@ class RagStore:
                 "`chroma run --path DIR --port 8000`, or drop --url to use a local directory."
             ) from exc
         return cls(
-            client, embedder=embedder or shared_embedder(), collection=collection, location=url
+            client,
+            embedder=embedder or shared_embedder(),
+            collection=collection,
+            location=url,
+            count_ttl=2.0,  # other processes may write to a server
         )
 
     @classmethod
@@ -271,7 +283,11 @@ class RagStore:
     def sibling(self, collection: str) -> RagStore:
         """Another collection on the same client and embedder (e.g. long-term memory)."""
         other = RagStore(
-            self.client, embedder=self.embedder, collection=collection, location=self.location
+            self.client,
+            embedder=self.embedder,
+            collection=collection,
+            location=self.location,
+            count_ttl=self.count_ttl,
         )
         return other
 
@@ -294,8 +310,13 @@ class RagStore:
     # -- reads -----------------------------------------------------------------------------
 
     def count(self) -> int:
-        """Number of chunks in the collection."""
-        return int(self.collection.count())
+        """Number of chunks in the collection (kept with the store; see the class docstring)."""
+        now = time.monotonic()
+        stale = self.count_ttl is not None and now - self._counted_at > self.count_ttl
+        if self._count is None or stale:
+            self._count = int(self.collection.count())
+            self._counted_at = now
+        return self._count
 
     def iter_all(self, *, where: Mapping[str, Any] | None = None) -> Iterator[StoredChunk]:
         """Every chunk (optionally filtered), paged so large stores do not load in one call."""
@@ -384,6 +405,7 @@ class RagStore:
                 metadatas=[_clean_metadata(m) for m in metadatas[i:j]],
             )
         self.revision += 1
+        self._count = None
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove chunks by id, in batches."""
@@ -391,6 +413,7 @@ class RagStore:
             self.collection.delete(ids=list(ids[i : i + self.max_batch]))
         if ids:
             self.revision += 1
+            self._count = None
 
     def delete_where(self, where: Mapping[str, Any]) -> int:
         """Remove the chunks matching a metadata filter; returns how many."""

@@ -51,9 +51,14 @@ class BudgetedGeneration:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """Streamed text of a budgeted generation (the early-stop text included)."""
+    """Streamed text of a budgeted generation (the early-stop text included).
+
+    ``token_ids`` are the ids the text decodes from when the runtime streams them (empty from
+    text-only servers); a delta may carry ids whose text is still held back (a split character).
+    """
 
     text: str
+    token_ids: tuple[int, ...] = ()
 
 
 def _single(generation: Generation) -> BudgetedGeneration:
@@ -75,8 +80,8 @@ async def _one(
         yield await runtime.generate(request)
         return
     async for chunk in runtime.stream(request):
-        if chunk.text:
-            yield TextDelta(chunk.text)
+        if chunk.text or chunk.token_ids:
+            yield TextDelta(chunk.text, chunk.token_ids)
         if chunk.generation is not None:
             yield chunk.generation
 
@@ -167,12 +172,11 @@ async def generate_with_budget(
             hit = watch.feed(fresh)
             keep = watch.ids[: limit if hit else len(watch.ids)]
             if stream:
-                piece = decoder.push(
-                    [t for t in keep[shown:] if t not in (tok.im_end_id, tok.eos_id)]
-                )
+                new = tuple(keep[shown:])
+                piece = decoder.push([t for t in new if t not in (tok.im_end_id, tok.eos_id)])
                 shown = len(keep)
-                if piece:
-                    yield TextDelta(piece)
+                if piece or new:
+                    yield TextDelta(piece, new)
             if hit and first is None:
                 cut_early = True
                 break  # leaving closes the stream: the engine aborts the rest
@@ -206,7 +210,7 @@ async def generate_with_budget(
     extra_text = budget_continuation(kept.text)
     extra_ids = tuple(tok.encode_trusted(extra_text))
     if stream:
-        yield TextDelta(extra_text)
+        yield TextDelta(extra_text, extra_ids)
     second_request = replace(
         request,
         prompt_ids=request.prompt_ids + kept.token_ids + extra_ids,

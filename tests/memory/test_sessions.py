@@ -11,7 +11,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from q3agent.memory.sessions import SessionStore
+import pytest
+
+from q3agent.memory.sessions import SessionError, SessionStore, SessionWarning
 from q3agent.qwen3.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
 
 SCRIPT = Path(__file__).parent / "resume_agent.py"
@@ -117,3 +119,35 @@ def test_run_killed_mid_task_resumes_without_rerunning_completed_calls(tmp_path:
     assert sorted(tool_ids) == sorted(expected) and len(tool_ids) == len(set(tool_ids))
     assert final.messages[-1].content == "All sums computed."
     assert [s["step"] for s in final.steps] == [0, 1, 2, 3]
+
+
+def test_a_file_that_is_not_a_database_is_a_session_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"this is not sqlite\x00" * 300)
+    with pytest.raises(SessionError) as caught:
+        SessionStore(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "move it aside" in message
+    assert path.read_bytes().startswith(b"this is not sqlite")  # nothing was overwritten
+
+
+def test_unreadable_rows_are_skipped_and_the_rest_loads(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    session = SessionStore(path).open("s1")
+    session.append_messages(
+        [UserMessage(content="first"), AssistantMessage(content="one"), UserMessage(content="x")]
+    )
+    session.record_step(0, {"index": 0})
+    with sqlite3.connect(path) as conn:  # damage two rows as a crash or a bad edit might
+        conn.execute('UPDATE messages SET message = \'{"role": "user", "cont\' WHERE seq = 1')
+        conn.execute('UPDATE messages SET message = \'{"role": "robot"}\' WHERE seq = 2')
+    with pytest.warns(SessionWarning, match="2 unreadable row"):
+        state = SessionStore(path).open("s1").load()
+    assert [m.content for m in state.messages] == ["first"]
+    assert state.steps == [{"index": 0}]
+    assert len(state.problems) == 2 and "message 1" in state.problems[0]
+    with pytest.raises(SessionError, match="'s1'") as caught:
+        SessionStore(path).open("s1").load(strict=True)
+    assert caught.value.state is not None
+    assert [m.content for m in caught.value.state.messages] == ["first"]

@@ -83,7 +83,7 @@ def test_append_only_prompts_equal_full_renders_over_a_tool_exchange(
     builder = PromptBuilder(tokenizer, TOOLS, system=SYSTEM)
     history: list[Message] = [SystemMessage(content=SYSTEM), UserMessage(content="Survey 量子.")]
     prompt = builder.start(history[1:], enable_thinking=True)
-    assert prompt == render_ids(tokenizer, history, TOOLS, enable_thinking=True)
+    assert list(prompt) == render_ids(tokenizer, history, TOOLS, enable_thinking=True)
 
     for i in range(3):
         turn = _step(i)
@@ -94,7 +94,7 @@ def test_append_only_prompts_equal_full_renders_over_a_tool_exchange(
         before = builder.ids
         prompt = builder.append_tool_results(_results(i), enable_thinking=True)
         assert tuple(prompt[: len(before)]) == before  # append-only
-        assert prompt == render_ids(tokenizer, history, TOOLS, enable_thinking=True)
+        assert list(prompt) == render_ids(tokenizer, history, TOOLS, enable_thinking=True)
 
     final = AssistantMessage(reasoning_content="Enough.", content="量子 computing is ...")
     builder.append_generation(_model_turn(tokenizer, history, final), message=final)
@@ -131,12 +131,12 @@ def test_new_query_after_thinking_rerenders_and_reports_divergence(
     history.append(followup)
 
     assert update.rerendered
-    assert update.ids == render_ids(tokenizer, history, TOOLS, enable_thinking=True)
-    assert list(builder.ids) == update.ids
+    assert list(update.ids) == render_ids(tokenizer, history, TOOLS, enable_thinking=True)
+    assert builder.ids == update.ids
     # The first difference is where the first assistant turn's <think> used to be.
     first_think = old.index(tokenizer.think_id)
     assert update.diverged_at == first_think
-    assert update.ids[:first_think] == list(old[:first_think])
+    assert update.ids[:first_think] == tuple(old[:first_think])
     assert tokenizer.think_id not in update.ids[:-1]
 
     # The next step after the new query is append-only again.
@@ -163,7 +163,7 @@ def test_new_query_without_thinking_since_the_last_one_is_appended(
     assert update.diverged_at is None
     assert tuple(update.ids[: len(before)]) == before
     expected = [UserMessage(content="Hi"), reply, UserMessage(content="Bye <|im_start|>system")]
-    assert update.ids == render_ids(tokenizer, expected)
+    assert list(update.ids) == render_ids(tokenizer, expected)
     assert update.ids.count(tokenizer.im_start_id) == 4
 
 
@@ -179,7 +179,7 @@ def test_thinking_budget_continuation_is_prompt_plus_partial_plus_early_stop(
     continuation = builder.append_text(EARLY_STOP, trusted=True)
 
     stop_ids = tokenizer.encode_trusted(EARLY_STOP)
-    assert continuation == [*prompt, *partial, *stop_ids]
+    assert list(continuation) == [*prompt, *partial, *stop_ids]
     assert stop_ids.count(tokenizer.think_end_id) == 1  # </think> is the control token
     assert stop_ids[-2:] == [tokenizer.think_end_id, *tokenizer.encode("\n\n")]
 
@@ -203,7 +203,7 @@ def test_thinking_budget_continuation_is_prompt_plus_partial_plus_early_stop(
         TOOLS,
         enable_thinking=True,
     )
-    assert update.ids == expected
+    assert list(update.ids) == expected
 
 
 def test_raw_model_output_with_inline_tool_calls_rerenders_to_the_same_control_tokens(
@@ -227,7 +227,7 @@ def test_raw_model_output_with_inline_tool_calls_rerenders_to_the_same_control_t
     update = builder.append_user("And Qwen2?", enable_thinking=True)
 
     typed = [*history, step, result, final, UserMessage(content="And Qwen2?")]
-    assert update.ids == render_ids(tokenizer, typed, TOOLS, enable_thinking=True)
+    assert list(update.ids) == render_ids(tokenizer, typed, TOOLS, enable_thinking=True)
     assert update.ids.count(tokenizer.tool_call_id) == 2 + 1
 
 
@@ -238,7 +238,7 @@ def test_non_thinking_steps_keep_their_empty_think_block_where_the_template_drop
     history: list[Message] = [UserMessage(content="Weather?")]
     builder = PromptBuilder(tokenizer, TOOLS)
     prompt = builder.start(history, enable_thinking=False)
-    assert prompt[-6:] == tokenizer.encode_trusted("assistant\n<think>\n\n</think>\n\n")[-6:]
+    assert list(prompt[-6:]) == tokenizer.encode_trusted("assistant\n<think>\n\n</think>\n\n")[-6:]
     call = AssistantMessage(content="", tool_calls=[ToolCall(name="search", arguments={"q": "x"})])
     generated = tokenizer.encode_trusted(
         '<tool_call>\n{"name": "search", "arguments": {"q": "x"}}\n</tool_call><|im_end|>'
@@ -253,8 +253,8 @@ def test_non_thinking_steps_keep_their_empty_think_block_where_the_template_drop
     assert ids.count(tokenizer.think_id) == 2
     assert full.count(tokenizer.think_id) == 1
     position = len(prompt) - len(empty_think)
-    assert ids[:position] == full[:position]
-    assert ids[position + len(empty_think) :] == full[position:]
+    assert list(ids[:position]) == full[:position]
+    assert list(ids[position + len(empty_think) :]) == full[position:]
 
 
 def test_endoftext_stop_is_replaced_by_im_end(tokenizer: Qwen3Tokenizer) -> None:
@@ -314,7 +314,7 @@ def test_reopen_generation_switches_an_untouched_generation_prompt(
 
     redo = builder.reopen_generation(enable_thinking=True)
 
-    assert redo == render_ids(tokenizer, history, enable_thinking=True)
+    assert list(redo) == render_ids(tokenizer, history, enable_thinking=True)
     assert quick[: len(redo)] == redo  # the shared prefix stays cached
     assert builder.reopen_generation(enable_thinking=False) == quick
     builder.append_generation(tokenizer.encode("Yes."))

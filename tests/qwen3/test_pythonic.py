@@ -157,3 +157,35 @@ PIECES += ["True", "None", "<think>", "</think>", "```", "\n", " ", "*", "**"]
 def test_never_raises_on_call_fragments(pieces: list[str]) -> None:
     items = parse_pythonic("".join(pieces))
     assert [item.index for item in items] == list(range(len(items)))
+
+
+def test_several_call_lists_with_prose_between() -> None:
+    items = parse_pythonic('[get_weather(location="Berlin")] and [search(query="restaurants")]')
+    assert [(i.name, i.arguments) for i in items if isinstance(i, ToolCall)] == [
+        ("get_weather", {"location": "Berlin"}),
+        ("search", {"query": "restaurants"}),
+    ]
+    assert [i.index for i in items] == [0, 1]
+
+
+def test_brackets_inside_strings_do_not_end_a_call_list() -> None:
+    items = parse_pythonic('I will run [note(text="a ] b"), note(text="[c")] now, then [done()].')
+    assert [i.arguments for i in items if isinstance(i, ToolCall)] == [
+        {"text": "a ] b"},
+        {"text": "[c"},
+        {},
+    ]
+
+
+def test_deeply_nested_literal_arguments_are_an_error() -> None:
+    items = parse_pythonic("[f(x=" + "[" * 150 + "]" * 150 + ")]")
+    assert len(items) == 1
+    assert isinstance(items[0], ToolCallError)
+    assert "deeper than" in items[0].error
+
+
+def test_more_calls_than_can_be_read_at_once_is_one_error() -> None:
+    text = " and ".join(['[f(a="x")]'] * 3000)
+    (error,) = parse_pythonic(text)
+    assert isinstance(error, ToolCallError)
+    assert "fewer or smaller calls" in error.error

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError
-from q3agent.qwen3.parsing import Parsed, parse
+from q3agent.qwen3.parsing import Parsed, parse, parse_ids
 from q3agent.qwen3.streaming import (
     ContentDelta,
     ReasoningDelta,
@@ -19,6 +19,7 @@ from q3agent.qwen3.streaming import (
     StreamParser,
     ToolCallEvent,
 )
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -182,6 +183,9 @@ FRAGMENTS = [
     "</tool",
     "<|im",
     "f(a=1)",
+    '{"name": "f", "arguments": {"t": "',
+    '"wrap </tool_call> it"',
+    '\\"',
 ]
 
 
@@ -210,3 +214,64 @@ def test_random_splits_of_arbitrary_text_equal_parse(
     parsed = parse(text, thinking_started=thinking_started)
     assert normalise(parser.result()) == normalise(parsed)
     check_events_match(events, parsed)
+
+
+def test_call_with_a_close_tag_in_a_string_streams_as_one_call() -> None:
+    body = '{"name": "echo", "arguments": {"text": "wrap it in </tool_call> please"}}'
+    text = f"<tool_call>\n{body}\n</tool_call>\nDone."
+    parser, events = stream(list(text))
+    calls = [e.call for e in events if isinstance(e, ToolCallEvent)]
+    assert [c.arguments for c in calls if isinstance(c, ToolCall)] == [
+        {"text": "wrap it in </tool_call> please"}
+    ]
+    assert parser.result().content == "Done."
+
+
+def test_ids_fed_one_at_a_time_equal_parse_ids(tokenizer: Qwen3Tokenizer) -> None:
+    for text in REALISTIC:
+        ids = tokenizer.encode_trusted(text)
+        parser = StreamParser(tokenizer=tokenizer)
+        events: list[StreamEvent] = []
+        for token in ids:
+            events.extend(parser.feed_ids([token]))
+        events.extend(parser.close())
+        parsed = parse_ids(ids, tokenizer)
+        assert normalise(parser.result()) == normalise(parsed)
+        check_events_match(events, parsed)
+
+
+def test_feeding_text_and_ids_to_one_parser_is_refused(tokenizer: Qwen3Tokenizer) -> None:
+    parser = StreamParser(tokenizer=tokenizer)
+    parser.feed("a")
+    with pytest.raises(RuntimeError, match="one parser per kind"):
+        parser.feed_ids([1])
+    with pytest.raises(RuntimeError, match="tokenizer"):
+        StreamParser().feed_ids([1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.booleans()), max_size=20),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    st.booleans(),
+)
+def test_random_splits_of_mixed_ids_equal_parse_ids(
+    fragments: list[tuple[str, bool]], cuts: list[int], thinking_started: bool
+) -> None:
+    """Fragments as control tokens (trusted) or as ordinary tokens (quoted), split anywhere."""
+    tokenizer = Qwen3Tokenizer.offline()
+    ids: list[int] = []
+    for fragment, trusted in fragments:
+        ids += tokenizer.encode_trusted(fragment) if trusted else tokenizer.encode(fragment)
+    bounds = [0, *sorted(c % (len(ids) + 1) for c in cuts), len(ids)]
+    parser = StreamParser(thinking_started=thinking_started, tokenizer=tokenizer)
+    events: list[StreamEvent] = []
+    for a, b in itertools.pairwise(bounds):
+        events.extend(parser.feed_ids(ids[a:b]))
+    events.extend(parser.close())
+    parsed = parse_ids(ids, tokenizer, thinking_started=thinking_started)
+    assert normalise(parser.result()) == normalise(parsed)
+    check_events_match(events, parsed)
+    plain = [f for f, trusted in fragments if not trusted]
+    if all("<tool_call>" not in f for f, trusted in fragments if trusted):
+        assert not parsed.has_tool_calls, plain  # no control id, no call

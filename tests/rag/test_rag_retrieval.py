@@ -162,3 +162,60 @@ def test_cross_encoder_reranker_runs_a_local_model(corpus_store: Any, tmp_path: 
 def test_missing_cross_encoder_says_how_to_get_it() -> None:
     with pytest.raises(RuntimeError, match="not available locally"):
         CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")
+
+
+class _CountingCollection:
+    """The store's real Chroma collection, with its ``count()`` calls tallied."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.counts = 0
+
+    def count(self) -> int:
+        self.counts += 1
+        return int(self._inner.count())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_queries_do_not_ask_chroma_for_the_count_and_writes_refresh_it(embedder: Any) -> None:
+    from q3agent.rag import RagStore
+
+    store = RagStore.ephemeral(embedder=embedder)
+    collection = _CountingCollection(store.collection)
+    store.collection = collection
+    texts = ["The ZX-31 valve leaks when the seal is worn.", "Charge the robot at dock 4."]
+    store.upsert(["a1", "a2"], texts, embedder.embed_documents(texts),
+                 [{"source": "notes.txt", "chunk_index": i} for i in range(2)])  # fmt: skip
+    retriever = Retriever(store)
+    for query in ("ZX-31 valve", "charging dock", "seal", "robot", "valve leak"):
+        assert retriever.search(query, 2)
+    assert collection.counts == 1  # once after the write, not twice per query
+    assert store.count() == 2
+    store.delete(["a1"])
+    assert store.count() == 1
+    assert [p.id for p in retriever.search("ZX-31 valve", 2)] == ["a2"]
+
+
+def test_query_encoding_uses_its_own_thread_count_and_restores_torch(embedder: Any) -> None:
+    import numpy as np
+    import torch
+
+    before = torch.get_num_threads()
+    assert embedder.query_threads == 1
+    one = embedder.embed_queries(["how do I reset the gripper?"])
+    assert torch.get_num_threads() == before  # ingest keeps torch's default
+    embedder.query_threads = None
+    try:
+        default = embedder.embed_queries(["how do I reset the gripper?"])
+    finally:
+        embedder.query_threads = 1
+    assert np.allclose(one, default, atol=1e-5)
+
+
+def test_stores_opened_without_an_embedder_share_the_process_embedder() -> None:
+    from q3agent.rag import RagStore, shared_embedder
+
+    first, second = RagStore.ephemeral(), RagStore.ephemeral()
+    assert first.embedder is second.embedder is shared_embedder()
