@@ -49,14 +49,19 @@ class Engine:
 
     def runtime(
         self,
-        turns: Sequence[str] = (),
+        turns: Sequence[str | Sequence[int]] = (),
         *,
         chat: bool = False,
         **kwargs: object,
     ) -> OpenAICompatibleRuntime:
-        """A q3agent runtime for this server whose model follows ``turns`` (one per reply)."""
+        """A q3agent runtime for this server whose model follows ``turns`` (one per reply).
+
+        A turn given as text is encoded with control tokens (``<think>``, ``<tool_call>``) as
+        the control ids; give ids to script anything else.
+        """
         tok = Qwen3Tokenizer.offline()
-        extra = script_body([tok.encode_trusted(t) for t in turns]) if turns else {}
+        ids = [tok.encode_trusted(t) if isinstance(t, str) else list(t) for t in turns]
+        extra = script_body(ids) if ids else {}
         return OpenAICompatibleRuntime(
             self.base_url,
             SERVED_MODEL,
