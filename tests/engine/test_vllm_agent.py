@@ -164,3 +164,41 @@ async def test_model_text_that_spells_a_control_token_stays_text(dense: Engine) 
     # the echo went back to the model as text: only the real turns start with <|im_start|>
     # (the tools' system block, then user, assistant, tool response, assistant)
     assert result.prompt_ids.count(tok.im_start_id) == 1 + len(result.messages)
+
+
+def _task_of(tokens: int) -> str:
+    """A user task of about ``tokens`` tokens (one token per word)."""
+    return "Add 2 and 3." + " apple" * tokens
+
+
+async def test_prompt_near_the_context_limit_is_answered(dense: Engine) -> None:
+    agent = Agent(
+        None,
+        runtime=dense.runtime([ANSWER + "<|im_end|>"]),
+        policy=Fixed(thinking=False, max_tokens=32768),  # far more than the context has left
+        context_window=None,
+    )
+    try:
+        result = await agent.arun(_task_of(40_800))
+    finally:
+        await agent.aclose()
+    _ok(result)
+    assert result.answer == ANSWER
+    assert 40_800 < result.usage.prompt_tokens < 40_960
+
+
+async def test_prompt_longer_than_the_context_is_a_clear_error(dense: Engine) -> None:
+    agent = Agent(
+        None,
+        runtime=dense.runtime([ANSWER + "<|im_end|>"]),
+        policy=Fixed(thinking=False),
+        context_window=None,
+    )
+    try:
+        result = await agent.arun(_task_of(41_000))
+    finally:
+        await agent.aclose()
+    assert result.status == "error"
+    assert "40960" in result.detail.replace(",", "")
+    assert "context" in result.detail
+    assert "prompt_format" not in result.detail  # not an ids-format problem
