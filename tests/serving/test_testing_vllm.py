@@ -35,9 +35,9 @@ def _generate(prompt: str, script: list[int], limit: int = 200) -> str:
 
 
 def test_qwen3_ids_match_the_tokenizer() -> None:
-    assert testing_vllm.IM_START_ID == TOK.im_start_id
-    assert testing_vllm.IM_END_ID == TOK.im_end_id
-    assert testing_vllm.THINK_END_ID == TOK.think_end_id
+    assert TOK.im_start_id == testing_vllm.IM_START_ID
+    assert TOK.im_end_id == testing_vllm.IM_END_ID
+    assert TOK.think_end_id == testing_vllm.THINK_END_ID
     assert TOK.encode_trusted("<|im_start|>assistant\n")[1] == testing_vllm.ASSISTANT_ID
     assert {TOK.encode_trusted(s)[0] for s in ("\n", "\n\n", "\n\n\n")} == set(
         testing_vllm.NEWLINE_IDS
