@@ -209,6 +209,71 @@ class RuntimeUnavailableError(RuntimeError_):
     """The runtime cannot run here (no GPU, package missing, no weights, server down)."""
 
 
+class ContextLengthError(RuntimeError_):
+    """The prompt alone fills the model's context: no room is left for a single new token.
+
+    Raised by every runtime before the request is sent (engines answer such a request with a
+    raw ``ValueError`` or HTTP 400). ``prompt_tokens`` and ``context_length`` say by how much.
+    """
+
+    def __init__(self, prompt_tokens: int, context_length: int, *, model: str = "") -> None:
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        name = f" of {model}" if model else ""
+        super().__init__(
+            f"The prompt has {prompt_tokens:,} tokens and the context{name} holds "
+            f"{context_length:,}, so no room is left to generate. Shorten the task or its "
+            "tool results, let the agent compact the conversation (Agent(context_window=...)), "
+            "or serve the model with a longer context (context_length=..., YaRN)."
+        )
+
+
+CONTEXT_MARGIN = 1
+"""Tokens kept free below the context length: SGLang rejects ``prompt + max_new_tokens >=
+context`` (most releases), vLLM only ``>``; one spare token satisfies both."""
+
+
+def fit_to_context(
+    request: GenerationRequest, context_length: int | None, *, model: str = ""
+) -> GenerationRequest:
+    """``request`` with ``max_tokens`` clamped to what the context has left after the prompt.
+
+    The one place every runtime applies the engines' length rule: ``prompt + max_tokens`` stays
+    below ``context_length`` (minus :data:`CONTEXT_MARGIN`). A prompt that leaves no room at all
+    is a :class:`ContextLengthError`. ``context_length=None`` (unknown) returns ``request``.
+    """
+    if context_length is None or context_length <= 0:
+        return request
+    prompt = len(request.prompt_ids)
+    room = context_length - prompt - CONTEXT_MARGIN
+    if room < 1:
+        raise ContextLengthError(prompt, context_length, model=model)
+    if request.sampling.max_tokens <= room:
+        return request
+    return replace(request, sampling=request.sampling.with_(max_tokens=room))
+
+
+def completion_text(
+    tokenizer: Qwen3Tokenizer, ids: Sequence[int], matched_stop: str | int | None = None
+) -> str:
+    """A completion's text as q3agent defines it: its own decoding of the output ids.
+
+    Control tokens are kept (``<think>``, ``</think>``, ``<tool_call>``, a matched
+    ``stop_token_ids`` id), a final ``<|im_end|>``/``<|endoftext|>`` is left out, and the text
+    ends before a matched stop *string*. Engines trim differently (SGLang and vLLM drop a
+    matched stop id's text), so no runtime uses the engine's text.
+    """
+    body = list(ids)
+    if body and body[-1] in (tokenizer.im_end_id, tokenizer.eos_id):
+        body.pop()
+    text = tokenizer.decode(body)
+    if isinstance(matched_stop, str) and matched_stop:
+        cut = text.find(matched_stop)
+        if cut != -1:
+            text = text[:cut]
+    return text
+
+
 def stop_ids_for(tokenizer: Qwen3Tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
     """The ids generation stops at: ``<|im_end|>``, ``<|endoftext|>`` and ``extra``."""
     return (tokenizer.im_end_id, tokenizer.eos_id, *extra)

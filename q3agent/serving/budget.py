@@ -1,11 +1,18 @@
-"""The thinking-budget procedure from the Qwen3 report, on any runtime.
+"""The Qwen3 report's thinking-budget procedure, on any runtime, in as few requests as it can.
 
-Phase 1 generates with the budget as the token limit and stops at ``</think>``. If the budget
-ran out first, the report's early-stop text ("Considering the limited time by the user, …
-\\n</think>\\n\\n") is appended and the model continues from there; otherwise it continues
-after its own ``</think>``. The continuation's prompt is exactly the previous prompt + the
-phase-1 ids (+ the early-stop ids), so a prefix-caching runtime re-prefills nothing but the
-early-stop text, and reasoning tokens never exceed the budget.
+A budgeted step asks for ``budget`` tokens (``budget + 1`` when the model writes ``<think>``
+itself) and does **not** stop at ``</think>``: a model that closes its reasoning and ends its
+turn within that limit needs one request. Only when the limit cuts the completion does a second
+request follow, on the prompt + the first request's ids:
+
+* cut inside the reasoning (``<think>`` open, no ``</think>``): the report's early-stop text
+  ("Considering the limited time by the user, … \\n</think>\\n\\n") is appended first, so
+  reasoning tokens never exceed the budget;
+* cut inside the answer (reasoning closed, or none): a plain continuation.
+
+Where the first request stopped is read from its ids (``</think>``, a final ``<|im_end|>``),
+never from the engine's text or ``finish_reason`` alone. A prefix-caching runtime re-prefills
+only the early-stop text in the continuation.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from q3agent.serving.base import Generation, GenerationRequest, Runtime, Usage
 class BudgetedGeneration:
     """A step's completion assembled from one or two requests.
 
-    ``token_ids`` and ``text`` cover everything appended to the prompt: phase-1 ids, the
-    early-stop ids when the budget was hit, and the continuation's ids.
+    ``token_ids`` and ``text`` cover everything appended to the prompt: the first request's
+    ids, the early-stop ids when the budget was hit, and the continuation's ids.
     """
 
     text: str
@@ -42,13 +49,16 @@ class TextDelta:
     text: str
 
 
-def _merge(
-    parts: list[Generation], extra_ids: tuple[int, ...], extra_text: str
-) -> tuple[tuple[int, ...], str]:
-    if len(parts) == 1:
-        return parts[0].token_ids, parts[0].text
-    first, second = parts
-    return first.token_ids + extra_ids + second.token_ids, first.text + extra_text + second.text
+def _single(generation: Generation) -> BudgetedGeneration:
+    return BudgetedGeneration(
+        generation.text,
+        generation.token_ids,
+        generation.finish_reason,
+        generation.usage,
+        False,
+        1,
+        generation.ids_exact,
+    )
 
 
 async def _one(
@@ -64,6 +74,11 @@ async def _one(
             yield chunk.generation
 
 
+def _continuation_id(request_id: str | None) -> str | None:
+    """The continuation's own request id (engines abort or merge requests that share one)."""
+    return None if request_id is None else f"{request_id}-cont"
+
+
 async def generate_with_budget(
     runtime: Runtime,
     request: GenerationRequest,
@@ -74,76 +89,61 @@ async def generate_with_budget(
 ) -> AsyncIterator[TextDelta | BudgetedGeneration]:
     """Run one thinking step under ``budget`` reasoning tokens; yield deltas, then the result.
 
-    ``model_opens_think``: the model writes ``<think>`` itself (hybrid Qwen3), so phase 1 may
-    produce one token more than the budget; ``False`` when the prompt already opened it
-    (Thinking-2507). ``budget=None`` runs a single unbudgeted request.
+    ``model_opens_think``: the model writes ``<think>`` itself (hybrid Qwen3), so the first
+    request may produce one token more than the budget; ``False`` when the prompt already
+    opened it (Thinking-2507). ``budget=None`` runs a single unbudgeted request.
     """
     tok = runtime.tokenizer
     if budget is None:
         async for item in _one(runtime, request, stream):
-            if isinstance(item, Generation):
-                yield BudgetedGeneration(
-                    item.text, item.token_ids, item.finish_reason, item.usage, False, 1
-                )
-            else:
-                yield item
+            yield _single(item) if isinstance(item, Generation) else item
         return
     if budget < 0:
         raise ValueError(f"thinking budget must be >= 0, got {budget}")
 
     limit = budget + (1 if model_opens_think else 0)
     total = request.sampling.max_tokens
-    phase1_request = replace(
-        request,
-        sampling=request.sampling.with_(
-            max_tokens=min(limit, total),
-            stop_token_ids=(*request.sampling.stop_token_ids, tok.think_end_id),
-        ),
-        constraint=None,
-    )
+    first_request = replace(request, sampling=request.sampling.with_(max_tokens=min(limit, total)))
     first: Generation | None = None
-    async for item in _one(runtime, phase1_request, stream):
+    async for item in _one(runtime, first_request, stream):
         if isinstance(item, Generation):
             first = item
         else:
             yield item
     assert first is not None  # _one always ends with a Generation
-    ended_turn = bool(first.token_ids) and first.token_ids[-1] in (tok.im_end_id, tok.eos_id)
-    closed = tok.think_end_id in first.token_ids
-    # only reasoning can hit the budget: a model that answered without opening <think> is
-    # simply continued, with no early-stop text in the middle of its answer
-    opened = not model_opens_think or tok.think_id in first.token_ids
-    hit_budget = opened and not closed and not ended_turn and first.finish_reason == "length"
-    remaining = total - len(first.token_ids)
-    if ended_turn or remaining <= 0 or first.finish_reason == "abort":
-        # the model ended its turn inside phase 1 (no thinking, or it stopped): nothing to add
-        yield BudgetedGeneration(
-            first.text, first.token_ids, first.finish_reason, first.usage, False, 1
-        )
+    ids = first.token_ids
+    remaining = total - len(ids)
+    if first.finish_reason != "length" or remaining <= 0:
+        # the turn ended (EOS), a caller's stop matched, or the request was aborted: one request
+        yield _single(first)
         return
 
+    # the limit cut the completion: where, the ids say
+    opened = not model_opens_think or tok.think_id in ids
+    hit_budget = opened and tok.think_end_id not in ids
     extra_text = budget_continuation(first.text) if hit_budget else ""
     extra_ids = tuple(tok.encode_trusted(extra_text)) if hit_budget else ()
     if extra_text:
         yield TextDelta(extra_text)
-    phase2_request = replace(
+    second_request = replace(
         request,
-        prompt_ids=request.prompt_ids + first.token_ids + extra_ids,
+        prompt_ids=request.prompt_ids + ids + extra_ids,
         sampling=request.sampling.with_(max_tokens=max(1, remaining - len(extra_ids))),
+        request_id=_continuation_id(request.request_id),
     )
     second: Generation | None = None
-    async for item in _one(runtime, phase2_request, stream):
+    async for item in _one(runtime, second_request, stream):
         if isinstance(item, Generation):
             second = item
         else:
             yield item
     assert second is not None
-    ids, text = _merge([first, second], extra_ids, extra_text)
     yield BudgetedGeneration(
-        text=text,
-        token_ids=ids,
+        text=first.text + extra_text + second.text,
+        token_ids=ids + extra_ids + second.token_ids,
         finish_reason=second.finish_reason,
         usage=first.usage + second.usage,
         hit_budget=hit_budget,
         requests=2,
+        ids_exact=first.ids_exact and second.ids_exact,
     )

@@ -22,6 +22,8 @@ from q3agent.serving.base import (
     GenerationChunk,
     GenerationRequest,
     Usage,
+    completion_text,
+    fit_to_context,
 )
 
 Completion = str | Generation
@@ -68,8 +70,11 @@ class _TestRuntimeBase(ABC):
         model_name: str = "scripted-qwen3",
         latency: float = 0.0,
         simulate_prefix_cache: bool = True,
+        context_length: int | None = None,
     ) -> None:
         self._tokenizer = tokenizer or Qwen3Tokenizer.offline()
+        self.context_length = context_length
+        """The context the runtime clamps ``max_tokens`` to, like the real ones (None: none)."""
         self._model_name = model_name
         self.latency = latency
         """Seconds each request sleeps (on the event loop) before answering."""
@@ -94,6 +99,7 @@ class _TestRuntimeBase(ABC):
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Produce the next completion, applying max_tokens and stop rules like a real engine."""
+        request = fit_to_context(request, self.context_length, model=self._model_name)
         self.requests.append(RecordedRequest(request, self._tokenizer))
         if self.latency:
             await anyio.sleep(self.latency)
@@ -161,14 +167,11 @@ class _TestRuntimeBase(ABC):
             out.append(tid)
             if tid in stop_ids:
                 finish, matched = "stop", tid
-                if tid not in eos:
-                    text += decoder.push([tid])
                 break
             text += decoder.push([tid])
             hit = next((s for s in sampling.stop if s in text), None)
             if hit is not None:
                 finish, matched = "stop", hit
-                text = text[: text.index(hit)]
                 break
         else:
             if len(out) < sampling.max_tokens:
@@ -191,8 +194,10 @@ class _TestRuntimeBase(ABC):
             ),
             requests=1,
         )
+        # like every runtime, the text is q3agent's decoding of the ids (an engine's own text
+        # would drop a matched stop id's text; see completion_text)
         return Generation(
-            text=text,
+            text=completion_text(tok, out, matched),
             token_ids=tuple(out),
             finish_reason=finish,
             usage=usage,
@@ -234,8 +239,14 @@ class ScriptedRuntime(_TestRuntimeBase):
         tokenizer: Qwen3Tokenizer | None = None,
         model_name: str = "scripted-qwen3",
         latency: float = 0.0,
+        context_length: int | None = None,
     ) -> None:
-        super().__init__(tokenizer=tokenizer, model_name=model_name, latency=latency)
+        super().__init__(
+            tokenizer=tokenizer,
+            model_name=model_name,
+            latency=latency,
+            context_length=context_length,
+        )
         self._script: list[Completion] = list(completions)
 
     def add(self, *completions: Completion) -> None:
@@ -279,8 +290,14 @@ class FunctionRuntime(_TestRuntimeBase):
         tokenizer: Qwen3Tokenizer | None = None,
         model_name: str = "function-qwen3",
         latency: float = 0.0,
+        context_length: int | None = None,
     ) -> None:
-        super().__init__(tokenizer=tokenizer, model_name=model_name, latency=latency)
+        super().__init__(
+            tokenizer=tokenizer,
+            model_name=model_name,
+            latency=latency,
+            context_length=context_length,
+        )
         self._fn = fn
 
     async def _complete(self, request: GenerationRequest) -> Completion:

@@ -25,13 +25,22 @@ class ScriptedHTTPServer:
     against a live socket. Queue replies in ``script`` before each request:
     ``("json", status, body, headers)``, ``("sse", [event, ...])`` (dicts are JSON-encoded,
     strings sent as they are, e.g. ``"[DONE]"``) or ``("sleep", seconds)``; each request's
-    ``(path, headers, json body)`` lands in ``requests``. Use it as a context manager.
+    ``(path, headers, json body)`` lands in ``requests``. GET requests are answered from
+    ``get_routes`` (path → JSON body; anything else is a 404, as on a server without that
+    endpoint) and their paths recorded in ``gets``. Use it as a context manager.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, get_routes: dict[str, Any] | None = None) -> None:
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.script: deque[Any] = deque()
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+        self.get_routes: dict[str, Any] = dict(get_routes or {})
+        self.gets: list[str] = []
+        app = Starlette(
+            routes=[
+                Route("/{path:path}", self._handle, methods=["POST"]),
+                Route("/{path:path}", self._handle_get, methods=["GET"]),
+            ]
+        )
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -40,6 +49,13 @@ class ScriptedHTTPServer:
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    async def _handle_get(self, request: Request) -> Response:
+        path = request.url.path
+        self.gets.append(path)
+        if path not in self.get_routes:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse(self.get_routes[path])
 
     async def _handle(self, request: Request) -> Response:
         body = await request.json()

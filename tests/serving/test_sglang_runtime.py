@@ -250,7 +250,9 @@ def test_yarn_rope_scaling_only_above_the_native_context() -> None:
                     "rope_type": "yarn",
                     "factor": factor,
                     "original_max_position_embeddings": 32_768,
-                }
+                },
+                # SGLang derives the context from this once the YaRN original is set
+                "max_position_embeddings": context,
             }
     with pytest.raises(ValueError, match="at most 131,072"):
         SGLangRuntime("Qwen3-8B", context_length=200_000)
@@ -300,6 +302,8 @@ async def test_generate_sends_ids_and_sglang_sampling_names(tokenizer: Qwen3Toke
         GenerationRequest(prompt_ids=ids, sampling=sampling, request_id="req-1")
     )
     (call,) = runtime.engine.calls
+    rid = call.pop("rid")
+    assert rid.startswith("req-1-")  # traceable, yet never reused
     assert call == {
         "input_ids": list(ids),
         "sampling_params": {
@@ -317,7 +321,6 @@ async def test_generate_sends_ids_and_sglang_sampling_names(tokenizer: Qwen3Toke
             "sampling_seed": 7,
         },
         "stream": False,
-        "rid": "req-1",
     }
     assert generation.text == text
     assert generation.token_ids == (*tokenizer.encode_trusted(text), tokenizer.im_end_id)
