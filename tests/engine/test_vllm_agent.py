@@ -75,16 +75,25 @@ async def test_tool_call_is_executed_and_its_result_fed_back(
 REASONING = "I need the sum of two and three, so I will call the add tool with a=2 and b=3."
 
 
+Cut = Literal["none", "answer", "reasoning"]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("mode", ["completions", "chat"])
-@pytest.mark.parametrize("hit", [False, True], ids=["within-budget", "budget-hit"])
+@pytest.mark.parametrize("cut", ["none", "answer", "reasoning"])
 async def test_thinking_step_keeps_reasoning_content_and_calls(
-    dense: Engine, mode: Mode, stream: bool, hit: bool
+    dense: Engine, mode: Mode, stream: bool, cut: Cut
 ) -> None:
+    """Budget not reached (one request), reached in the answer (a plain continuation) or in
+    the reasoning (the report's early-stop text, then the continuation)."""
     tok = Qwen3Tokenizer.offline()
-    reasoning_tokens = len(tok.encode_trusted(REASONING))
-    budget = reasoning_tokens // 2 if hit else reasoning_tokens + 20
     first_turn = f"<think>\n{REASONING}\n</think>\n\nLet me add them.\n{CALL}"
+    reasoning_tokens = len(tok.encode_trusted(f"<think>\n{REASONING}\n</think>"))
+    budget = {
+        "none": len(tok.encode_trusted(first_turn)) + 8,
+        "answer": reasoning_tokens + 4,
+        "reasoning": reasoning_tokens // 2,
+    }[cut]
     last_turn = f"<think>\nThe tool said 5.\n</think>\n\n{ANSWER}<|im_end|>"
     runtime = dense.runtime([first_turn, last_turn], chat=mode == "chat")
     agent = Agent(None, runtime=runtime, tools=[add], policy=Fixed(thinking=True, budget=budget))
@@ -94,15 +103,17 @@ async def test_thinking_step_keeps_reasoning_content_and_calls(
         await agent.aclose()
     _ok(result)
     first = result.steps[0]
-    assert first.hit_budget is hit
+    assert first.hit_budget is (cut == "reasoning")
     assert first.reasoning is not None
-    if hit:
-        assert REASONING.startswith(first.reasoning.split(EARLY_STOP_TEXT.strip()[:20])[0].strip())
-        assert EARLY_STOP_TEXT.strip().split("\n")[0] in first.reasoning
+    if cut == "reasoning":
+        early_stop = EARLY_STOP_TEXT.split("\n")[0]  # the sentence before "</think>"
+        assert first.reasoning.rstrip().endswith(early_stop)
+        kept = first.reasoning.rstrip().removesuffix(early_stop).strip()
+        assert kept and REASONING.startswith(kept)  # the model's reasoning, cut at the budget
         assert first.usage.reasoning_tokens <= budget + 1
     else:
         assert first.reasoning.strip() == REASONING
-        assert first.usage.requests == 1  # ended within the budget: one request, not two
+    assert first.usage.requests == (1 if cut == "none" else 2)
     assert "Let me add them." in first.content
     assert [(c.name, c.arguments) for c in first.tool_calls] == [("add", {"a": 2, "b": 3})]
     assert [r.content for r in first.tool_results] == ["5"]
