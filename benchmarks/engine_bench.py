@@ -74,7 +74,7 @@ SESSION_TURNS = [
     f"Station {k} is fine.<|im_end|>"
     for k in (1, 2, 3)
 ]
-LONG_THINKING = "<think>\n" + "I should check the station reports one by one. " * 12
+LONG_THINKING = "<think>\n" + "I should check the station reports one by one. " * 16
 HIT_TURNS = [LONG_THINKING + "\n</think>\n\nAll stations are fine.<|im_end|>"]
 
 
@@ -164,7 +164,13 @@ async def q3agent_budget_hit(base_url: str, budget: int) -> tuple[list[Usage], i
     from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 
     runtime = _runtime(base_url, HIT_TURNS)
-    agent = Agent(None, runtime=runtime, policy=Fixed(True, budget), system_prompt=_system())
+    agent = Agent(
+        None,
+        runtime=runtime,
+        tools=[read_station],
+        policy=Fixed(True, budget),
+        system_prompt=_system(),
+    )
     result = await agent.arun("How are the stations?")
     await agent.aclose()
     assert result.steps[0].hit_budget, result.detail
@@ -275,8 +281,8 @@ async def bench(base_url: str, budget: int) -> None:
     )
     per_step = sum(r.requests for r in session) / len(session)
     print(f"\nrequests per thinking step within the budget: {per_step:.2f} (goal 1)")
-    usages, early_stop = await q3agent_budget_hit(base_url, 24)
-    print(f"thinking step over a budget of 24: {len(usages)} requests")
+    usages, early_stop = await q3agent_budget_hit(base_url, 96)
+    print(f"thinking step over a budget of 96: {len(usages)} requests")
     for index, usage in enumerate(usages, 1):
         print(
             f"  request {index}: prompt {usage.prompt_tokens}, cached {usage.cached_tokens}, "
@@ -287,7 +293,8 @@ async def bench(base_url: str, budget: int) -> None:
         print(
             f"continuation prefill share: {last.prefilled_tokens}/{last.prompt_tokens} = "
             f"{last.prefilled_tokens / last.prompt_tokens:.3f} of its prompt; the early-stop "
-            f"text is {early_stop} tokens (vLLM caches whole 32-token blocks)"
+            f"text is {early_stop} tokens, the rest is the first request's last partial "
+            "32-token block (vLLM caches whole blocks)"
         )
 
 
