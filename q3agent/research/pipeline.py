@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from q3agent._sync import run_sync
+from q3agent._sync import SyncPortal
 from q3agent.agent import Agent
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
@@ -299,6 +299,8 @@ class ResearchAgent:
             raise ValueError(f"max_researchers must be at least 1, got {max_researchers}")
         self.model = model
         self._runtime = runtime
+        self._portal: SyncPortal | None = None
+        """The event loop every sync ``run`` of this agent uses (made on the first)."""
         self.docs = [Path(d) for d in docs]
         self._store = store
         self._retriever = retriever
@@ -383,7 +385,9 @@ class ResearchAgent:
 
     def run(self, question: str) -> Report:
         """Research ``question`` from synchronous code; see :meth:`arun`."""
-        return run_sync(lambda: self.arun(question), instead="await agent.arun(question)")
+        if self._portal is None:
+            self._portal = SyncPortal()
+        return self._portal.call(lambda: self.arun(question), instead="await agent.arun(question)")
 
     async def stream(
         self, question: str, *, cancel: anyio.Event | None = None
