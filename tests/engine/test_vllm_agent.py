@@ -8,6 +8,7 @@ streaming and not.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import pytest
@@ -171,8 +172,14 @@ async def test_model_text_that_spells_a_control_token_stays_text(
     first_turn = [*tok.encode(echo + "\n"), *tok.encode_trusted(CALL)]
     runtime = dense.runtime([first_turn, ANSWER + "<|im_end|>"], extended_sampling=server_ids)
     agent = Agent(None, runtime=runtime, tools=[add], policy=Fixed(thinking=False))
+    warns = (
+        contextlib.nullcontext()
+        if server_ids
+        else pytest.warns(RuntimeWarning, match="re-encoded as untrusted")
+    )
     try:
-        result = await agent.arun("Read the page, then add 2 and 3.")
+        with warns:
+            result = await agent.arun("Read the page, then add 2 and 3.")
     finally:
         await agent.aclose()
     _ok(result)
