@@ -319,12 +319,23 @@ class VLLMServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m q3agent.serving.testing_vllm MODEL_DIR PORT``: serve until Ctrl-C."""
+    """``python -m q3agent.serving.testing_vllm MODEL_DIR PORT``: serve until Ctrl-C/SIGTERM.
+
+    For running the engine tests or ``benchmarks/engine_bench.py`` against one long-lived
+    server (``Q3AGENT_VLLM_DENSE_URL=http://127.0.0.1:PORT``) instead of one per session.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         print("usage: python -m q3agent.serving.testing_vllm MODEL_DIR PORT", file=sys.stderr)
         return 2
     server = VLLMServer(args[0], port=int(args[1]))
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # stop the server on SIGTERM, and on SIGINT even when started in the background
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     server.start()
     try:
         server.wait_ready()
