@@ -31,12 +31,21 @@ SERVED_MODEL = "tiny-qwen3"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in this directory is an engine test; the MoE ones run last (one server)."""
+    """Every test here is an engine test. They run after the rest of the suite, dense first,
+    MoE last, so one server runs at a time and none idles while other tests run; each may
+    take a server start (1.5-2.5 minutes on two cores) beyond the suite's timeout."""
     here = Path(__file__).parent
+
+    def order(item: pytest.Item) -> int:
+        if here not in item.path.parents:
+            return 0
+        return 2 if "moe" in item.nodeid.lower() else 1
+
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if order(item):
             item.add_marker(pytest.mark.engine)
-    items.sort(key=lambda item: "moe" in item.nodeid.lower() and here in item.path.parents)
+            item.add_marker(pytest.mark.timeout(900))
+    items.sort(key=order)
 
 
 @dataclass
