@@ -238,6 +238,7 @@ class VLLMServer:
         reason = engine_missing_reason()
         if reason:
             raise RuntimeError(reason)
+        self._workdir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(__file__, self._workdir / f"{PROCESSOR_MODULE}.py")
         env = {
             **os.environ,
@@ -308,6 +309,8 @@ class VLLMServer:
         # engine-core children may outlive the front end: end whatever is left of the group
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        if self._workdir not in self.log_path.parents:  # keep a log that lives there
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> VLLMServer:
         self.start()
