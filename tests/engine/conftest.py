@@ -9,6 +9,7 @@ the reason when the engine venv is absent.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class Engine:
         turns: Sequence[str | Sequence[int]] = (),
         *,
         chat: bool = False,
+        extra_body: dict[str, object] | None = None,
         **kwargs: object,
     ) -> OpenAICompatibleRuntime:
         """A q3agent runtime for this server whose model follows ``turns`` (one per reply).
@@ -70,7 +72,7 @@ class Engine:
         """
         tok = Qwen3Tokenizer.offline()
         ids = [tok.encode_trusted(t) if isinstance(t, str) else list(t) for t in turns]
-        extra = script_body(ids) if ids else {}
+        extra = {**(script_body(ids) if ids else {}), **(extra_body or {})}
         return OpenAICompatibleRuntime(
             self.base_url,
             SERVED_MODEL,
@@ -78,6 +80,15 @@ class Engine:
             extra_body=extra,
             **kwargs,  # type: ignore[arg-type]
         )
+
+
+@functools.cache
+def whitespace_bias() -> dict[str, float]:
+    """``logit_bias`` pushing every whitespace-only token down (not out: a grammar that
+    allows only whitespace still gets it). An unscripted random model under a JSON grammar
+    otherwise pads with whitespace until the token limit."""
+    tok = Qwen3Tokenizer.offline()
+    return {str(i): -100.0 for i in range(tok.eos_id) if not tok.decode([i]).strip()}
 
 
 class EngineServers:

@@ -15,10 +15,11 @@ import pytest
 
 from q3agent import Agent, tool
 from q3agent.events import FinalResult
+from q3agent.qwen3.messages import ToolCall
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult
-from tests.engine.conftest import Engine, Fixed
+from tests.engine.conftest import Engine, Fixed, whitespace_bias
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +227,32 @@ async def test_prompt_longer_than_the_context_is_a_clear_error(dense: Engine) ->
     assert "40960" in result.detail.replace(",", "")
     assert "context" in result.detail
     assert "prompt_format" not in result.detail  # not an ids-format problem
+
+
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+async def test_a_required_tool_call_is_enforced_by_the_engine(dense: Engine, mode: Mode) -> None:
+    """No script: the random model writes whatever vLLM's grammar lets it. Completions mode
+    sends ``structured_outputs`` with the tool-call structural tag: a schema-valid call of the
+    one tool. Chat mode sends ``tool_choice="required"``, which vLLM 0.32 (hermes parser)
+    enforces for the tool's name only; q3agent reports the bad arguments to the model."""
+    agent = Agent(
+        None,
+        runtime=dense.runtime(chat=mode == "chat", extra_body={"logit_bias": whitespace_bias()}),
+        tools=[add],
+        policy=Fixed(thinking=False, max_tokens=200),
+        tool_choice="required",
+        max_steps=1,
+    )
+    try:
+        result = await agent.arun("Add 2 and 3.")
+    finally:
+        await agent.aclose()
+    calls = result.steps[0].tool_calls
+    assert calls, result.steps[0].content
+    assert {call.name for call in calls} == {"add"}
+    if mode == "completions":
+        call = calls[0]
+        assert isinstance(call, ToolCall), call
+        assert set(call.arguments) == {"a", "b"}
+        assert all(isinstance(v, int) for v in call.arguments.values())
+        assert result.steps[0].tool_results[0].content == str(sum(call.arguments.values()))
