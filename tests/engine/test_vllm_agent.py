@@ -9,12 +9,13 @@ streaming and not.
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from typing import Literal
 
 import pytest
 
 from q3agent import Agent, tool
-from q3agent.events import FinalResult
+from q3agent.events import ContentDelta, FinalResult, ReasoningDelta
 from q3agent.qwen3.messages import ToolCall
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
@@ -40,13 +41,24 @@ def add(a: int, b: int) -> int:
 
 
 async def _run(agent: Agent, task: str, *, stream: bool) -> RunResult:
+    """Run ``task``; when streaming, also check that what was streamed is what each step
+    recorded (the reasoning deltas are its reasoning, the content deltas its content)."""
     if not stream:
         return await agent.arun(task)
     final = None
+    reasoning: dict[int, str] = defaultdict(str)
+    content: dict[int, str] = defaultdict(str)
     async for event in agent.stream(task):
-        if isinstance(event, FinalResult):
+        if isinstance(event, ReasoningDelta):
+            reasoning[event.step] += event.text
+        elif isinstance(event, ContentDelta):
+            content[event.step] += event.text
+        elif isinstance(event, FinalResult):
             final = event.result
     assert final is not None
+    for step in final.steps:
+        assert reasoning[step.index].strip() == (step.reasoning or "").strip()
+        assert content[step.index].strip() == step.content.strip()
     return final
 
 
