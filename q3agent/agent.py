@@ -145,6 +145,9 @@ class Agent:
                 break
             except (UnknownModelError, OSError, ValueError):
                 continue
+        served = getattr(runtime, "context_length", None)  # what the engine really allows
+        if isinstance(served, int) and 0 < served < size:
+            size = served
         return ContextWindow(runtime.tokenizer, max_tokens=size)
 
     def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
@@ -294,6 +297,9 @@ class AgentSession:
                     history.insert(0, SystemMessage(content=agent.system_prompt))
                     if self._recorder is not None:
                         self._recorder.replace(history)
+                fetch = getattr(runtime, "fetch_context_length", None)
+                if callable(fetch):  # a server runtime: learn its context before sizing
+                    await fetch()
                 builder = PromptBuilder(runtime.tokenizer, schemas)
                 conversation = self._conversation = Conversation(
                     builder,

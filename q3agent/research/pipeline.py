@@ -62,6 +62,7 @@ from q3agent.serving.base import (
     RuntimeError_,
     RuntimeWrapper,
     Usage,
+    closing_stream,
 )
 from q3agent.tools.base import Tool, Toolset
 
@@ -175,10 +176,11 @@ class _MeteredRuntime(RuntimeWrapper):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream through the wrapped runtime, counting usage at the end."""
         self._check()
-        async for chunk in self.inner.stream(request):
-            if chunk.generation is not None:
-                self.ledger.add(chunk.generation.usage)
-            yield chunk
+        async with closing_stream(self.inner.stream(request)) as chunks:
+            async for chunk in chunks:
+                if chunk.generation is not None:
+                    self.ledger.add(chunk.generation.usage)
+                yield chunk
 
     async def aclose(self) -> None:
         """Nothing: the research agent owns the wrapped runtime."""

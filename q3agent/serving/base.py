@@ -9,6 +9,7 @@ remote servers, local transformers and the test doubles are interchangeable behi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -272,6 +273,24 @@ def completion_text(
         if cut != -1:
             text = text[:cut]
     return text
+
+
+@asynccontextmanager
+async def closing_stream(
+    chunks: AsyncIterator[GenerationChunk],
+) -> AsyncIterator[AsyncIterator[GenerationChunk]]:
+    """Iterate a runtime's stream and close it on leaving, also when the loop broke early.
+
+    Leaving an ``async for`` does not close an async generator; closing it is what tells the
+    runtime to stop (an HTTP stream is dropped and the engine aborts; a local runtime
+    releases its lock). Wrappers that re-yield a stream should iterate it through this.
+    """
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def stop_ids_for(tokenizer: Qwen3Tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:

@@ -1,18 +1,18 @@
 """The Qwen3 report's thinking-budget procedure, on any runtime, in as few requests as it can.
 
-A budgeted step asks for ``budget`` tokens (``budget + 1`` when the model writes ``<think>``
-itself) and does **not** stop at ``</think>``: a model that closes its reasoning and ends its
-turn within that limit needs one request. Only when the limit cuts the completion does a second
-request follow, on the prompt + the first request's ids:
+A budgeted step is **one** request whenever the model's reasoning fits the budget: the step is
+streamed (also when the caller does not stream) and watched token by token. Only when the
+reasoning reaches ``budget`` tokens (``budget + 1`` with the ``<think>`` the model writes
+itself) without ``</think>`` is the stream closed there (the engine aborts the rest) and a
+second request sent, on the prompt + those ids + the report's early-stop text ("Considering
+the limited time by the user, … \\n</think>\\n\\n"). So reasoning tokens never exceed the
+budget, an answer of any length follows a short reasoning in the same request, and the
+continuation re-prefills only the early-stop text on a prefix-caching runtime.
 
-* cut inside the reasoning (``<think>`` open, no ``</think>``): the report's early-stop text
-  ("Considering the limited time by the user, … \\n</think>\\n\\n") is appended first, so
-  reasoning tokens never exceed the budget;
-* cut inside the answer (reasoning closed, or none): a plain continuation.
-
-Where the first request stopped is read from its ids (``</think>``, a final ``<|im_end|>``),
-never from the engine's text or ``finish_reason`` alone. A prefix-caching runtime re-prefills
-only the early-stop text in the continuation.
+Where the reasoning stands is read from ids (``<think>``, ``</think>``), never from an
+engine's text. A runtime whose ids are an untrusted re-encoding (``ids_exact=False``) is judged
+on the trusted encoding of its text instead; whatever it streamed past the cut is dropped from
+the step, which is decided on the final ids.
 """
 
 from __future__ import annotations
@@ -20,8 +20,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from q3agent.qwen3.thinking import budget_continuation
-from q3agent.serving.base import Generation, GenerationRequest, Runtime, Usage
+from q3agent.qwen3.thinking import budget_continuation, count_reasoning_tokens
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+from q3agent.serving.base import (
+    Generation,
+    GenerationRequest,
+    Runtime,
+    Usage,
+    closing_stream,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,7 @@ class BudgetedGeneration:
     """A step's completion assembled from one or two requests.
 
     ``token_ids`` and ``text`` cover everything appended to the prompt: the first request's
-    ids, the early-stop ids when the budget was hit, and the continuation's ids.
+    ids (up to the budget when it was hit), the early-stop ids, and the continuation's ids.
     """
 
     text: str
@@ -74,9 +81,44 @@ async def _one(
             yield chunk.generation
 
 
-def _continuation_id(request_id: str | None) -> str | None:
-    """The continuation's own request id (engines abort or merge requests that share one)."""
-    return None if request_id is None else f"{request_id}-cont"
+class _Watch:
+    """Follows a streamed completion's ids and says when the reasoning reached its limit."""
+
+    def __init__(self, tok: Qwen3Tokenizer, limit: int, *, prompt_open: bool) -> None:
+        self.tok = tok
+        self.limit = limit
+        self.prompt_open = prompt_open
+        self.ids: list[int] = []
+
+    def over(self, ids: list[int]) -> bool:
+        """Whether ``ids`` (a completion so far) hit the limit inside open reasoning."""
+        if len(ids) < self.limit:
+            return False
+        head = ids[: self.limit]
+        opened = self.prompt_open or self.tok.think_id in head
+        return opened and self.tok.think_end_id not in head
+
+    def feed(self, fresh: tuple[int, ...]) -> bool:
+        self.ids.extend(fresh)
+        return self.over(self.ids)
+
+
+def _cut(tok: Qwen3Tokenizer, first: Generation, limit: int) -> Generation:
+    """``first`` truncated to its first ``limit`` tokens (the budget's share of it)."""
+    if first.ids_exact:
+        head = list(first.token_ids[:limit])
+        text = tok.decode(head)
+    else:
+        text = tok.decode(tok.encode_trusted(first.text)[:limit])
+        head = tok.encode(text)
+    return Generation(
+        text=text,
+        token_ids=tuple(head),
+        finish_reason="length",
+        usage=first.usage,
+        matched_stop=None,
+        ids_exact=first.ids_exact,
+    )
 
 
 async def generate_with_budget(
@@ -89,9 +131,11 @@ async def generate_with_budget(
 ) -> AsyncIterator[TextDelta | BudgetedGeneration]:
     """Run one thinking step under ``budget`` reasoning tokens; yield deltas, then the result.
 
-    ``model_opens_think``: the model writes ``<think>`` itself (hybrid Qwen3), so the first
-    request may produce one token more than the budget; ``False`` when the prompt already
-    opened it (Thinking-2507). ``budget=None`` runs a single unbudgeted request.
+    ``model_opens_think``: the model writes ``<think>`` itself (hybrid Qwen3), so the
+    reasoning's share of the completion is one token more than the budget; ``False`` when the
+    prompt already opened it (Thinking-2507). ``budget=None`` runs a single unbudgeted
+    request. ``stream`` only says whether text deltas are yielded: the step is streamed from
+    the runtime either way, so it can be cut at the budget.
     """
     tok = runtime.tokenizer
     if budget is None:
@@ -103,33 +147,67 @@ async def generate_with_budget(
 
     limit = budget + (1 if model_opens_think else 0)
     total = request.sampling.max_tokens
-    first_request = replace(request, sampling=request.sampling.with_(max_tokens=min(limit, total)))
+    watch = _Watch(tok, limit, prompt_open=not model_opens_think)
+    decoder = tok.decoder()
     first: Generation | None = None
-    async for item in _one(runtime, first_request, stream):
-        if isinstance(item, Generation):
-            first = item
-        else:
-            yield item
-    assert first is not None  # _one always ends with a Generation
-    ids = first.token_ids
-    remaining = total - len(ids)
-    if first.finish_reason != "length" or remaining <= 0:
-        # the turn ended (EOS), a caller's stop matched, or the request was aborted: one request
+    cut_early = False
+    shown = 0  # ids whose text was yielded (ids-carrying streams)
+    async with closing_stream(runtime.stream(request)) as chunks:
+        async for chunk in chunks:
+            if chunk.generation is not None:
+                first = chunk.generation
+            fresh = chunk.token_ids
+            if not fresh:  # a stream without ids: pass its text on, decide on the final ids
+                if stream and chunk.text and not watch.ids:
+                    yield TextDelta(chunk.text)
+                continue
+            hit = watch.feed(fresh)
+            keep = watch.ids[: limit if hit else len(watch.ids)]
+            if stream:
+                piece = decoder.push(
+                    [t for t in keep[shown:] if t not in (tok.im_end_id, tok.eos_id)]
+                )
+                shown = len(keep)
+                if piece:
+                    yield TextDelta(piece)
+            if hit and first is None:
+                cut_early = True
+                break  # leaving closes the stream: the engine aborts the rest
+    if cut_early:
+        head = watch.ids[:limit]
+        prompt_open = not model_opens_think
+        first = Generation(
+            text=tok.decode(head),
+            token_ids=tuple(head),
+            finish_reason="length",
+            usage=Usage(
+                prompt_tokens=len(request.prompt_ids),
+                completion_tokens=len(watch.ids),
+                reasoning_tokens=count_reasoning_tokens(head, tok, prompt_open=prompt_open),
+                requests=1,
+            ),
+        )
+    assert first is not None  # a runtime's stream always ends with the generation
+    view = list(first.token_ids) if first.ids_exact else tok.encode_trusted(first.text)
+    ended_in_limit = len(view) == limit and first.finish_reason != "length"
+    if not cut_early and (not watch.over(view) or ended_in_limit):
+        tail = decoder.flush() if stream and watch.ids else ""
+        if tail:
+            yield TextDelta(tail)
         yield _single(first)
         return
 
-    # the limit cut the completion: where, the ids say
-    opened = not model_opens_think or tok.think_id in ids
-    hit_budget = opened and tok.think_end_id not in ids
-    extra_text = budget_continuation(first.text) if hit_budget else ""
-    extra_ids = tuple(tok.encode_trusted(extra_text)) if hit_budget else ()
-    if extra_text:
+    kept = first if cut_early else _cut(tok, first, limit)
+    remaining = total - len(kept.token_ids)
+    extra_text = budget_continuation(kept.text)
+    extra_ids = tuple(tok.encode_trusted(extra_text))
+    if stream:
         yield TextDelta(extra_text)
     second_request = replace(
         request,
-        prompt_ids=request.prompt_ids + ids + extra_ids,
+        prompt_ids=request.prompt_ids + kept.token_ids + extra_ids,
         sampling=request.sampling.with_(max_tokens=max(1, remaining - len(extra_ids))),
-        request_id=_continuation_id(request.request_id),
+        request_id=None if request.request_id is None else f"{request.request_id}-cont",
     )
     second: Generation | None = None
     async for item in _one(runtime, second_request, stream):
@@ -139,11 +217,11 @@ async def generate_with_budget(
             yield item
     assert second is not None
     yield BudgetedGeneration(
-        text=first.text + extra_text + second.text,
-        token_ids=ids + extra_ids + second.token_ids,
+        text=kept.text + extra_text + second.text,
+        token_ids=kept.token_ids + extra_ids + second.token_ids,
         finish_reason=second.finish_reason,
         usage=first.usage + second.usage,
-        hit_budget=hit_budget,
+        hit_budget=True,
         requests=2,
-        ids_exact=first.ids_exact and second.ids_exact,
+        ids_exact=kept.ids_exact and second.ids_exact,
     )

@@ -515,9 +515,9 @@ class OpenAICompatibleRuntime:
                 sleep=self._sleep,
             ) as events:
                 async for event in events:
-                    piece = state.feed(event, chat=self.chat)
-                    if piece:
-                        yield GenerationChunk(text=piece)
+                    piece, ids = state.feed(event, chat=self.chat)
+                    if piece or ids:
+                        yield GenerationChunk(text=piece, token_ids=ids)
         except RuntimeHTTPError as exc:
             raise self._explain(exc) from exc
         if state.finish is None:
@@ -590,10 +590,12 @@ class _StreamState:
     def calls(self) -> list[dict[str, Any]]:
         return [self._calls[i] for i in sorted(self._calls)]
 
-    def feed(self, event: Mapping[str, Any], *, chat: bool) -> str:
+    def feed(self, event: Mapping[str, Any], *, chat: bool) -> tuple[str, tuple[int, ...]]:
+        """Take one event; return the text to show and the ids it carried."""
         if event.get("usage"):
             self.usage = event["usage"]
         piece = ""
+        carried: list[int] = []
         for choice in event.get("choices") or []:
             if choice.get("finish_reason") is not None:
                 self.finish = choice["finish_reason"]
@@ -604,11 +606,12 @@ class _StreamState:
                 self.saw_ids = True
                 fresh = [int(t) for t in ids]
                 self.token_ids.extend(fresh)
+                carried += fresh
                 piece += self._decoder.push([t for t in fresh if t not in self._end_ids])
             elif not self.saw_ids:
                 piece += delta_text
         self.emitted += piece
-        return piece
+        return piece, tuple(carried)
 
     def _accumulate(self, choice: Mapping[str, Any], *, chat: bool) -> str:
         """Record the choice's text fields; return them as Qwen3 text (the no-ids fallback)."""

@@ -750,15 +750,32 @@ class SGLangRuntime(_CodecOwner):
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
         chunks = await self._engine.async_generate(**payload)
         assembler = _StreamAssembler(codec, request)
-        async for out in chunks:
-            piece = assembler.feed(out)
-            if piece is not None:
-                yield piece
-                if piece.generation is not None:
-                    return
+        finished = False
+        try:
+            async for out in chunks:
+                piece = assembler.feed(out)
+                if piece is not None:
+                    if piece.generation is not None:
+                        finished = True
+                    yield piece
+                    if finished:
+                        return
+        finally:
+            if not finished:  # the consumer stopped reading (a budget cut): stop the engine
+                self._abort(payload["rid"])
         raise RuntimeUnavailableError(
             "the SGLang engine ended the stream before the request finished; see its log"
         )
+
+    def _abort(self, rid: str) -> None:
+        """Ask the engine to drop a request whose stream was closed early (best effort)."""
+        manager = getattr(self._engine, "tokenizer_manager", None)
+        abort = getattr(manager, "abort_request", None)
+        if callable(abort):
+            try:
+                abort(rid)
+            except Exception:  # an engine too old or already done with it: nothing to stop
+                logger.debug("could not abort SGLang request %s", rid, exc_info=True)
 
     async def aclose(self) -> None:
         """Shut the engine down (its processes only) and free the GPUs."""

@@ -15,6 +15,7 @@ from q3agent.qwen3.messages import AssistantMessage, ToolCall, ToolMessage, User
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving._http import RetryPolicy, RuntimeHTTPError
 from q3agent.serving.base import (
+    ContextLengthError,
     GenerationRequest,
     Runtime,
     RuntimeUnavailableError,
@@ -394,3 +395,63 @@ async def test_chat_streaming_continues_a_partial_turn(
     assert final is not None
     assert final.text == "<think>\nThinking.\n</think>\n\nSunny."
     assert "".join(c.text for c in chunks) == final.text
+
+
+async def test_completions_constraint_travels_as_vllm_structured_outputs(
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
+) -> None:
+    import xgrammar as xgr
+    from xgrammar.testing import _is_grammar_accept_string
+
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    server.script.append(("json", 200, completion(**vllm_choice(tokenizer, call)), {}))
+    runtime = OpenAICompatibleRuntime(
+        server.url, "qwen3", tokenizer=tokenizer, extra_body={"priority": 3}
+    )
+    constraint = ToolCallConstraint(tools=(WEATHER_TOOL,), required=True)
+    request = GenerationRequest(
+        prompt_ids=prompt(tokenizer), constraint=constraint, enable_thinking=False
+    )
+    await runtime.generate(request)
+    await runtime.aclose()
+    body = server.requests[0][2]
+    assert body["priority"] == 3  # extra_body reaches every request
+    grammar = xgr.Grammar.from_structural_tag(body["structured_outputs"]["structural_tag"])
+    assert _is_grammar_accept_string(grammar, call)
+    assert not _is_grammar_accept_string(grammar, "It is sunny.")
+
+
+async def test_max_tokens_fit_the_servers_max_model_len(tokenizer: Qwen3Tokenizer) -> None:
+    models = {"data": [{"id": "other", "max_model_len": 10}, {"id": "qwen3", "max_model_len": 200}]}
+    with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
+        server.script.append(("json", 200, completion(**vllm_choice(tokenizer, "Ok.")), {}))
+        runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
+        ids = prompt(tokenizer)
+        await runtime.generate(GenerationRequest(prompt_ids=ids))
+        assert server.requests[0][2]["max_tokens"] == 200 - len(ids) - 1
+        assert runtime.context_length == 200
+        too_long = ids + tuple(tokenizer.encode("more " * 300))
+        with pytest.raises(ContextLengthError) as info:
+            await runtime.generate(GenerationRequest(prompt_ids=too_long))
+        await runtime.aclose()
+    assert "200" in str(info.value) and "prompt_format" not in str(info.value)
+    assert len(server.requests) == 1  # the overlong prompt never went out
+    assert server.gets == ["/v1/models"]  # asked once
+
+
+async def test_the_agent_sizes_its_context_window_from_the_server(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    from q3agent import Agent
+    from q3agent.policy.builtin import NeverThink
+
+    models = {"data": [{"id": "qwen3", "max_model_len": 8_192}]}
+    with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
+        server.script.append(("json", 200, completion(**vllm_choice(tokenizer, "Ok.")), {}))
+        runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
+        session = Agent(runtime=runtime, policy=NeverThink()).session()
+        result = await session.arun("Hi?")
+        await runtime.aclose()
+    assert result.answer == "Ok."
+    window = session._conversation.context if session._conversation else None
+    assert window is not None and window.max_tokens == 8_192  # not the registry's 32,768

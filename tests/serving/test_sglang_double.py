@@ -125,7 +125,10 @@ async def test_a_budget_hit_continues_with_the_early_stop_text_under_a_new_rid(
     first, second = double.calls
     assert first["rid"] != second["rid"]
     assert first["rid"].startswith("step-0") and second["rid"].startswith("step-0")
-    assert first["sampling_params"]["max_new_tokens"] == 17  # <think> + the budget
+    # one streamed request, cut after <think> + the budget's 16 tokens, then the continuation
+    assert first["stream"] is True
+    assert tuple(second["input_ids"][len(first["input_ids"]) :][:17]) == result.token_ids[:17]
+    assert tok.decode(result.token_ids[17:]).startswith("\n\n" + EARLY_STOP_TEXT)
     assert EARLY_STOP_TEXT in result.text
     assert result.text.endswith("Option B.")
     assert result.usage.reasoning_tokens <= 16
