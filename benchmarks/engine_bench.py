@@ -27,6 +27,7 @@ import argparse
 import json
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,13 @@ from q3agent import Agent, tool
 from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import Generation, GenerationRequest, RuntimeWrapper, Usage
+from q3agent.serving.base import (
+    Generation,
+    GenerationChunk,
+    GenerationRequest,
+    RuntimeWrapper,
+    Usage,
+)
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
 from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from q3agent.serving.testing_vllm import VLLMServer, script_body
@@ -91,16 +98,25 @@ class Fixed:
 
 
 class Recording(RuntimeWrapper):
-    """Keeps each request's usage."""
+    """Keeps each request's usage (``None`` for a stream closed before its end, e.g. the
+    first request of a thinking step cut at its budget)."""
 
     def __init__(self, inner: OpenAICompatibleRuntime) -> None:
         super().__init__(inner)
-        self.usages: list[Usage] = []
+        self.usages: list[Usage | None] = []
 
     async def generate(self, request: GenerationRequest) -> Generation:
         generation = await self.inner.generate(request)
         self.usages.append(generation.usage)
         return generation
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.usages.append(None)
+        slot = len(self.usages) - 1
+        async for chunk in self.inner.stream(request):
+            if chunk.generation is not None:
+                self.usages[slot] = chunk.generation.usage
+            yield chunk
 
 
 @dataclass
@@ -159,8 +175,8 @@ async def q3agent_session(base_url: str, budget: int) -> list[Row]:
     return rows
 
 
-async def q3agent_budget_hit(base_url: str, budget: int) -> tuple[list[Usage], int]:
-    """One thinking step over its budget: per-request usage and the early-stop text's size."""
+async def q3agent_budget_hit(base_url: str, budget: int) -> tuple[Usage, list[Usage | None], int]:
+    """One thinking step over its budget: its usage, per-request usage, the early-stop size."""
     from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 
     runtime = _runtime(base_url, HIT_TURNS)
@@ -174,7 +190,8 @@ async def q3agent_budget_hit(base_url: str, budget: int) -> tuple[list[Usage], i
     result = await agent.arun("How are the stations?")
     await agent.aclose()
     assert result.steps[0].hit_budget, result.detail
-    return runtime.usages, len(Qwen3Tokenizer.offline().encode_trusted(EARLY_STOP_TEXT))
+    early_stop = len(Qwen3Tokenizer.offline().encode_trusted(EARLY_STOP_TEXT))
+    return result.steps[0].usage, runtime.usages, early_stop
 
 
 def _row(step: int, usage: Usage) -> Row:
@@ -281,15 +298,18 @@ async def bench(base_url: str, budget: int) -> None:
     )
     per_step = sum(r.requests for r in session) / len(session)
     print(f"\nrequests per thinking step within the budget: {per_step:.2f} (goal 1)")
-    usages, early_stop = await q3agent_budget_hit(base_url, 96)
-    print(f"thinking step over a budget of 96: {len(usages)} requests")
+    step, usages, early_stop = await q3agent_budget_hit(base_url, 96)
+    print(f"thinking step over a budget of 96: {step.requests} requests")
     for index, usage in enumerate(usages, 1):
+        if usage is None:
+            print(f"  request {index}: streamed, closed at the budget (no usage reported)")
+            continue
         print(
             f"  request {index}: prompt {usage.prompt_tokens}, cached {usage.cached_tokens}, "
             f"prefilled {usage.prefilled_tokens}, completion {usage.completion_tokens}"
         )
-    if len(usages) > 1:
-        last = usages[-1]
+    last = usages[-1]
+    if len(usages) > 1 and last is not None:
         print(
             f"continuation prefill share: {last.prefilled_tokens}/{last.prompt_tokens} = "
             f"{last.prefilled_tokens / last.prompt_tokens:.3f} of its prompt; the early-stop "
