@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import httpx
 import pytest
 
 from q3agent.policy.base import RunState, StepMode
@@ -115,6 +116,7 @@ class EngineServers:
         found = os.environ.get(f"Q3AGENT_VLLM_{kind.upper()}_URL")
         if found:
             engine = Engine(kind, found.rstrip("/"), self.model_dir(kind))
+            _check_scripted(engine)
         else:
             for other in list(self.running):
                 self.running.pop(other).stop()
@@ -136,6 +138,27 @@ class EngineServers:
         for server in self.running.values():
             server.stop()
         self.running.clear()
+
+
+def _check_scripted(engine: Engine) -> None:
+    """Fail early, and say why, when a found server does not follow scripts."""
+    tok = Qwen3Tokenizer.offline()
+    body = {
+        "model": SERVED_MODEL,
+        "prompt": tok.encode_trusted("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
+        "max_tokens": 4,
+        **script_body([tok.encode_trusted("OK<|im_end|>")]),
+    }
+    try:
+        reply = httpx.post(f"{engine.base_url}/v1/completions", json=body, timeout=60).json()
+        text = reply["choices"][0]["text"]
+    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+        pytest.fail(f"the vLLM server at {engine.base_url} did not answer a completion: {exc}")
+    if text != "OK":
+        pytest.fail(
+            f"the vLLM server at {engine.base_url} does not follow scripts (got {text!r}): "
+            "start it with `python -m q3agent.serving.testing_vllm MODEL_DIR PORT`"
+        )
 
 
 @pytest.fixture(scope="session")
