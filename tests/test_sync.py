@@ -14,7 +14,11 @@ from q3agent.policy.builtin import NeverThink
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
-from q3agent.serving.testing_server import ScriptedHTTPServer
+from q3agent.serving.testing_server import (
+    ScriptedHTTPServer,
+    sglang_generate_reply,
+    vllm_completion_choice,
+)
 
 
 @pytest.fixture
@@ -24,16 +28,11 @@ def server() -> Iterator[ScriptedHTTPServer]:
 
 
 def vllm_reply(tok: Qwen3Tokenizer, text: str) -> dict[str, Any]:
-    ids = [*tok.encode_trusted(text), tok.im_end_id]
-    choice = {"index": 0, "text": text, "token_ids": ids, "finish_reason": "stop"}
-    return {"choices": [choice], "usage": {"prompt_tokens": 20, "completion_tokens": len(ids)}}
+    return {"choices": [vllm_completion_choice(tok, text)]}
 
 
 def sglang_reply(tok: Qwen3Tokenizer, text: str) -> dict[str, Any]:
-    ids = [*tok.encode_trusted(text), tok.im_end_id]
-    finish = {"type": "stop", "matched": tok.im_end_id}
-    meta = {"finish_reason": finish, "prompt_tokens": 20, "completion_tokens": len(ids)}
-    return {"text": text, "output_ids": ids, "meta_info": meta}
+    return sglang_generate_reply(tok, text, prompt_tokens=20)
 
 
 @pytest.mark.parametrize("kind", ["openai", "sglang-remote"])

@@ -140,6 +140,10 @@ class GenerationChunk:
     text: str
     token_ids: tuple[int, ...] = ()
     generation: Generation | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the engine served from its prefix cache, when a chunk reports it before
+    the end (SGLang's ``meta_info``, vLLM's continuous usage): a stream closed early still
+    knows what its prefill cost."""
 
 
 @runtime_checkable

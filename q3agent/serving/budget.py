@@ -152,8 +152,11 @@ async def generate_with_budget(
     first: Generation | None = None
     cut_early = False
     shown = 0  # ids whose text was yielded (ids-carrying streams)
+    cached = 0  # the prompt's cached tokens, as far as the stream reported them
     async with closing_stream(runtime.stream(request)) as chunks:
         async for chunk in chunks:
+            if chunk.cached_tokens is not None:
+                cached = chunk.cached_tokens
             if chunk.generation is not None:
                 first = chunk.generation
             fresh = chunk.token_ids
@@ -183,6 +186,7 @@ async def generate_with_budget(
             usage=Usage(
                 prompt_tokens=len(request.prompt_ids),
                 completion_tokens=len(watch.ids),
+                cached_tokens=cached,
                 reasoning_tokens=count_reasoning_tokens(head, tok, prompt_open=prompt_open),
                 requests=1,
             ),

@@ -517,7 +517,9 @@ class OpenAICompatibleRuntime:
                 async for event in events:
                     piece, ids = state.feed(event, chat=self.chat)
                     if piece or ids:
-                        yield GenerationChunk(text=piece, token_ids=ids)
+                        yield GenerationChunk(
+                            text=piece, token_ids=ids, cached_tokens=state.cached_tokens()
+                        )
         except RuntimeHTTPError as exc:
             raise self._explain(exc) from exc
         if state.finish is None:
@@ -589,6 +591,13 @@ class _StreamState:
 
     def calls(self) -> list[dict[str, Any]]:
         return [self._calls[i] for i in sorted(self._calls)]
+
+    def cached_tokens(self) -> int | None:
+        """Cached prompt tokens from a usage seen before the end (servers that send it per
+        chunk; vLLM's per-chunk usage has no details, so a cut vLLM stream reports none)."""
+        details = (self.usage or {}).get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        return cached if isinstance(cached, int) else None
 
     def feed(self, event: Mapping[str, Any], *, chat: bool) -> tuple[str, tuple[int, ...]]:
         """Take one event; return the text to show and the ids it carried."""

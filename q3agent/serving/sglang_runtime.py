@@ -379,7 +379,16 @@ class _StreamAssembler:
         if raw_finish is None:
             text = self.decoder.push(fresh)
             self.emitted += text
-            return GenerationChunk(text=text, token_ids=tuple(fresh)) if fresh else None
+            cached = meta.get("cached_tokens")
+            return (
+                GenerationChunk(
+                    text=text,
+                    token_ids=tuple(fresh),
+                    cached_tokens=cached if isinstance(cached, int) else None,
+                )
+                if fresh
+                else None
+            )
         finish, matched = _finish(raw_finish)
         if isinstance(matched, int) and (not self.ids or self.ids[-1] != matched):
             self.ids.append(matched)
@@ -531,17 +540,17 @@ class SGLangRuntime(_CodecOwner):
     * ``context_length``: passed through; above the model's native 32K window it also sets
       YaRN rope scaling (``json_model_override_args``) with the smallest factor of 2 or 4
       that covers it, as the Qwen3 cards advise (static YaRN slightly hurts short texts, so
-      it is never on by default).
+      it is never on by default), and ``max_position_embeddings`` to ``context_length`` (from
+      which SGLang derives the context it allows).
     * ``schedule_policy="lpm"`` (longest prefix match first) with the radix cache on, which
       suits agent loops whose prompts share long prefixes.
     * ``enable_custom_logit_processor=True`` when ``enable_thinking_budget_processor``.
 
-    Thinking budget: the agent loop's two-phase procedure works with any runtime. With
-    ``enable_thinking_budget_processor=True`` the runtime also attaches SGLang's
-    ``Qwen3ThinkingBudgetLogitProcessor`` with ``custom_params={"thinking_budget": N}``,
-    where N is the ``thinking_budget`` keyword of :meth:`generate`/:meth:`stream`, else the
-    constructor's ``thinking_budget``. That processor stands down once any ``</think>`` is in
-    the prompt, so it acts only on the first completion after a user turn.
+    Thinking budget: the agent loop's budget procedure (:mod:`q3agent.serving.budget`) works
+    with any runtime. With ``enable_thinking_budget_processor=True`` the runtime also attaches
+    SGLang's ``Qwen3ThinkingBudgetLogitProcessor`` with ``custom_params={"thinking_budget":
+    N}``, where N is the ``thinking_budget`` keyword of :meth:`generate`/:meth:`stream`, else
+    the constructor's ``thinking_budget``, whenever the turn's thinking is not over.
 
     Shutdown: :meth:`aclose` shuts the engine down killing only the engine's processes (see
     :func:`shutdown_engine_only`). Close MCP servers before the runtime anyway (the Agent

@@ -23,7 +23,7 @@ from q3agent.serving.base import (
     ToolCallConstraint,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime, qwen3_completion_text
-from q3agent.serving.testing_server import ScriptedHTTPServer
+from q3agent.serving.testing_server import ScriptedHTTPServer, vllm_completion_choice
 
 pytestmark = pytest.mark.anyio
 
@@ -54,17 +54,6 @@ def server() -> Iterator[ScriptedHTTPServer]:
         yield srv
 
 
-def vllm_choice(
-    tok: Qwen3Tokenizer, generated: str, *, stop_id: int | None = None, finish: str = "stop"
-) -> dict[str, Any]:
-    """A completions choice as vLLM sends it with return_token_ids: the ids keep the stop id
-    (``stop_id``; EOS when None and finished), the text drops it (v1/engine/detokenizer.py)."""
-    ids = tok.encode_trusted(generated)
-    if finish == "stop":
-        ids.append(tok.im_end_id if stop_id is None else stop_id)
-    return {"text": generated, "token_ids": ids, "finish_reason": finish, "stop_reason": stop_id}
-
-
 def completion(text: str = "", **choice: Any) -> dict[str, Any]:
     usage = {
         "prompt_tokens": 30,
@@ -81,7 +70,7 @@ async def test_completions_send_token_ids_and_map_usage(
     server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     text = "<think>\nShort.\n</think>\n\nSunny."
-    server.script.append(("json", 200, completion(**vllm_choice(tokenizer, text)), {}))
+    server.script.append(("json", 200, completion(**vllm_completion_choice(tokenizer, text)), {}))
     runtime = OpenAICompatibleRuntime(server.url, "Qwen/Qwen3-8B", api_key="k", tokenizer=tokenizer)
     assert isinstance(runtime, Runtime)
     ids = prompt(tokenizer)
@@ -132,7 +121,7 @@ async def test_text_the_engine_trims_is_recovered_from_the_ids(
     """vLLM drops a matched stop id's text; our text is the decoding of the ids it returns."""
     tok = tokenizer
     reasoning = "<think>\nShort thought."
-    choice = vllm_choice(tok, reasoning, stop_id=tok.think_end_id)
+    choice = vllm_completion_choice(tok, reasoning, stop_id=tok.think_end_id)
     server.script.append(("json", 200, completion(**choice), {}))
     runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tok)
     sampling = SamplingParams(stop_token_ids=(tok.think_end_id,))
@@ -404,7 +393,7 @@ async def test_completions_constraint_travels_as_vllm_structured_outputs(
     from xgrammar.testing import _is_grammar_accept_string
 
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    server.script.append(("json", 200, completion(**vllm_choice(tokenizer, call)), {}))
+    server.script.append(("json", 200, completion(**vllm_completion_choice(tokenizer, call)), {}))
     runtime = OpenAICompatibleRuntime(
         server.url, "qwen3", tokenizer=tokenizer, extra_body={"priority": 3}
     )
@@ -424,7 +413,9 @@ async def test_completions_constraint_travels_as_vllm_structured_outputs(
 async def test_max_tokens_fit_the_servers_max_model_len(tokenizer: Qwen3Tokenizer) -> None:
     models = {"data": [{"id": "other", "max_model_len": 10}, {"id": "qwen3", "max_model_len": 200}]}
     with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
-        server.script.append(("json", 200, completion(**vllm_choice(tokenizer, "Ok.")), {}))
+        server.script.append(
+            ("json", 200, completion(**vllm_completion_choice(tokenizer, "Ok.")), {})
+        )
         runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
         ids = prompt(tokenizer)
         await runtime.generate(GenerationRequest(prompt_ids=ids))
@@ -447,7 +438,9 @@ async def test_the_agent_sizes_its_context_window_from_the_server(
 
     models = {"data": [{"id": "qwen3", "max_model_len": 8_192}]}
     with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
-        server.script.append(("json", 200, completion(**vllm_choice(tokenizer, "Ok.")), {}))
+        server.script.append(
+            ("json", 200, completion(**vllm_completion_choice(tokenizer, "Ok.")), {})
+        )
         runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer)
         session = Agent(runtime=runtime, policy=NeverThink()).session()
         result = await session.arun("Hi?")
