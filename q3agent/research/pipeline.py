@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from q3agent._sync import SyncPortal
+from q3agent._sync import SyncPortal, run_sync
 from q3agent.agent import Agent
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
@@ -382,6 +382,15 @@ class ResearchAgent:
             self._owned_store = None
         if self._runtime is not None:
             await self._runtime.aclose()
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`, then stop the event loop the sync ``run`` calls share."""
+        portal, self._portal = self._portal, None
+        if portal is None:  # never run synchronously: nothing is bound to a loop
+            run_sync(self.aclose, instead="await agent.aclose()")
+            return
+        portal.call(self.aclose, instead="await agent.aclose()")
+        portal.close()
 
     # -- entry points -------------------------------------------------------------------------
 

@@ -142,8 +142,8 @@ class GenerationChunk:
     generation: Generation | None = None
     cached_tokens: int | None = None
     """Prompt tokens the engine served from its prefix cache, when a chunk reports it before
-    the end (SGLang's ``meta_info``, vLLM's continuous usage): a stream closed early still
-    knows what its prefill cost."""
+    the end (SGLang's ``meta_info`` does): a stream closed early still knows what its
+    prefill cost."""
 
 
 @runtime_checkable
@@ -200,6 +200,20 @@ class RuntimeWrapper:
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """The wrapped runtime's stream."""
         return self.inner.stream(request)
+
+    @property
+    def context_length(self) -> int | None:
+        """The wrapped runtime's context length, if it knows one."""
+        found = getattr(self.inner, "context_length", None)
+        return found if isinstance(found, int) else None
+
+    async def fetch_context_length(self) -> int | None:
+        """Let the wrapped runtime learn its context length (servers ask once)."""
+        fetch = getattr(self.inner, "fetch_context_length", None)
+        if callable(fetch):
+            found = await fetch()
+            return found if isinstance(found, int) else None
+        return self.context_length
 
     async def aclose(self) -> None:
         """Close the wrapped runtime."""

@@ -239,3 +239,13 @@ def test_no_sources_is_an_error_that_says_what_to_pass(question: str) -> None:
     agent = ResearchAgent(None, runtime=ResearchFixtureRuntime())
     with pytest.raises(ValueError, match="no sources"):
         agent.run(question)
+
+
+def test_sync_runs_share_one_loop_and_close_releases_it() -> None:
+    agent = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[DOCS])
+    try:
+        first = agent.run("What do Aurora and Borealis cost per month?")
+        second = agent.run("What does Aurora cost per month?")
+    finally:
+        agent.close()
+    assert first.status == "complete" and second.status == "complete"
