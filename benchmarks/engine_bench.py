@@ -141,15 +141,19 @@ def _system() -> str:
     return f"You are a field assistant. Session {uuid.uuid4().hex[:12]}."
 
 
-async def q3agent_tool_task(base_url: str) -> list[Row]:
-    runtime = _runtime(base_url, TOOL_TURNS)
-    agent = Agent(
+def _agent(runtime: Recording, *, thinking: bool, budget: int | None = None) -> Agent:
+    """An agent with the station tool and its own system prompt (so its own cache prefix)."""
+    return Agent(
         None,
         runtime=runtime,
         tools=[read_station],
-        policy=Fixed(False),
+        policy=Fixed(thinking, budget),
         system_prompt=_system(),
     )
+
+
+async def q3agent_tool_task(base_url: str) -> list[Row]:
+    agent = _agent(_runtime(base_url, TOOL_TURNS), thinking=False)
     result = await agent.arun("Read stations 1, 2 and 3, then tell me if any floods.")
     await agent.aclose()
     assert result.answer == TOOL_TURNS[-1].removesuffix("<|im_end|>"), result.detail
@@ -157,14 +161,7 @@ async def q3agent_tool_task(base_url: str) -> list[Row]:
 
 
 async def q3agent_session(base_url: str, budget: int) -> list[Row]:
-    runtime = _runtime(base_url, SESSION_TURNS)
-    agent = Agent(
-        None,
-        runtime=runtime,
-        tools=[read_station],
-        policy=Fixed(True, budget),
-        system_prompt=_system(),
-    )
+    agent = _agent(_runtime(base_url, SESSION_TURNS), thinking=True, budget=budget)
     session = agent.session()
     rows = []
     for k in (1, 2, 3):
@@ -180,13 +177,7 @@ async def q3agent_budget_hit(base_url: str, budget: int) -> tuple[Usage, list[Us
     from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 
     runtime = _runtime(base_url, HIT_TURNS)
-    agent = Agent(
-        None,
-        runtime=runtime,
-        tools=[read_station],
-        policy=Fixed(True, budget),
-        system_prompt=_system(),
-    )
+    agent = _agent(runtime, thinking=True, budget=budget)
     result = await agent.arun("How are the stations?")
     await agent.aclose()
     assert result.steps[0].hit_budget, result.detail
