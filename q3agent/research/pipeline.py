@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from q3agent._sync import run_sync
-from q3agent.agent import Agent
+from q3agent.agent import Agent, capability_for
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.research import prompts
@@ -317,6 +317,8 @@ class ResearchAgent:
         self.budget = budget or ResearchBudget()
         self.clarify = clarify
         self.unsupported: UnsupportedAction = unsupported
+        if capability is None and model is not None:
+            capability = capability_for(model, runtime)  # unknown names fail here, not mid-run
         self.capability = capability
         self._owned_store: RagStore | None = None
 
