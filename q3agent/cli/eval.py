@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from q3agent.cli.options import ModelChoice, add_runtime_options, resolve_model_choice
+
 if TYPE_CHECKING:
     from q3agent.serving.base import Runtime
 
 __all__ = ["add_eval_commands", "make_runtime", "run_bfcl_command"]
-
-RUNTIMES = ("auto", "oracle", "noisy-oracle", "sglang", "sglang-remote", "openai", "transformers")
 
 
 def _budgets(text: str) -> list[int]:
@@ -54,7 +53,11 @@ def add_eval_commands(subparsers: Any) -> None:
         "live_simple, …, multi_turn_base, multi_turn_miss_func, multi_turn_miss_param, "
         "multi_turn_long_context (default: all).",
     )
-    bfcl.add_argument("--model", default="Qwen3-30B-A3B", help="Model name or local path.")
+    add_runtime_options(
+        bfcl,
+        extra_runtimes=("oracle", "noisy-oracle"),
+        max_tokens_help="completion token limit per request",
+    )
     bfcl.add_argument(
         "--mode",
         choices=("fc", "prompt"),
@@ -80,36 +83,22 @@ def add_eval_commands(subparsers: Any) -> None:
     bfcl.add_argument(
         "--out", default="bfcl-results", help="Output directory (scores.json + JSONL per category)."
     )
-    bfcl.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default="auto",
-        help="auto picks embedded SGLang on a GPU; oracle/noisy-oracle check the harness.",
-    )
-    bfcl.add_argument("--base-url", default=None, help="Server URL for sglang-remote / openai.")
     bfcl.add_argument("--concurrency", type=int, default=64, help="Entries in flight at once.")
-    bfcl.add_argument("--max-tokens", type=int, default=None, help="Completion token limit.")
     bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
     bfcl.set_defaults(func=run_bfcl_command)
 
 
-def make_runtime(kind: str, model: str, base_url: str | None = None) -> Runtime:
-    """The runtime ``--runtime`` names (``auto`` defers to q3agent's runtime selection)."""
-    if kind == "oracle":
+def make_runtime(choice: ModelChoice) -> Runtime:
+    """The runtime ``--runtime`` names (oracles check the harness; the rest as everywhere)."""
+    if choice.runtime_flag == "oracle":
         from q3agent.eval.oracle import OracleRuntime
 
         return OracleRuntime()
-    if kind == "noisy-oracle":
+    if choice.runtime_flag == "noisy-oracle":
         from q3agent.eval.oracle import NoisyOracleRuntime
 
         return NoisyOracleRuntime()
-    from q3agent.serving.select import BASE_URL_ENV, RUNTIME_ENV, select_runtime
-
-    if kind != "auto":
-        os.environ[RUNTIME_ENV] = kind
-    if base_url:
-        os.environ[BASE_URL_ENV] = base_url
-    return select_runtime(model)
+    return choice.build_runtime()
 
 
 def run_bfcl_command(args: argparse.Namespace) -> int:
@@ -131,19 +120,20 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    choice = resolve_model_choice(args)
     budgets: list[int] | None = args.thinking_budget
     thinking: Literal["on", "off", "policy"] = (
         "on" if budgets and len(budgets) > 1 else args.thinking
     )
     config = EvalConfig(
         categories=categories,
-        model=args.model,
+        model=choice.model,
         mode=args.mode,
         thinking=thinking,
         thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,
         limit=args.limit,
         concurrency=args.concurrency,
-        max_tokens=args.max_tokens,
+        max_tokens=choice.settings.max_tokens,
         temperature=args.temperature,
     )
     out = Path(args.out)
@@ -158,7 +148,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             print(f"  {done} entries scored ({rate:.1f}/s)", file=sys.stderr)
 
     async def main() -> int:
-        runtime = make_runtime(args.runtime, args.model, args.base_url)
+        runtime = make_runtime(choice)
         try:
             if budgets and len(budgets) > 1:
                 sweep = await run_budget_sweep(runtime, config, budgets)

@@ -168,4 +168,3 @@ def resolve_model_choice(args: argparse.Namespace) -> ModelChoice:
         settings=settings,
         runtime_flag=runtime_flag,
     )
-

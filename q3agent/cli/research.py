@@ -120,7 +120,9 @@ def _report_paths(args: argparse.Namespace) -> tuple[Path | None, Path | None, s
     )
     if fmt == "md":
         return out, None, fmt
-    markdown = out.with_suffix(".md") if out.suffix.lower() != ".md" else out.with_suffix(".report.md")
+    markdown = (
+        out.with_suffix(".md") if out.suffix.lower() != ".md" else out.with_suffix(".report.md")
+    )
     return markdown, out, fmt
 
 

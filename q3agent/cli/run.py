@@ -67,6 +67,7 @@ def load_script(path: str | Path) -> list[str]:
 def run_command(args: argparse.Namespace) -> int:
     """``q3agent run``: 0 when the agent answered, 1 when the run ended otherwise."""
     from q3agent.agent import Agent
+    from q3agent.cli.options import resolve_model_choice
     from q3agent.events import (
         ContentDelta,
         FinalResult,
@@ -78,7 +79,6 @@ def run_command(args: argparse.Namespace) -> int:
     from q3agent.policy.base import Policy
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
     from q3agent.result import RunResult
-    from q3agent.cli.options import resolve_model_choice
     from q3agent.serving.base import Runtime
     from q3agent.serving.testing import ScriptedRuntime
 

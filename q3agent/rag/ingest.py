@@ -417,6 +417,7 @@ class _progress:
 
     def __enter__(self) -> _Advance:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -424,8 +425,6 @@ class _progress:
                 TextColumn,
                 TimeRemainingColumn,
             )
-
-            from rich.console import Console
 
             self._bar = Progress(
                 TextColumn("[bold]ingest"),

@@ -180,7 +180,8 @@ def link_citations(fragment: str) -> str:
 
     The Sources list items get ``id="source-n"``; a number the list does not have stays text.
     """
-    from bs4 import BeautifulSoup, NavigableString
+    from bs4 import BeautifulSoup
+    from bs4.element import NavigableString
 
     soup = BeautifulSoup(fragment, "html.parser")
     heading = _sources_heading(soup)
