@@ -24,6 +24,7 @@ USAGE_ERRORS: tuple[str, ...] = (
     "EmbeddingModelNotFoundError",
     "BfclUnavailableError",
     "LoadError",
+    "ResearchUsageError",
 )
 """Exceptions that mean "change the command or the set-up" (exit status 2, not 1)."""
 
@@ -163,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if verbose:
             traceback.print_exc()
-        hint = "" if verbose else " (run with -v for the traceback)"
+        status = exit_status(exc)
+        hint = "" if verbose or status == 2 else " (run with -v for the traceback)"
         print(f"error: {describe_error(exc)}{hint}", file=sys.stderr)
-        return exit_status(exc)
+        return status
     return code

@@ -223,19 +223,22 @@ def run_research_command(args: argparse.Namespace) -> int:
     else:
         write_report(report.markdown, markdown_path, "md")
         console.print(f"report written to {markdown_path}")
+    rendered = True
     if rendered_path is not None:
         try:
             write_report(report.markdown, rendered_path, fmt)  # type: ignore[arg-type]
+            console.print(f"report written to {rendered_path}")
         except (RenderError, OSError) as exc:
+            rendered = False
             console.print(
                 f"[red]error:[/] could not write {rendered_path} ({exc}); the Markdown report "
                 f"is in {markdown_path}"
             )
-            return 1
-        console.print(f"report written to {rendered_path}")
     console.print(report.summary())
     if args.json:
         print(json.dumps(_summary_json(report), indent=2))
+    if not rendered:
+        return 1
     return 0 if report.complete else 1
 
 
