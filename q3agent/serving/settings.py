@@ -18,7 +18,7 @@ from q3agent.serving.base import (
     GenerationChunk,
     GenerationRequest,
     Runtime,
-    RuntimeError_,
+    RuntimeUnavailableError,
     RuntimeWrapper,
 )
 
@@ -54,7 +54,7 @@ ENVIRONMENT: dict[str, str] = {
 """Each :class:`RuntimeSettings` field and the environment variable that sets it."""
 
 
-class SettingsError(RuntimeError_):
+class SettingsError(RuntimeUnavailableError):
     """A runtime setting has a value q3agent cannot use; the message names the setting."""
 
 
