@@ -62,7 +62,7 @@ def test_local_weights_select_transformers(
     assert isinstance(runtime, TransformersRuntime)
 
 
-def test_the_served_name_is_the_registry_hf_id_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_served_name_is_the_hf_id_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
     from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
     from q3agent.serving.settings import RuntimeSettings
 

@@ -19,7 +19,8 @@ async def test_limited_runtime_caps_max_tokens_and_fits_the_context(
     runtime = LimitedRuntime(inner, max_tokens=100, context_length=120)
     prompt = tuple(tokenizer.encode_trusted("word " * 40))
     await runtime.generate(GenerationRequest(prompt_ids=prompt, sampling=SamplingParams()))
-    assert inner.requests[0].request.sampling.max_tokens == 120 - len(prompt)  # the context is tighter
+    # the context is tighter than the cap
+    assert inner.requests[0].request.sampling.max_tokens == 120 - len(prompt)
     await runtime.generate(GenerationRequest(prompt_ids=prompt[:5]))
     assert inner.requests[1].request.sampling.max_tokens == 100  # the cap is tighter
     with pytest.raises(SettingsError, match="raise --context-length"):
