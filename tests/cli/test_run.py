@@ -190,3 +190,22 @@ def test_bad_usage_exits_with_argparse_error(q3agent: Cli, bad: list[str]) -> No
     done = q3agent(*bad)
     assert done.returncode == 2
     assert "usage:" in done.stderr
+
+
+def test_a_served_name_the_server_lacks_says_to_pass_served_model(
+    q3agent: Cli, server: ScriptedHTTPServer, tmp_path: Path
+) -> None:
+    # what vLLM answers for a model name it does not serve
+    error = {
+        "error": {
+            "message": "The model `Qwen/Qwen3-8B` does not exist. Valid aliases: my-qwen.",
+            "type": "NotFoundError",
+            "code": 404,
+        }
+    }
+    server.script.append(("json", 404, error, {}))
+    done = q3agent("run", "hi", "--model", "Qwen3-8B", "--base-url", server.url, cwd=tmp_path)
+    assert done.returncode == 1
+    text = " ".join(done.stdout.split())
+    assert "Valid aliases: my-qwen" in text and "--served-model" in text
+    assert "Check the base URL" not in text
