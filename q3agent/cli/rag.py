@@ -172,7 +172,13 @@ def run_search(args: argparse.Namespace) -> int:
                 )
             retriever = Retriever(store, reranker=reranker)
             passages = retriever.search(args.query, args.k, where=where, mode=args.mode)
-    except (StoreError, EmbeddingModelNotFoundError, RuntimeError, ValueError) as exc:
+    except (
+        StoreError,
+        EmbeddingModelNotFoundError,
+        MissingStoreError,
+        RuntimeError,
+        ValueError,
+    ) as exc:
         return _fail(str(exc))
     bank = CitationBank()
     if args.json:
