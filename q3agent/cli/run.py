@@ -148,8 +148,10 @@ def run_command(args: argparse.Namespace) -> int:
         f"\n[bold]{result.status}[/] · {len(result.steps)} steps · {u.requests} requests · "
         f"prompt {u.prompt_tokens} (cached {u.cached_tokens}) · completion "
         f"{u.completion_tokens} (reasoning {u.reasoning_tokens})"
-        + (f"\n[red]{escape(result.detail)}[/]" if result.detail else "")
+        + (f"\n[yellow]{escape(result.detail)}[/]" if result.detail and result.ok else "")
     )
+    if not result.ok:  # why the run ended without an answer: one line on stderr
+        print(f"error: the run ended with status {result.status}: {result.detail}", file=sys.stderr)
     if args.trace:
         result.write_trace(args.trace)
     if args.json:

@@ -206,6 +206,7 @@ def test_a_served_name_the_server_lacks_says_to_pass_served_model(
     server.script.append(("json", 404, error, {}))
     done = q3agent("run", "hi", "--model", "Qwen3-8B", "--base-url", server.url, cwd=tmp_path)
     assert done.returncode == 1
-    text = " ".join(done.stdout.split())
+    text = done.stderr
+    assert text.startswith("error: the run ended with status error: ") and text.count("\n") == 1
     assert "Valid aliases: my-qwen" in text and "--served-model" in text
     assert "Check the base URL" not in text
