@@ -465,10 +465,15 @@ async def make_served_agent(
     if research:
         from q3agent.research.pipeline import ResearchAgent
 
-        # The same runtime object: one model in memory serves both tools.
+        from q3agent.serving.base import RuntimeUnavailableError
+
+        try:  # the same runtime object: one model in memory serves both tools
+            shared = agent.runtime
+        except RuntimeUnavailableError:  # no model here: each research call says why
+            shared = None
         served.research = ResearchAgent(
             agent.model,
-            runtime=agent.runtime,
+            runtime=shared,
             retriever=served.retriever,
             mcp_servers=agent.mcp_servers,
         )

@@ -48,3 +48,20 @@ def test_http_server_prints_its_url_once_listening_and_warns_without_a_model(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_stdio_server_with_research_starts_without_a_model_and_says_so(tmp_path: Path) -> None:
+    script = tmp_path / "q3agent"
+    script.write_text(CONSOLE_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), "serve-mcp", "--research"],
+        input="",  # the client hangs up at once
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: no usable model" in done.stderr and "`research` fail" in done.stderr
+    assert "serving MCP over stdio" in done.stderr and done.stdout == ""
