@@ -464,7 +464,6 @@ async def make_served_agent(
         served.closers.append(store.close)
     if research:
         from q3agent.research.pipeline import ResearchAgent
-
         from q3agent.serving.base import RuntimeUnavailableError
 
         try:  # the same runtime object: one model in memory serves both tools
