@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import anyio
 
-from q3agent._sync import run_sync
+from q3agent._sync import SyncPortal
 from q3agent.events import Event, FinalResult
 from q3agent.loop import Conversation, LoopSettings, ToolChoice, run_task
 from q3agent.memory.context_window import NATIVE_CONTEXT, ContextWindow
@@ -93,6 +93,8 @@ class Agent:
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        self._portal = SyncPortal()
+        """The event loop every sync call of this agent (and its sessions) runs on."""
         self.model = model
         self._runtime = runtime
         self.tools: dict[str, Tool] = resolve_tools(tools)
@@ -150,9 +152,6 @@ class Agent:
         if self.context_window != "auto":
             return self.context_window
         size = NATIVE_CONTEXT
-        known = getattr(runtime, "context_length", None)
-        if isinstance(known, int) and known > 0:  # the server's own window, when declared
-            return ContextWindow(runtime.tokenizer, max_tokens=known)
         from q3agent.qwen3.models import UnknownModelError, get_model
 
         for name in (self.model, runtime.model_name):
@@ -161,11 +160,20 @@ class Agent:
                 break
             except (UnknownModelError, OSError, ValueError):
                 continue
+        served = getattr(runtime, "context_length", None)  # what the engine really allows
+        if isinstance(served, int) and 0 < served < size:
+            size = served
         return ContextWindow(runtime.tokenizer, max_tokens=size)
 
     def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
-        """Run ``task`` to completion from synchronous code."""
-        return run_sync(lambda: self.arun(task, thinking=thinking), instead="await agent.arun(...)")
+        """Run ``task`` to completion from synchronous code (any number of times).
+
+        Every sync call of this agent runs on one event loop kept in a background thread, so
+        a runtime's HTTP clients and engine stay usable from one call to the next.
+        """
+        return self._portal.call(
+            lambda: self.arun(task, thinking=thinking), instead="await agent.arun(...)"
+        )
 
     async def arun(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Run ``task`` to completion. ``thinking`` forces thinking on or off for every step."""
@@ -179,6 +187,11 @@ class Agent:
         """Release the runtime (MCP servers are closed after each run already)."""
         if self._runtime is not None:
             await self._runtime.aclose()
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`: release the runtime, then stop the sync event loop."""
+        self._portal.call(self.aclose, instead="await agent.aclose()")
+        self._portal.close()
 
 
 class AgentSession:
@@ -236,7 +249,7 @@ class AgentSession:
 
     def run(self, task: str, *, thinking: bool | None = None) -> RunResult:
         """Synchronous :meth:`arun`."""
-        return run_sync(
+        return self.agent._portal.call(
             lambda: self.arun(task, thinking=thinking), instead="await session.arun(...)"
         )
 
@@ -258,7 +271,9 @@ class AgentSession:
 
     def resume(self, *, thinking: bool | None = None) -> RunResult:
         """Synchronous :meth:`aresume`."""
-        return run_sync(lambda: self.aresume(thinking=thinking), instead="await session.aresume()")
+        return self.agent._portal.call(
+            lambda: self.aresume(thinking=thinking), instead="await session.aresume()"
+        )
 
     async def _run(self, task: str | None, *, thinking: bool | None) -> RunResult:
         final: RunResult | None = None
@@ -297,6 +312,9 @@ class AgentSession:
                     history.insert(0, SystemMessage(content=agent.system_prompt))
                     if self._recorder is not None:
                         self._recorder.replace(history)
+                fetch = getattr(runtime, "fetch_context_length", None)
+                if callable(fetch):  # a server runtime: learn its context before sizing
+                    await fetch()
                 builder = PromptBuilder(runtime.tokenizer, schemas)
                 conversation = self._conversation = Conversation(
                     builder,

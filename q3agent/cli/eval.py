@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from q3agent.cli.options import ModelChoice, add_runtime_options, resolve_model_choice
 
 if TYPE_CHECKING:
+    from q3agent.eval.bfcl_runner import EvalConfig, EvalReport
     from q3agent.serving.base import Runtime
 
-__all__ = ["add_eval_commands", "make_runtime", "run_bfcl_command"]
+__all__ = [
+    "add_eval_commands",
+    "engine_phases",
+    "make_runtime",
+    "report_failures",
+    "resolve_config",
+    "run_bfcl_command",
+]
+
+PRESET_HELP = {
+    "report": "the Qwen3 report's setting (FC, thinking, report sampling, 40,960-token "
+    "context, YaRN 64K for multi-turn, held-out functions in the tools block);",
+    "bfcl": "bfcl-eval's Qwen3-FC handler (FC, thinking, temperature 0.001, 4,096 new "
+    "tokens, 40,960-token context, held-out functions in the user message).",
+}
 
 
 def _budgets(text: str) -> list[int]:
@@ -59,17 +76,48 @@ def add_eval_commands(subparsers: Any) -> None:
         max_tokens_help="completion token limit per request",
     )
     bfcl.add_argument(
+        "--preset",
+        choices=tuple(PRESET_HELP),
+        default=None,
+        help="A named setting; options given explicitly win. "
+        + " ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()),
+    )
+    bfcl.add_argument(
         "--mode",
         choices=("fc", "prompt"),
-        default="fc",
-        help="fc: functions in Qwen3's tools block; prompt: BFCL's Python-call system prompt "
-        "(single-turn categories; multi-turn always uses native tool calls).",
+        default=None,
+        help="fc (default): functions in Qwen3's tools block; prompt: BFCL's Python-call system "
+        "prompt (single-turn categories; multi-turn always uses native tool calls).",
     )
     bfcl.add_argument(
         "--thinking",
         choices=("on", "off", "policy"),
-        default="off",
-        help="off: non-thinking; on: think every step; policy: q3agent's PlanAct policy.",
+        default=None,
+        help="off (default): non-thinking; on: think every step; policy: q3agent's PlanAct.",
+    )
+    bfcl.add_argument(
+        "--sampling",
+        choices=("report", "bfcl"),
+        default=None,
+        help="report (default): the Qwen3 report's presets, up to 32,768 new tokens; bfcl: "
+        "BFCL's handler, temperature 0.001 and up to 4,096 new tokens.",
+    )
+    bfcl.add_argument(
+        "--holdout",
+        choices=("tools", "message"),
+        default=None,
+        help="Where multi_turn_miss_func's held-out functions go at their turn: tools "
+        "(default; the tools block, BFCL's FC path) or message (a Python list in the user "
+        "message, tools block unchanged: bfcl-eval's local Qwen3 handler).",
+    )
+    bfcl.add_argument(
+        "--multi-turn-context-length",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Context window for multi-turn categories (default: --context-length). Above "
+        "40,960 the model needs YaRN: embedded SGLang sets it (factor 2 up to 65,536, else 4); "
+        "a server must be started with it.",
     )
     bfcl.add_argument(
         "--thinking-budget",
@@ -88,8 +136,12 @@ def add_eval_commands(subparsers: Any) -> None:
     bfcl.set_defaults(func=run_bfcl_command)
 
 
-def make_runtime(choice: ModelChoice) -> Runtime:
-    """The runtime ``--runtime`` names (oracles check the harness; the rest as everywhere)."""
+def make_runtime(choice: ModelChoice, context_length: int | None = None) -> Runtime:
+    """The runtime ``--runtime`` names (oracles check the harness; the rest as everywhere).
+
+    An embedded SGLang engine is started with ``context_length`` when it needs YaRN (above the
+    40,960 tokens Qwen3 serves natively); below that the engine keeps its default window.
+    """
     if choice.runtime_flag == "oracle":
         from q3agent.eval.oracle import OracleRuntime
 
@@ -98,17 +150,135 @@ def make_runtime(choice: ModelChoice) -> Runtime:
         from q3agent.eval.oracle import NoisyOracleRuntime
 
         return NoisyOracleRuntime()
-    return choice.build_runtime()
+    from q3agent.eval.bfcl_settings import yarn_factor
+    from q3agent.serving.sglang_runtime import SGLangRuntime
+
+    runtime = choice.build_runtime()
+    engine = getattr(runtime, "inner", runtime)  # under a --max-tokens/--context-length limit
+    if isinstance(engine, SGLangRuntime) and yarn_factor(context_length) is not None:
+        from q3agent.serving.select import select_runtime
+
+        # not started yet: rebuilt with the YaRN window this phase needs
+        return select_runtime(choice.model, replace(choice.settings, context_length=context_length))
+    return runtime
+
+
+def resolve_config(
+    args: argparse.Namespace, categories: tuple[str, ...], choice: ModelChoice | None = None
+) -> EvalConfig:
+    """The run's settings: explicit options, then the ``--preset``'s, then the defaults."""
+    choice = choice or resolve_model_choice(args)
+    from q3agent.eval.bfcl_runner import EvalConfig
+    from q3agent.eval.bfcl_settings import PRESETS
+
+    preset = PRESETS.get(args.preset) if args.preset else None
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        if value is not None:
+            return value
+        return getattr(preset, name) if preset is not None else default
+
+    budgets: list[int] | None = args.thinking_budget
+    thinking: Literal["on", "off", "policy"] = (
+        "on" if budgets and len(budgets) > 1 else pick("thinking", "off")
+    )
+    return EvalConfig(
+        categories=categories,
+        model=choice.model,
+        mode=pick("mode", "fc"),
+        thinking=thinking,
+        thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,
+        limit=args.limit,
+        concurrency=args.concurrency,
+        max_tokens=choice.settings.max_tokens,
+        temperature=args.temperature,
+        sampling=pick("sampling", "report"),
+        holdout=pick("holdout", "tools"),
+        context_length=choice.settings.context_length
+        or (getattr(preset, "context_length", None) if preset is not None else None),
+        multi_turn_context_length=pick("multi_turn_context_length", None),
+        preset=args.preset,
+    )
+
+
+def _server_yarn_note(config: EvalConfig, runtime: Runtime) -> str | None:
+    """What a server must be started with for the multi-turn context, when it needs YaRN."""
+    from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES
+    from q3agent.eval.bfcl_settings import QWEN3_NATIVE_CONTEXT, yarn_factor
+    from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
+    from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
+
+    context = config.multi_turn_context_length or config.context_length
+    factor = yarn_factor(context)
+    if factor is None or not isinstance(runtime, OpenAICompatibleRuntime | RemoteSGLangRuntime):
+        return None  # embedded engines get YaRN from the harness; oracles need none
+    if not any(c in MULTI_TURN_CATEGORIES for c in config.categories):
+        return None
+    scaling = json.dumps(
+        {
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": factor,
+                "original_max_position_embeddings": QWEN3_NATIVE_CONTEXT,
+            }
+        }
+    )
+    return (
+        f"note: multi-turn requests are sized to {context:,} tokens; the server must serve that "
+        f"window with YaRN (SGLang: --context-length {context} --json-model-override-args "
+        f"'{scaling}'; vLLM: --max-model-len {context} --hf-overrides '{scaling}')"
+    )
+
+
+def engine_phases(config: EvalConfig) -> list[tuple[tuple[str, ...], int | None]]:
+    """Categories grouped by the engine context they need (single-turn, then multi-turn)."""
+    from q3agent.eval.bfcl_data import MULTI_TURN_CATEGORIES
+    from q3agent.eval.bfcl_settings import yarn_factor
+
+    single = tuple(c for c in config.categories if c not in MULTI_TURN_CATEGORIES)
+    multi = tuple(c for c in config.categories if c in MULTI_TURN_CATEGORIES)
+    multi_context = config.multi_turn_context_length or config.context_length
+    single_engine = config.context_length if yarn_factor(config.context_length) else None
+    multi_engine = multi_context if yarn_factor(multi_context) else None
+    if single and multi and single_engine != multi_engine:
+        return [(single, single_engine), (multi, multi_engine)]
+    return [(config.categories, multi_engine if multi else single_engine)]
+
+
+def report_failures(report: EvalReport) -> int:
+    """Print inference errors (count and reasons) on stderr; the exit code the run earns."""
+    failures = report.failures
+    if not failures:
+        return 0
+    total = len(report.results)
+    what = "every entry" if len(failures) == total else f"{len(failures)} of {total} entries"
+    print(
+        f"error: {what} failed with an inference error and scored as wrong; the scores above "
+        "are not a measurement of the model. Reasons:",
+        file=sys.stderr,
+    )
+    print(report.failure_summary(), file=sys.stderr)
+    print(
+        "Fix the runtime (see the reasons; every entry's error is in the JSONL files) and run "
+        "again.",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def run_bfcl_command(args: argparse.Namespace) -> int:
-    """Run ``q3agent eval bfcl`` with parsed arguments; returns the process exit code."""
+    """Run ``q3agent eval bfcl`` with parsed arguments; returns the process exit code.
+
+    0: every entry was scored; 3: some entries failed with inference errors (reported on
+    stderr); 1: bfcl-eval or the runtime is unavailable; 2: a bad option.
+    """
     import anyio
 
     from q3agent.eval.bfcl_data import BfclUnavailableError, resolve_categories
     from q3agent.eval.bfcl_runner import (
         EntryResult,
-        EvalConfig,
+        EvalReport,
         run_bfcl,
         run_budget_sweep,
         sweep_table,
@@ -122,20 +292,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
         return 2
     choice = resolve_model_choice(args)
     budgets: list[int] | None = args.thinking_budget
-    thinking: Literal["on", "off", "policy"] = (
-        "on" if budgets and len(budgets) > 1 else args.thinking
-    )
-    config = EvalConfig(
-        categories=categories,
-        model=choice.model,
-        mode=args.mode,
-        thinking=thinking,
-        thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,
-        limit=args.limit,
-        concurrency=args.concurrency,
-        max_tokens=choice.settings.max_tokens,
-        temperature=args.temperature,
-    )
+    config = resolve_config(args, categories, choice)
     out = Path(args.out)
     done = 0
     started = time.perf_counter()
@@ -148,21 +305,37 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             print(f"  {done} entries scored ({rate:.1f}/s)", file=sys.stderr)
 
     async def main() -> int:
-        runtime = make_runtime(choice)
-        try:
-            if budgets and len(budgets) > 1:
+        print(config.describe())
+        if budgets and len(budgets) > 1:
+            runtime = make_runtime(choice)
+            try:
                 sweep = await run_budget_sweep(runtime, config, budgets)
-                for budget, report in sweep:
-                    report.write(out / f"budget-{budget}")
-                print(sweep_table(sweep))
-            else:
-                report = await run_bfcl(runtime, config, on_result=progress)
-                report.write(out)
-                print(report.table())
+            finally:
+                await runtime.aclose()
+            for budget, report in sweep:
+                report.write(out / f"budget-{budget}")
+            print(sweep_table(sweep))
             print(f"results written to {out}")
-        finally:
-            await runtime.aclose()
-        return 0
+            return max(report_failures(report) for _, report in sweep)
+        parts: list[EvalReport] = []
+        for phase_categories, engine_context in engine_phases(config):
+            runtime = make_runtime(choice, engine_context)
+            note = _server_yarn_note(replace(config, categories=phase_categories), runtime)
+            if note:
+                print(note, file=sys.stderr)
+            try:
+                parts.append(
+                    await run_bfcl(
+                        runtime, replace(config, categories=phase_categories), on_result=progress
+                    )
+                )
+            finally:
+                await runtime.aclose()
+        report = EvalReport.merge(config, parts)
+        report.write(out)
+        print(report.table())
+        print(f"results written to {out}")
+        return report_failures(report)
 
     try:
         return anyio.run(main)

@@ -13,6 +13,7 @@ from q3agent.eval.bfcl_data import (
     load_category,
     resolve_categories,
 )
+from q3agent.eval.bfcl_multi_turn import BfclExecutor
 from q3agent.eval.bfcl_runner import (
     EntryResult,
     EvalConfig,
@@ -21,13 +22,16 @@ from q3agent.eval.bfcl_runner import (
     run_budget_sweep,
     sweep_table,
 )
+from q3agent.eval.bfcl_settings import PRESETS
 from q3agent.eval.oracle import NoisyOracleRuntime, OracleRuntime, bind_entry
 from q3agent.eval.scoring import CategoryScore, Verdict, v3_summary
 
 __all__ = [
     "CATEGORY_GROUPS",
+    "PRESETS",
     "V3_CATEGORIES",
     "BfclEntry",
+    "BfclExecutor",
     "BfclUnavailableError",
     "CategoryScore",
     "EntryResult",

@@ -10,6 +10,9 @@ docs converted to JSON schema, never derived from the Python signatures.
 Calls run the way BFCL's executor runs them: no schema validation (whatever the model sends is
 passed to the method), an exception becomes ``"Error during execution: …"``, a dict result is
 JSON, anything else ``str()``. So what the model reads matches a BFCL run.
+
+These tools let an :class:`~q3agent.agent.Agent` work on BFCL's environments; the benchmark
+harness itself runs calls on BFCL's own executor (:mod:`q3agent.eval.bfcl_multi_turn`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Single-turn entries need no loop: the prompt is rendered once (the functions in Qwen3's tools
 block in FC mode; BFCL's Python-call system prompt in prompt mode), generated once under the
 thinking policy's mode and budget, parsed, and scored by BFCL's checker. Multi-turn entries run
-through an :class:`~q3agent.agent.AgentSession` whose tools are BFCL's environments: each user
-turn runs until the model stops calling tools (at most BFCL's per-turn step limit), and the
-functions ``miss_func`` holds back are added at their turn.
+through BFCL's own loop (:mod:`q3agent.eval.bfcl_multi_turn`): each user turn runs until a step
+holds no call (at most BFCL's per-turn step limit), calls run on BFCL's executor, and the
+functions ``miss_func`` holds back arrive at their turn. Every result carries two verdicts: with
+q3agent's parser (what ran) and with BFCL's own decoder on the same completions.
 
 Entries run concurrently (bounded), so a prefix-caching runtime shares the tools block and the
 history of entries with the same functions.
@@ -13,6 +14,8 @@ history of entries with the same functions.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +25,7 @@ from typing import Any, Literal
 
 import anyio
 
-from q3agent.eval.bfcl_convert import call_string, decoded_calls, to_qwen3_tools
+from q3agent.eval.bfcl_convert import decoded_calls, to_qwen3_tools
 from q3agent.eval.bfcl_data import (
     MAX_STEPS_PER_TURN,
     BfclEntry,
@@ -30,19 +33,23 @@ from q3agent.eval.bfcl_data import (
     load_category,
     resolve_categories,
 )
-from q3agent.eval.bfcl_envs import BfclEnvironment
-from q3agent.eval.oracle import HOLDOUT_MESSAGE, bind_entry
-from q3agent.eval.scoring import (
-    CategoryScore,
-    Verdict,
-    check_ast,
-    check_multi_turn,
-    v3_summary,
+from q3agent.eval.bfcl_decode import bfcl_ast_verdict
+from q3agent.eval.bfcl_multi_turn import run_multi_turn
+from q3agent.eval.bfcl_settings import (
+    HOLDOUT_NOTE,
+    Holdout,
+    SamplingName,
+    model_capability,
+    request_max_tokens,
+    step_sampling,
+    yarn_factor,
 )
-from q3agent.policy.base import Policy, RunState, StepMode, ThinkingCapability
+from q3agent.eval.oracle import bind_entry
+from q3agent.eval.scoring import CategoryScore, Verdict, check_ast, v3_summary
+from q3agent.policy.base import Policy, RunState
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.qwen3.chat_format import render_ids
-from q3agent.qwen3.messages import ToolCall, dump_messages, to_messages
+from q3agent.qwen3.messages import ToolCall, to_messages
 from q3agent.qwen3.parsing import parse
 from q3agent.qwen3.pythonic import parse_pythonic
 from q3agent.serving.base import GenerationRequest, Runtime, Usage
@@ -53,6 +60,9 @@ __all__ = [
     "EntryResult",
     "EvalConfig",
     "EvalReport",
+    "bfcl_eval_version",
+    "data_fingerprint",
+    "model_capability",
     "run_bfcl",
     "run_budget_sweep",
     "run_entry",
@@ -68,8 +78,13 @@ class EvalConfig:
 
     ``thinking``: ``off`` (non-thinking), ``on`` (every step thinks, under ``thinking_budget``
     reasoning tokens when set) or ``policy`` (q3agent's default :class:`PlanAct`). ``mode``
-    applies to single-turn categories; multi-turn categories always use native tool calls
-    (the agent loop). ``max_tokens`` and ``temperature`` override the Qwen3 sampling presets.
+    applies to single-turn categories; multi-turn categories always use native tool calls.
+    ``sampling``: ``report`` (the Qwen3 presets, 32,768 new tokens) or ``bfcl`` (BFCL's handler:
+    temperature 0.001, 4,096 new tokens); ``max_tokens`` and ``temperature`` override either.
+    ``holdout``: where ``miss_func``'s held-out functions go (``tools`` block or user
+    ``message``). ``context_length`` / ``multi_turn_context_length``: the window requests are
+    sized against (single-turn / multi-turn; ``None``: not limited by the harness). ``preset``
+    only records which named setting the values came from (see :mod:`bfcl_settings`).
     """
 
     categories: tuple[str, ...] = ("all",)
@@ -82,6 +97,64 @@ class EvalConfig:
     max_tokens: int | None = None
     temperature: float | None = None
     max_steps_per_turn: int = MAX_STEPS_PER_TURN
+    sampling: SamplingName = "report"
+    holdout: Holdout = "tools"
+    context_length: int | None = None
+    multi_turn_context_length: int | None = None
+    preset: str | None = None
+
+    def describe(self) -> str:
+        """The settings in words, printed before a run (which preset, sampling, context…)."""
+        thinking: str = self.thinking
+        if self.thinking == "on":
+            if self.thinking_budget is None:
+                thinking = "on (no thinking budget)"
+            else:
+                thinking = f"on ({self.thinking_budget:,} reasoning tokens per step)"
+        if self.sampling == "bfcl":
+            sampling = "bfcl (temperature 0.001, up to 4,096 new tokens, context - prompt - 2)"
+        else:
+            sampling = (
+                "report (thinking: temperature 0.6, top-p 0.95, top-k 20; non-thinking: 0.7, "
+                "0.8, 20, presence penalty 1.5; up to 32,768 new tokens)"
+            )
+        overrides = [
+            f"{name} {value}"
+            for name, value in (("max tokens", self.max_tokens), ("temperature", self.temperature))
+            if value is not None
+        ]
+        if overrides:
+            sampling += ", overridden: " + ", ".join(overrides)
+
+        def window(context: int | None) -> str:
+            if context is None:
+                return "the runtime's own"
+            factor = yarn_factor(context)
+            yarn = f" (YaRN factor {factor:g} over 32,768)" if factor else ""
+            return f"{context:,}{yarn}"
+
+        multi = self.multi_turn_context_length or self.context_length
+        holdout = {
+            "tools": "tools block (BFCL's FC path)",
+            "message": "user message as a Python list (bfcl-eval's local Qwen3 handler)",
+        }[self.holdout]
+        lines = [
+            f"BFCL settings: {'preset ' + self.preset if self.preset else 'no preset'}",
+            f"  mode {self.mode} (multi-turn always FC), thinking {thinking}",
+            f"  sampling {sampling}",
+            f"  context: single-turn {window(self.context_length)}, multi-turn {window(multi)}",
+            f"  held-out functions (miss_func): {holdout}",
+        ]
+        if self.preset == "report":
+            lines.append(f"    ({HOLDOUT_NOTE})")
+        lines.append(f"  data: bfcl-eval {bfcl_eval_version()}")
+        return "\n".join(lines)
+
+    def context_for(self, entry: BfclEntry) -> int | None:
+        """The context window an entry's requests must fit in."""
+        if entry.is_multi_turn and self.multi_turn_context_length is not None:
+            return self.multi_turn_context_length
+        return self.context_length
 
 
 @dataclass
@@ -99,13 +172,26 @@ class EntryResult:
     messages: list[dict[str, Any]] | None = None
     usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
+    bfcl_verdict: Verdict | None = None
+    """The verdict with BFCL's own decoder on the same completions (``None``: not scored,
+    the entry failed before producing any)."""
+    bfcl_calls: Any = None
+    """What BFCL's decoder read (single-turn: its ``decode_ast`` output; multi-turn: per turn,
+    per step, ``name(a=1)`` strings)."""
+
+    @property
+    def inference_error(self) -> bool:
+        """Whether the entry failed before it could be scored (a request or runtime error)."""
+        return (self.verdict.error_type or "").endswith("inference_error")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of the results file)."""
+        bfcl = self.bfcl_verdict
         return {
             "id": self.id,
             "category": self.category,
             **self.verdict.to_json(),
+            "bfcl_decoder": None if bfcl is None else {**bfcl.to_json(), "calls": self.bfcl_calls},
             "prompt": self.prompt,
             "raw_output": self.raw_output,
             "calls": self.calls,
@@ -123,7 +209,12 @@ class EntryResult:
 
 @dataclass
 class EvalReport:
-    """Scores of one run: per category, BFCL v3's groups and overall, and throughput."""
+    """Scores of one run under both decoders, BFCL v3's groups and overall, and throughput.
+
+    ``scores``/``summary`` use q3agent's parser (the calls that ran); ``bfcl_scores``/
+    ``bfcl_summary`` use BFCL's own decoder on the same completions. ``data`` records the
+    bfcl-eval version and a hash of the entries run (BFCL's data changes between releases).
+    """
 
     config: EvalConfig
     model_name: str
@@ -131,40 +222,105 @@ class EvalReport:
     summary: dict[str, Any]
     elapsed_s: float
     results: list[EntryResult] = field(default_factory=list, repr=False)
+    bfcl_scores: dict[str, CategoryScore] = field(default_factory=dict)
+    bfcl_summary: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def merge(cls, config: EvalConfig, parts: Sequence[EvalReport]) -> EvalReport:
+        """One report from runs over disjoint categories (the report's single-turn phase on the
+        native window, multi-turn on YaRN), scored and summarised together."""
+        if len(parts) == 1:
+            return replace(parts[0], config=config)
+        results = [r for part in parts for r in part.results]
+        scores = {k: v for part in parts for k, v in part.scores.items()}
+        bfcl_scores = {k: v for part in parts for k, v in part.bfcl_scores.items()}
+        summary, bfcl_summary = v3_summary(scores), v3_summary(bfcl_scores)
+        if config.limit is not None:
+            summary["complete"] = bfcl_summary["complete"] = False
+        hashes = {k: v for p in parts for k, v in p.data.get("per_category_sha256", {}).items()}
+        data = _fingerprint(hashes)
+        return cls(
+            config,
+            parts[0].model_name,
+            scores,
+            summary,
+            sum(p.elapsed_s for p in parts),
+            results,
+            bfcl_scores=bfcl_scores,
+            bfcl_summary=bfcl_summary,
+            data=data,
+        )
 
     @property
     def entries_per_s(self) -> float:
         """Entries scored per second of wall time."""
         return len(self.results) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def failures(self) -> list[EntryResult]:
+        """Entries that failed with an inference error (never scored on their merits)."""
+        return [r for r in self.results if r.inference_error]
+
+    def failure_summary(self) -> str:
+        """One line per distinct inference-error reason, with how many entries it hit."""
+        reasons: dict[str, list[str]] = {}
+        for result in self.failures:
+            error = result.verdict.error
+            text = str(error[0] if isinstance(error, list) and error else error)
+            reasons.setdefault(text, []).append(result.id)
+        lines = []
+        for text, ids in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"  {len(ids)} × {text} (e.g. {ids[0]})")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         """Scores and settings as a JSON-ready dict (``scores.json``)."""
+
+        def table(scores: dict[str, CategoryScore]) -> dict[str, Any]:
+            return {
+                name: {"accuracy": s.accuracy, "correct": s.correct, "total": s.total}
+                for name, s in scores.items()
+            }
+
         return {
             "model": self.model_name,
             "config": {
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()
             },
-            "categories": {
-                name: {"accuracy": s.accuracy, "correct": s.correct, "total": s.total}
-                for name, s in self.scores.items()
-            },
+            "data": self.data,
+            "categories": table(self.scores),
             "summary": self.summary,
+            "bfcl_decoder": {"categories": table(self.bfcl_scores), "summary": self.bfcl_summary},
+            "inference_errors": len(self.failures),
             "elapsed_s": round(self.elapsed_s, 3),
             "entries_per_s": round(self.entries_per_s, 3),
         }
 
     def table(self) -> str:
-        """A plain-text table of the scores."""
-        lines = [f"BFCL v3 — {self.model_name}", f"{'category':<26}{'accuracy':>10}{'n':>7}"]
+        """A plain-text table of the scores under both decoders."""
+        lines = [
+            f"BFCL v3 — {self.model_name}",
+            f"{'category':<26}{'q3agent':>10}{'BFCL dec.':>11}{'n':>7}",
+        ]
         for name, s in self.scores.items():
-            lines.append(f"{name:<26}{s.accuracy * 100:>9.2f}%{s.total:>7}")
+            other = self.bfcl_scores.get(name)
+            bfcl = f"{other.accuracy * 100:>10.2f}%" if other is not None else f"{'-':>11}"
+            lines.append(f"{name:<26}{s.accuracy * 100:>9.2f}%{bfcl}{s.total:>7}")
         for key in ("non_live", "live", "multi_turn", "overall"):
             value = self.summary.get(key)
             if value is not None:
-                lines.append(f"{key.upper():<26}{value * 100:>9.2f}%")
+                other_value = self.bfcl_summary.get(key)
+                bfcl = f"{other_value * 100:>10.2f}%" if other_value is not None else ""
+                lines.append(f"{key.upper():<26}{value * 100:>9.2f}%{bfcl}")
         if not self.summary.get("complete"):
             lines.append("(not every v3 category was run in full: the overall figure covers")
             lines.append(" only what ran and is not comparable with the leaderboard)")
+        if self.data:
+            lines.append(
+                f"data: bfcl-eval {self.data.get('bfcl_eval_version')}, "
+                f"sha256 {str(self.data.get('sha256'))[:16]}"
+            )
         lines.append(
             f"{len(self.results)} entries in {self.elapsed_s:.1f}s "
             f"({self.entries_per_s:.1f} entries/s)"
@@ -186,51 +342,49 @@ class EvalReport:
         return root
 
 
+def bfcl_eval_version() -> str:
+    """The installed bfcl-eval's version (``"unknown"`` when its metadata is missing)."""
+    try:
+        return importlib.metadata.version("bfcl-eval")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def data_fingerprint(entries: Sequence[BfclEntry]) -> dict[str, Any]:
+    """The bfcl-eval version and SHA-256 hashes of the entries run (questions, functions,
+    answers, initial states) per category, and one over the categories' hashes in name order,
+    so results say which data they measured."""
+    per_category: dict[str, str] = {}
+    for category in dict.fromkeys(e.category for e in entries):
+        digest = hashlib.sha256()
+        for entry in (e for e in entries if e.category == category):
+            blob = [entry.raw, entry.ground_truth]
+            text = json.dumps(blob, sort_keys=True, ensure_ascii=False, default=str)
+            digest.update(text.encode())
+        per_category[category] = digest.hexdigest()
+    return _fingerprint(per_category)
+
+
+def _fingerprint(per_category: dict[str, str]) -> dict[str, Any]:
+    overall = hashlib.sha256("".join(per_category[c] for c in sorted(per_category)).encode())
+    return {
+        "bfcl_eval_version": bfcl_eval_version(),
+        "sha256": overall.hexdigest(),
+        "per_category_sha256": per_category,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Thinking policy and sampling
 
 
-@dataclass(frozen=True)
-class _Sampling:
-    """Wraps a policy to apply the run's sampling overrides to every step."""
-
-    inner: Policy
-    max_tokens: int | None
-    temperature: float | None
-
-    def decide(self, state: RunState) -> StepMode:
-        mode = self.inner.decide(state)
-        sampling = mode.sampling
-        if self.max_tokens is not None:
-            sampling = sampling.with_(max_tokens=self.max_tokens)
-        if self.temperature is not None:
-            sampling = sampling.with_(temperature=self.temperature)
-        return replace(mode, sampling=sampling)
-
-
 def policy_for(config: EvalConfig) -> Policy:
     """The thinking policy a run uses (``--thinking`` and ``--thinking-budget``)."""
-    inner: Policy
     if config.thinking == "off":
-        inner = NeverThink()
-    elif config.thinking == "on":
-        inner = AlwaysThink(config.thinking_budget)
-    else:
-        inner = PlanAct()
-    if config.max_tokens is None and config.temperature is None:
-        return inner
-    return _Sampling(inner, config.max_tokens, config.temperature)
-
-
-def _capability(model: str | None) -> ThinkingCapability:
-    if model is None:
-        return "hybrid"
-    from q3agent.qwen3.models import get_model
-
-    try:
-        return get_model(model).thinking
-    except Exception:  # unknown names and paths: assume a hybrid Qwen3
-        return "hybrid"
+        return NeverThink()
+    if config.thinking == "on":
+        return AlwaysThink(config.thinking_budget)
+    return PlanAct()
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +428,7 @@ async def _run_single_turn(
     else:
         messages = [dict(m) for m in entry.turns[0]]
         tools = to_qwen3_tools(entry.functions)
-    capability = _capability(config.model)
+    capability = model_capability(config.model)
     task = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     mode = policy.decide(
         RunState(
@@ -295,9 +449,15 @@ async def _run_single_turn(
     enable_thinking = mode.thinking if capability == "hybrid" else None
     typed = to_messages(messages)
     prompt_ids = render_ids(tok, typed, tools, enable_thinking=enable_thinking)
+    sampling = step_sampling(config.sampling, mode.sampling, config.max_tokens, config.temperature)
+    sampling = sampling.with_(
+        max_tokens=request_max_tokens(
+            config.sampling, sampling.max_tokens, len(prompt_ids), config.context_for(entry)
+        )
+    )
     request = GenerationRequest(
         prompt_ids=tuple(prompt_ids),
-        sampling=mode.sampling,
+        sampling=sampling,
         messages=tuple(typed),
         tools=tuple(tools or ()),
         enable_thinking=enable_thinking,
@@ -316,6 +476,7 @@ async def _run_single_turn(
         calls = _decode_prompt_mode(entry, generation.text)
     else:
         calls = list(parse(generation.text).tool_calls)
+    bfcl_verdict, bfcl_calls = bfcl_ast_verdict(entry, generation.text, config.mode)
     return EntryResult(
         id=entry.id,
         category=entry.category,
@@ -325,78 +486,8 @@ async def _run_single_turn(
         calls=decoded_calls(calls),
         usage=generation.usage,
         latency_s=latency,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Multi turn
-
-
-async def _run_multi_turn(
-    entry: BfclEntry, runtime: Runtime, config: EvalConfig, policy: Policy
-) -> EntryResult:
-    from q3agent.agent import Agent
-
-    env = BfclEnvironment.create(entry)
-    agent = Agent(
-        config.model,
-        runtime=runtime,
-        tools=env.tools(entry.functions),
-        policy=policy,
-        max_steps=config.max_steps_per_turn + 1,
-        max_tool_errors=config.max_steps_per_turn + 1,
-        tool_timeout=None,
-        max_output_chars=1_000_000,
-        parallel_tool_calls=False,  # BFCL executes a step's calls in order on one state
-        context_window=None,  # the benchmark fixes the conversation; never summarise it
-    )
-    session = agent.session()
-    turns: list[list[list[str]]] = []
-    raw: list[list[str]] = []
-    usage = Usage()
-    force_quit = False
-    failure: Verdict | None = None
-    started = time.perf_counter()
-    for turn, messages in enumerate(entry.turns):
-        if turn in entry.missed_functions:
-            session.add_tools(env.tools(entry.missed_functions[turn]))
-            message = HOLDOUT_MESSAGE
-        else:
-            message = str(messages[-1]["content"])
-        result = await session.arun(message)
-        usage += result.usage
-        turns.append(
-            [
-                [call_string(c) for c in step.tool_calls if isinstance(c, ToolCall)]
-                for step in result.steps
-            ]
-        )
-        raw.append(
-            [
-                (f"<think>\n{step.reasoning}\n</think>\n\n" if step.reasoning else "")
-                + step.content
-                for step in result.steps
-            ]
-        )
-        if result.error is not None:
-            failure = Verdict(
-                False, [f"inference error: {result.detail}"], "multi_turn:inference_error"
-            )
-            break
-        if result.status in ("step_limit", "usage_limit"):
-            force_quit = True
-            break
-    latency = time.perf_counter() - started
-    verdict = failure or check_multi_turn(entry, turns, force_quit=force_quit)
-    return EntryResult(
-        id=entry.id,
-        category=entry.category,
-        verdict=verdict,
-        raw_output=raw,
-        calls=turns,
-        messages=dump_messages(session.messages),
-        usage=usage,
-        latency_s=latency,
+        bfcl_verdict=bfcl_verdict,
+        bfcl_calls=bfcl_calls,
     )
 
 
@@ -406,14 +497,28 @@ async def run_entry(
     """Run and score one entry (binds it for oracle runtimes)."""
     policy = policy or policy_for(config)
     mode: Mode = "fc" if entry.is_multi_turn else config.mode
-    with bind_entry(entry, mode):
+    with bind_entry(entry, mode, config.holdout):
         if entry.is_multi_turn:
-            return await _run_multi_turn(entry, runtime, config, policy)
+            return await run_multi_turn(entry, runtime, config, policy, config.context_for(entry))
         return await _run_single_turn(entry, runtime, config, policy)
 
 
 # --------------------------------------------------------------------------------------------
 # Whole runs
+
+
+def _scores(
+    entries: Sequence[BfclEntry], results: Sequence[EntryResult], bfcl: bool
+) -> dict[str, CategoryScore]:
+    scores: dict[str, CategoryScore] = {}
+    for category in dict.fromkeys(e.category for e in entries):
+        mine = [r for r in results if r.category == category]
+        if bfcl:
+            correct = sum(r.bfcl_verdict is not None and r.bfcl_verdict.valid for r in mine)
+        else:
+            correct = sum(r.verdict.valid for r in mine)
+        scores[category] = CategoryScore(category, correct, len(mine))
+    return scores
 
 
 async def run_bfcl(
@@ -423,7 +528,11 @@ async def run_bfcl(
     entries: Sequence[BfclEntry] | None = None,
     on_result: Callable[[EntryResult], None] | None = None,
 ) -> EvalReport:
-    """Run the configured categories (or the given entries) concurrently and score them."""
+    """Run the configured categories (or the given entries) concurrently and score them.
+
+    An entry whose requests fail is recorded as an inference error with the reason (the run
+    goes on); :attr:`EvalReport.failures` lists them.
+    """
     if entries is None:
         loaded: list[BfclEntry] = []
         for category in resolve_categories(config.categories):
@@ -440,7 +549,7 @@ async def run_bfcl(
             except Exception as exc:  # one failing request must not end a long run
                 error = f"{type(exc).__name__}: {exc}"
                 verdict = Verdict(False, [f"inference error: {error}"], "inference_error")
-                result = EntryResult(entry.id, entry.category, verdict)
+                result = EntryResult(entry.id, entry.category, verdict, bfcl_verdict=verdict)
         results[index] = result
         if on_result is not None:
             on_result(result)
@@ -451,14 +560,22 @@ async def run_bfcl(
             tg.start_soon(one, index, entry)
     elapsed = time.perf_counter() - started
     done = [r for r in results if r is not None]
-    scores: dict[str, CategoryScore] = {}
-    for category in dict.fromkeys(e.category for e in entries):
-        mine = [r for r in done if r.category == category]
-        scores[category] = CategoryScore(category, sum(r.verdict.valid for r in mine), len(mine))
-    summary = v3_summary(scores)
+    scores = _scores(entries, done, bfcl=False)
+    bfcl_scores = _scores(entries, done, bfcl=True)
+    summary, bfcl_summary = v3_summary(scores), v3_summary(bfcl_scores)
     if config.limit is not None:
-        summary["complete"] = False
-    return EvalReport(config, runtime.model_name, scores, summary, elapsed, done)
+        summary["complete"] = bfcl_summary["complete"] = False
+    return EvalReport(
+        config,
+        runtime.model_name,
+        scores,
+        summary,
+        elapsed,
+        done,
+        bfcl_scores=bfcl_scores,
+        bfcl_summary=bfcl_summary,
+        data=data_fingerprint(entries),
+    )
 
 
 async def run_budget_sweep(

@@ -57,15 +57,17 @@ DONE_ANSWER = "All requested operations are done."
 class _Binding:
     entry: BfclEntry
     mode: Mode
+    holdout: str = "tools"
 
 
 _CURRENT: ContextVar[_Binding | None] = ContextVar("q3agent_bfcl_entry", default=None)
 
 
 @contextlib.contextmanager
-def bind_entry(entry: BfclEntry, mode: Mode) -> Iterator[None]:
-    """Tell an oracle runtime which entry the requests of the current task belong to."""
-    token = _CURRENT.set(_Binding(entry, mode))
+def bind_entry(entry: BfclEntry, mode: Mode, holdout: str = "tools") -> Iterator[None]:
+    """Tell an oracle runtime which entry the requests of the current task belong to (and, for
+    ``miss_func``, how the harness announces held-out functions)."""
+    token = _CURRENT.set(_Binding(entry, mode, holdout))
     try:
         yield
     finally:
@@ -246,6 +248,14 @@ class OracleRuntime(FunctionRuntime):
 
     # -- the completion function ------------------------------------------------------------
 
+    def completion_for(self, prompt_ids: Sequence[int]) -> str:
+        """The text the oracle writes after ``prompt_ids`` for the entry bound to this task.
+
+        Lets an engine double (``SGLangEngineDouble(oracle.completion_for)``) answer BFCL
+        entries through a real runtime.
+        """
+        return self._respond(GenerationRequest(prompt_ids=tuple(prompt_ids)))
+
     def _respond(self, request: GenerationRequest) -> str:
         binding = _CURRENT.get()
         record = self.requests[-1] if self.requests else None
@@ -263,7 +273,7 @@ class OracleRuntime(FunctionRuntime):
         pos = _position(prompt)
         think_done = "</think>" in pos.answer_prefix
         if entry.is_multi_turn:
-            body = self._multi_turn_body(entry, pos, mode)
+            body = self._multi_turn_body(entry, pos, mode, binding.holdout)
         else:
             body = self._single_turn_body(entry, pos, prompt, mode)
         if self.noisy and not think_done:
@@ -285,12 +295,17 @@ class OracleRuntime(FunctionRuntime):
             return NO_CALL_ANSWER
         return self._format(entry, calls, mode)
 
-    def _multi_turn_body(self, entry: BfclEntry, pos: _Position, mode: Mode) -> str:
+    def _multi_turn_body(self, entry: BfclEntry, pos: _Position, mode: Mode, holdout: str) -> str:
         turn = len(pos.user_messages) - 1
         if turn < 0 or entry.ground_truth is None or turn >= len(entry.ground_truth):
             return f"ORACLE MISMATCH: unexpected user turn {turn} for {entry.id}."
         messages = entry.turns[turn]
-        expected = messages[-1]["content"] if messages else HOLDOUT_MESSAGE
+        if messages:
+            expected = messages[-1]["content"]
+        else:
+            from q3agent.eval.bfcl_multi_turn import holdout_message
+
+            expected = holdout_message(entry.missed_functions.get(turn, []), holdout)
         if pos.user_messages[-1].strip() != expected.strip():
             return f"ORACLE MISMATCH: turn {turn} should be {expected[:80]!r}."
         calls = ground_truth_calls(entry, turn)

@@ -22,8 +22,10 @@ __all__ = [
     "CategoryScore",
     "Verdict",
     "check_ast",
+    "check_decoded",
     "check_multi_turn",
     "check_relevance",
+    "check_relevance_made_call",
     "v3_summary",
 ]
 
@@ -45,7 +47,11 @@ class Verdict:
 
 def check_relevance(entry: BfclEntry, calls: Sequence[ToolCall]) -> Verdict:
     """BFCL's relevance rule: irrelevance passes with no call, relevance needs one."""
-    made_call = len(calls) > 0
+    return check_relevance_made_call(entry, len(calls) > 0)
+
+
+def check_relevance_made_call(entry: BfclEntry, made_call: bool) -> Verdict:
+    """BFCL's relevance rule given whether the answer held a decodable call."""
     if "irrelevance" in entry.category:
         if made_call:
             return Verdict(
@@ -67,6 +73,11 @@ def check_ast(entry: BfclEntry, calls: Sequence[ToolCall]) -> Verdict:
     """Score a single-turn answer with BFCL's ``ast_checker`` against the possible answers."""
     if entry.is_relevance:
         return check_relevance(entry, calls)
+    return check_decoded(entry, decoded_calls(calls))
+
+
+def check_decoded(entry: BfclEntry, decoded: list[dict[str, Any]]) -> Verdict:
+    """BFCL's ``ast_checker`` on calls already in its ``[{name: {arg: value}}]`` form."""
     checker = bfcl_module("eval_checker.ast_eval.ast_checker")
     enums = bfcl_module("constants.enums")
     language = {
@@ -77,7 +88,7 @@ def check_ast(entry: BfclEntry, calls: Sequence[ToolCall]) -> Verdict:
     try:
         result: dict[str, Any] = checker.ast_checker(
             entry.checker_functions,
-            decoded_calls(calls),
+            decoded,
             entry.ground_truth,
             language,
             V3_CATEGORIES[entry.category],

@@ -1,11 +1,12 @@
 """Qwen3 thinking controls: the ``/think`` / ``/no_think`` soft switches and the thinking budget.
 
-The budget follows the Qwen3 technical report: generate the reasoning with
-``max_tokens=budget``, stopping at ``</think>`` (phase 1). If the budget ran out before
-``</think>``, append :data:`EARLY_STOP_TEXT` (after a paragraph break, see
-:func:`budget_continuation`) and generate the answer from there (phase 2, one extra request
-whose prefix is cached). If the model closed its reasoning in time, phase 2 continues after the
-``</think>\\n\\n`` that :func:`thinking_continuation` completes. Everything here is pure text.
+The budget follows the Qwen3 technical report: the reasoning gets at most ``budget`` tokens.
+If it reaches them before ``</think>``, :data:`EARLY_STOP_TEXT` is appended (after a paragraph
+break, see :func:`budget_continuation`) and the model answers from there, in one more request
+whose prefix is cached; a reasoning that closes in time needs no second request
+(:mod:`q3agent.serving.budget` runs the procedure). :func:`thinking_phase` and
+:func:`thinking_continuation` serve callers that stop a first request at ``</think>``
+themselves. Everything here is pure text.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from q3agent._sync import run_sync
+from q3agent._sync import SyncPortal, run_sync
 from q3agent.agent import Agent, capability_for
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
@@ -62,6 +62,7 @@ from q3agent.serving.base import (
     RuntimeError_,
     RuntimeWrapper,
     Usage,
+    closing_stream,
 )
 from q3agent.tools.base import Tool, Toolset
 
@@ -175,10 +176,11 @@ class _MeteredRuntime(RuntimeWrapper):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream through the wrapped runtime, counting usage at the end."""
         self._check()
-        async for chunk in self.inner.stream(request):
-            if chunk.generation is not None:
-                self.ledger.add(chunk.generation.usage)
-            yield chunk
+        async with closing_stream(self.inner.stream(request)) as chunks:
+            async for chunk in chunks:
+                if chunk.generation is not None:
+                    self.ledger.add(chunk.generation.usage)
+                yield chunk
 
     async def aclose(self) -> None:
         """Nothing: the research agent owns the wrapped runtime."""
@@ -307,6 +309,8 @@ class ResearchAgent:
             raise ValueError(f"max_researchers must be at least 1, got {max_researchers}")
         self.model = model
         self._runtime = runtime
+        self._portal: SyncPortal | None = None
+        """The event loop every sync ``run`` of this agent uses (made on the first)."""
         self.docs = [Path(d) for d in docs]
         self._store = store
         self._retriever = retriever
@@ -389,11 +393,22 @@ class ResearchAgent:
         if self._runtime is not None:
             await self._runtime.aclose()
 
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`, then stop the event loop the sync ``run`` calls share."""
+        portal, self._portal = self._portal, None
+        if portal is None:  # never run synchronously: nothing is bound to a loop
+            run_sync(self.aclose, instead="await agent.aclose()")
+            return
+        portal.call(self.aclose, instead="await agent.aclose()")
+        portal.close()
+
     # -- entry points -------------------------------------------------------------------------
 
     def run(self, question: str) -> Report:
         """Research ``question`` from synchronous code; see :meth:`arun`."""
-        return run_sync(lambda: self.arun(question), instead="await agent.arun(question)")
+        if self._portal is None:
+            self._portal = SyncPortal()
+        return self._portal.call(lambda: self.arun(question), instead="await agent.arun(question)")
 
     async def stream(
         self, question: str, *, cancel: anyio.Event | None = None

@@ -2,6 +2,7 @@
 transformers, and the scripted/function test doubles. Heavy imports stay inside each runtime."""
 
 from q3agent.serving.base import (
+    ContextLengthError,
     Generation,
     GenerationChunk,
     GenerationRequest,
@@ -14,6 +15,7 @@ from q3agent.serving.base import (
 )
 
 __all__ = [
+    "ContextLengthError",
     "Generation",
     "GenerationChunk",
     "GenerationRequest",

@@ -319,6 +319,36 @@ def _decode_event(data: str, server: str, url: str) -> Any:
     return event
 
 
+async def get_context_length(
+    client: httpx.AsyncClient, url: str, keys: tuple[str, ...], *, model: str | None = None
+) -> int | None:
+    """The first positive integer under one of ``keys`` in the JSON at ``url`` (GET), else None.
+
+    Looks at the top level and at each entry of a ``data`` list (an OpenAI ``/v1/models``
+    answer; the entry whose ``id`` is ``model`` first). Any failure (no such endpoint, not
+    JSON, an old server) means "unknown".
+    """
+    try:
+        response = await client.get(url)
+        if response.status_code != 200:
+            return None
+        body = response.json()
+    except (httpx.HTTPError, json.JSONDecodeError, ValueError):
+        return None
+    candidates: list[Any] = [body]
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        entries = [e for e in body["data"] if isinstance(e, dict)]
+        candidates += sorted(entries, key=lambda e: e.get("id") != model)
+    for entry in candidates:
+        if not isinstance(entry, dict):
+            continue
+        for key in keys:
+            value = entry.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
 def auth_headers(api_key: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Request headers: ``Authorization: Bearer`` when an API key is given, plus ``extra``."""
     headers = {"Accept": "application/json"}

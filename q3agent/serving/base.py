@@ -9,6 +9,7 @@ remote servers, local transformers and the test doubles are interchangeable behi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -139,6 +140,10 @@ class GenerationChunk:
     text: str
     token_ids: tuple[int, ...] = ()
     generation: Generation | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the engine served from its prefix cache, when a chunk reports it before
+    the end (SGLang's ``meta_info`` does): a stream closed early still knows what its
+    prefill cost."""
 
 
 @runtime_checkable
@@ -196,6 +201,20 @@ class RuntimeWrapper:
         """The wrapped runtime's stream."""
         return self.inner.stream(request)
 
+    @property
+    def context_length(self) -> int | None:
+        """The wrapped runtime's context length, if it knows one."""
+        found = getattr(self.inner, "context_length", None)
+        return found if isinstance(found, int) else None
+
+    async def fetch_context_length(self) -> int | None:
+        """Let the wrapped runtime learn its context length (servers ask once)."""
+        fetch = getattr(self.inner, "fetch_context_length", None)
+        if callable(fetch):
+            found = await fetch()
+            return found if isinstance(found, int) else None
+        return self.context_length
+
     async def aclose(self) -> None:
         """Close the wrapped runtime."""
         await self.inner.aclose()
@@ -207,6 +226,89 @@ class RuntimeError_(Exception):  # the trailing underscore avoids shadowing the 
 
 class RuntimeUnavailableError(RuntimeError_):
     """The runtime cannot run here (no GPU, package missing, no weights, server down)."""
+
+
+class ContextLengthError(RuntimeError_):
+    """The prompt alone fills the model's context: no room is left for a single new token.
+
+    Raised by every runtime before the request is sent (engines answer such a request with a
+    raw ``ValueError`` or HTTP 400). ``prompt_tokens`` and ``context_length`` say by how much.
+    """
+
+    def __init__(self, prompt_tokens: int, context_length: int, *, model: str = "") -> None:
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        name = f" of {model}" if model else ""
+        super().__init__(
+            f"The prompt has {prompt_tokens:,} tokens and the context{name} holds "
+            f"{context_length:,}, so no room is left to generate. Shorten the task or its "
+            "tool results, let the agent compact the conversation (Agent(context_window=...)), "
+            "or serve the model with a longer context (context_length=..., YaRN)."
+        )
+
+
+CONTEXT_MARGIN = 1
+"""Tokens kept free below the context length: SGLang rejects ``prompt + max_new_tokens >=
+context`` (most releases), vLLM only ``>``; one spare token satisfies both."""
+
+
+def fit_to_context(
+    request: GenerationRequest, context_length: int | None, *, model: str = ""
+) -> GenerationRequest:
+    """``request`` with ``max_tokens`` clamped to what the context has left after the prompt.
+
+    The one place every runtime applies the engines' length rule: ``prompt + max_tokens`` stays
+    below ``context_length`` (minus :data:`CONTEXT_MARGIN`). A prompt that leaves no room at all
+    is a :class:`ContextLengthError`. ``context_length=None`` (unknown) returns ``request``.
+    """
+    if context_length is None or context_length <= 0:
+        return request
+    prompt = len(request.prompt_ids)
+    room = context_length - prompt - CONTEXT_MARGIN
+    if room < 1:
+        raise ContextLengthError(prompt, context_length, model=model)
+    if request.sampling.max_tokens <= room:
+        return request
+    return replace(request, sampling=request.sampling.with_(max_tokens=room))
+
+
+def completion_text(
+    tokenizer: Qwen3Tokenizer, ids: Sequence[int], matched_stop: str | int | None = None
+) -> str:
+    """A completion's text as q3agent defines it: its own decoding of the output ids.
+
+    Control tokens are kept (``<think>``, ``</think>``, ``<tool_call>``, a matched
+    ``stop_token_ids`` id), a final ``<|im_end|>``/``<|endoftext|>`` is left out, and the text
+    ends before a matched stop *string*. Engines trim differently (SGLang and vLLM drop a
+    matched stop id's text), so no runtime uses the engine's text.
+    """
+    body = list(ids)
+    if body and body[-1] in (tokenizer.im_end_id, tokenizer.eos_id):
+        body.pop()
+    text = tokenizer.decode(body)
+    if isinstance(matched_stop, str) and matched_stop:
+        cut = text.find(matched_stop)
+        if cut != -1:
+            text = text[:cut]
+    return text
+
+
+@asynccontextmanager
+async def closing_stream(
+    chunks: AsyncIterator[GenerationChunk],
+) -> AsyncIterator[AsyncIterator[GenerationChunk]]:
+    """Iterate a runtime's stream and close it on leaving, also when the loop broke early.
+
+    Leaving an ``async for`` does not close an async generator; closing it is what tells the
+    runtime to stop (an HTTP stream is dropped and the engine aborts; a local runtime
+    releases its lock). Wrappers that re-yield a stream should iterate it through this.
+    """
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def stop_ids_for(tokenizer: Qwen3Tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:

@@ -1,11 +1,18 @@
-"""The thinking-budget procedure from the Qwen3 report, on any runtime.
+"""The Qwen3 report's thinking-budget procedure, on any runtime, in as few requests as it can.
 
-Phase 1 generates with the budget as the token limit and stops at ``</think>``. If the budget
-ran out first, the report's early-stop text ("Considering the limited time by the user, …
-\\n</think>\\n\\n") is appended and the model continues from there; otherwise it continues
-after its own ``</think>``. The continuation's prompt is exactly the previous prompt + the
-phase-1 ids (+ the early-stop ids), so a prefix-caching runtime re-prefills nothing but the
-early-stop text, and reasoning tokens never exceed the budget.
+A budgeted step is **one** request whenever the model's reasoning fits the budget: the step is
+streamed (also when the caller does not stream) and watched token by token. Only when the
+reasoning reaches ``budget`` tokens (``budget + 1`` with the ``<think>`` the model writes
+itself) without ``</think>`` is the stream closed there (the engine aborts the rest) and a
+second request sent, on the prompt + those ids + the report's early-stop text ("Considering
+the limited time by the user, … \\n</think>\\n\\n"). So reasoning tokens never exceed the
+budget, an answer of any length follows a short reasoning in the same request, and the
+continuation re-prefills only the early-stop text on a prefix-caching runtime.
+
+Where the reasoning stands is read from ids (``<think>``, ``</think>``), never from an
+engine's text. A runtime whose ids are an untrusted re-encoding (``ids_exact=False``) is judged
+on the trusted encoding of its text instead; whatever it streamed past the cut is dropped from
+the step, which is decided on the final ids.
 """
 
 from __future__ import annotations
@@ -13,16 +20,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from q3agent.qwen3.thinking import budget_continuation
-from q3agent.serving.base import Generation, GenerationRequest, Runtime, Usage
+from q3agent.qwen3.thinking import budget_continuation, count_reasoning_tokens
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+from q3agent.serving.base import (
+    Generation,
+    GenerationRequest,
+    Runtime,
+    Usage,
+    closing_stream,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetedGeneration:
     """A step's completion assembled from one or two requests.
 
-    ``token_ids`` and ``text`` cover everything appended to the prompt: phase-1 ids, the
-    early-stop ids when the budget was hit, and the continuation's ids.
+    ``token_ids`` and ``text`` cover everything appended to the prompt: the first request's
+    ids (up to the budget when it was hit), the early-stop ids, and the continuation's ids.
     """
 
     text: str
@@ -42,13 +56,16 @@ class TextDelta:
     text: str
 
 
-def _merge(
-    parts: list[Generation], extra_ids: tuple[int, ...], extra_text: str
-) -> tuple[tuple[int, ...], str]:
-    if len(parts) == 1:
-        return parts[0].token_ids, parts[0].text
-    first, second = parts
-    return first.token_ids + extra_ids + second.token_ids, first.text + extra_text + second.text
+def _single(generation: Generation) -> BudgetedGeneration:
+    return BudgetedGeneration(
+        generation.text,
+        generation.token_ids,
+        generation.finish_reason,
+        generation.usage,
+        False,
+        1,
+        generation.ids_exact,
+    )
 
 
 async def _one(
@@ -64,6 +81,46 @@ async def _one(
             yield chunk.generation
 
 
+class _Watch:
+    """Follows a streamed completion's ids and says when the reasoning reached its limit."""
+
+    def __init__(self, tok: Qwen3Tokenizer, limit: int, *, prompt_open: bool) -> None:
+        self.tok = tok
+        self.limit = limit
+        self.prompt_open = prompt_open
+        self.ids: list[int] = []
+
+    def over(self, ids: list[int]) -> bool:
+        """Whether ``ids`` (a completion so far) hit the limit inside open reasoning."""
+        if len(ids) < self.limit:
+            return False
+        head = ids[: self.limit]
+        opened = self.prompt_open or self.tok.think_id in head
+        return opened and self.tok.think_end_id not in head
+
+    def feed(self, fresh: tuple[int, ...]) -> bool:
+        self.ids.extend(fresh)
+        return self.over(self.ids)
+
+
+def _cut(tok: Qwen3Tokenizer, first: Generation, limit: int) -> Generation:
+    """``first`` truncated to its first ``limit`` tokens (the budget's share of it)."""
+    if first.ids_exact:
+        head = list(first.token_ids[:limit])
+        text = tok.decode(head)
+    else:
+        text = tok.decode(tok.encode_trusted(first.text)[:limit])
+        head = tok.encode(text)
+    return Generation(
+        text=text,
+        token_ids=tuple(head),
+        finish_reason="length",
+        usage=first.usage,
+        matched_stop=None,
+        ids_exact=first.ids_exact,
+    )
+
+
 async def generate_with_budget(
     runtime: Runtime,
     request: GenerationRequest,
@@ -74,76 +131,101 @@ async def generate_with_budget(
 ) -> AsyncIterator[TextDelta | BudgetedGeneration]:
     """Run one thinking step under ``budget`` reasoning tokens; yield deltas, then the result.
 
-    ``model_opens_think``: the model writes ``<think>`` itself (hybrid Qwen3), so phase 1 may
-    produce one token more than the budget; ``False`` when the prompt already opened it
-    (Thinking-2507). ``budget=None`` runs a single unbudgeted request.
+    ``model_opens_think``: the model writes ``<think>`` itself (hybrid Qwen3), so the
+    reasoning's share of the completion is one token more than the budget; ``False`` when the
+    prompt already opened it (Thinking-2507). ``budget=None`` runs a single unbudgeted
+    request. ``stream`` only says whether text deltas are yielded: the step is streamed from
+    the runtime either way, so it can be cut at the budget.
     """
     tok = runtime.tokenizer
     if budget is None:
         async for item in _one(runtime, request, stream):
-            if isinstance(item, Generation):
-                yield BudgetedGeneration(
-                    item.text, item.token_ids, item.finish_reason, item.usage, False, 1
-                )
-            else:
-                yield item
+            yield _single(item) if isinstance(item, Generation) else item
         return
     if budget < 0:
         raise ValueError(f"thinking budget must be >= 0, got {budget}")
 
     limit = budget + (1 if model_opens_think else 0)
     total = request.sampling.max_tokens
-    phase1_request = replace(
-        request,
-        sampling=request.sampling.with_(
-            max_tokens=min(limit, total),
-            stop_token_ids=(*request.sampling.stop_token_ids, tok.think_end_id),
-        ),
-        constraint=None,
-    )
+    watch = _Watch(tok, limit, prompt_open=not model_opens_think)
+    decoder = tok.decoder()
     first: Generation | None = None
-    async for item in _one(runtime, phase1_request, stream):
-        if isinstance(item, Generation):
-            first = item
-        else:
-            yield item
-    assert first is not None  # _one always ends with a Generation
-    ended_turn = bool(first.token_ids) and first.token_ids[-1] in (tok.im_end_id, tok.eos_id)
-    closed = tok.think_end_id in first.token_ids
-    # only reasoning can hit the budget: a model that answered without opening <think> is
-    # simply continued, with no early-stop text in the middle of its answer
-    opened = not model_opens_think or tok.think_id in first.token_ids
-    hit_budget = opened and not closed and not ended_turn and first.finish_reason == "length"
-    remaining = total - len(first.token_ids)
-    if ended_turn or remaining <= 0 or first.finish_reason == "abort":
-        # the model ended its turn inside phase 1 (no thinking, or it stopped): nothing to add
-        yield BudgetedGeneration(
-            first.text, first.token_ids, first.finish_reason, first.usage, False, 1
+    cut_early = False
+    shown = 0  # ids whose text was yielded (ids-carrying streams)
+    cached = 0  # the prompt's cached tokens, as far as the stream reported them
+    async with closing_stream(runtime.stream(request)) as chunks:
+        async for chunk in chunks:
+            if chunk.cached_tokens is not None:
+                cached = chunk.cached_tokens
+            if chunk.generation is not None:
+                first = chunk.generation
+            fresh = chunk.token_ids
+            if not fresh:  # a stream without ids: pass its text on, decide on the final ids
+                if stream and chunk.text and not watch.ids:
+                    yield TextDelta(chunk.text)
+                continue
+            hit = watch.feed(fresh)
+            keep = watch.ids[: limit if hit else len(watch.ids)]
+            if stream:
+                piece = decoder.push(
+                    [t for t in keep[shown:] if t not in (tok.im_end_id, tok.eos_id)]
+                )
+                shown = len(keep)
+                if piece:
+                    yield TextDelta(piece)
+            if hit and first is None:
+                cut_early = True
+                break  # leaving closes the stream: the engine aborts the rest
+    if cut_early:
+        head = watch.ids[:limit]
+        prompt_open = not model_opens_think
+        first = Generation(
+            text=tok.decode(head),
+            token_ids=tuple(head),
+            finish_reason="length",
+            usage=Usage(
+                prompt_tokens=len(request.prompt_ids),
+                completion_tokens=len(watch.ids),
+                cached_tokens=cached,
+                reasoning_tokens=count_reasoning_tokens(head, tok, prompt_open=prompt_open),
+                requests=1,
+            ),
         )
+    assert first is not None  # a runtime's stream always ends with the generation
+    view = list(first.token_ids) if first.ids_exact else tok.encode_trusted(first.text)
+    ended_in_limit = len(view) == limit and first.finish_reason != "length"
+    if not cut_early and (not watch.over(view) or ended_in_limit):
+        tail = decoder.flush() if stream and watch.ids else ""
+        if tail:
+            yield TextDelta(tail)
+        yield _single(first)
         return
 
-    extra_text = budget_continuation(first.text) if hit_budget else ""
-    extra_ids = tuple(tok.encode_trusted(extra_text)) if hit_budget else ()
-    if extra_text:
+    kept = first if cut_early else _cut(tok, first, limit)
+    remaining = total - len(kept.token_ids)
+    extra_text = budget_continuation(kept.text)
+    extra_ids = tuple(tok.encode_trusted(extra_text))
+    if stream:
         yield TextDelta(extra_text)
-    phase2_request = replace(
+    second_request = replace(
         request,
-        prompt_ids=request.prompt_ids + first.token_ids + extra_ids,
+        prompt_ids=request.prompt_ids + kept.token_ids + extra_ids,
         sampling=request.sampling.with_(max_tokens=max(1, remaining - len(extra_ids))),
+        request_id=None if request.request_id is None else f"{request.request_id}-cont",
     )
     second: Generation | None = None
-    async for item in _one(runtime, phase2_request, stream):
+    async for item in _one(runtime, second_request, stream):
         if isinstance(item, Generation):
             second = item
         else:
             yield item
     assert second is not None
-    ids, text = _merge([first, second], extra_ids, extra_text)
     yield BudgetedGeneration(
-        text=text,
-        token_ids=ids,
+        text=kept.text + extra_text + second.text,
+        token_ids=kept.token_ids + extra_ids + second.token_ids,
         finish_reason=second.finish_reason,
         usage=first.usage + second.usage,
-        hit_budget=hit_budget,
+        hit_budget=True,
         requests=2,
+        ids_exact=kept.ids_exact and second.ids_exact,
     )

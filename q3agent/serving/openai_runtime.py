@@ -9,14 +9,26 @@ Two modes:
   take only strings. **Injection caveat**: the server re-tokenizes that text and turns any
   special-token string in it (``<|im_start|>``, ``<tool_call>``) into the control token, also
   where the string came from a web page or a tool result. Prefer ``"ids"`` wherever the
-  server accepts it.
+  server accepts it. A :class:`ToolCallConstraint` travels as vLLM's ``structured_outputs``
+  (a structural tag).
 * **chat** (``chat=True``): ``POST /v1/chat/completions`` with ``request.messages`` and
-  ``request.tools``, for servers that must render the template themselves. The reply
-  (``reasoning_content``, ``content``, ``tool_calls``) is reassembled into Qwen3 completion
-  text (``<think>\\n…\\n</think>\\n\\n`` + content + ``<tool_call>`` blocks) so the same parser
-  reads it. Token ids are then our encoding of that text (the append-only prompt property
-  does not hold in chat mode), a thinking-budget continuation degrades to a plain
-  max-token limit, and a :class:`ToolCallConstraint` becomes ``tool_choice``.
+  ``request.tools``, for servers that must render the template themselves. A thinking-budget
+  continuation sends the partial assistant turn with ``continue_final_message=true,
+  add_generation_prompt=false``; a :class:`ToolCallConstraint` becomes ``tool_choice``.
+
+Either way the completion's ids come from the server (``return_token_ids``) and its text is
+our own decoding of them (:func:`~q3agent.serving.base.completion_text`): servers drop a
+matched stop id's text (vLLM's detokenizer does for ``</think>``), and their reasoning/tool
+parsers reshape chat replies. A server that returns no ids gets its text re-encoded as
+*untrusted* (special-token strings stay plain text) and the generation is marked
+``ids_exact=False``, so an echoed ``<|im_start|>`` never becomes a control token; chat
+replies are then reassembled into Qwen3 text (``<think>\\n…\\n</think>\\n\\n`` + content +
+``<tool_call>`` blocks) first.
+
+``max_tokens`` is clamped to what the context leaves after the prompt
+(:func:`~q3agent.serving.base.fit_to_context`); the context is ``context_length`` or the
+server's ``/v1/models`` ``max_model_len``. ``extra_body`` is merged into every request body
+(vendor parameters such as ``{"chat_template_kwargs": ...}`` or ``{"priority": 1}``).
 
 Requests retry with exponential backoff and jitter on 429/5xx and connection failures,
 honouring ``Retry-After`` (:class:`~q3agent.serving._http.RetryPolicy`).
@@ -28,7 +40,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -40,6 +52,7 @@ from q3agent.serving._http import (
     RuntimeHTTPError,
     Sleep,
     auth_headers,
+    get_context_length,
     open_stream,
     post_json,
 )
@@ -51,8 +64,11 @@ from q3agent.serving.base import (
     RuntimeUnavailableError,
     ToolCallConstraint,
     Usage,
+    completion_text,
+    fit_to_context,
     stop_ids_for,
 )
+from q3agent.serving.sglang_runtime import tool_call_structural_tag
 
 if TYPE_CHECKING:
     from q3agent.qwen3.messages import Message
@@ -100,16 +116,23 @@ def _arguments_text(raw: Any) -> str:
 
 
 def qwen3_completion_text(
-    reasoning: str | None, content: str, tool_calls: Sequence[Mapping[str, Any]]
+    reasoning: str | None,
+    content: str,
+    tool_calls: Sequence[Mapping[str, Any]],
+    *,
+    reasoning_closed: bool = True,
 ) -> str:
     """Reassemble a chat reply into the text a Qwen3 model writes for it.
 
     The layout is the official template's for an assistant turn: ``<think>\\n`` reasoning
     ``\\n</think>\\n\\n`` when there is reasoning, then the content, then one
     ``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`` block per call, separated
-    by newlines.
+    by newlines. ``reasoning_closed=False`` (the reply was cut inside its reasoning) leaves the
+    think block open.
     """
     text = ""
+    if reasoning is not None and not reasoning_closed and not content and not tool_calls:
+        return f"<think>\n{reasoning.lstrip(chr(10))}"
     if reasoning is not None:
         text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n"
         content = content.lstrip("\n")
@@ -139,8 +162,9 @@ class OpenAICompatibleRuntime:
     :class:`Qwen3Tokenizer` or a local model directory (default: the offline build, which all
     Qwen3 models share). ``extended_sampling`` sends the vLLM/SGLang extensions ``top_k``,
     ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``skip_special_tokens=False`` and
-    ``return_token_ids``; turn it off for servers that reject unknown fields. ``extra_body``
-    is merged into every request.
+    ``return_token_ids``, and ``structured_outputs`` for tool-call constraints in completions
+    mode; turn it off for servers that reject unknown fields. ``extra_body`` is merged into
+    every request. ``context_length`` overrides the server's ``max_model_len``.
     """
 
     def __init__(
@@ -158,6 +182,7 @@ class OpenAICompatibleRuntime:
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        context_length: int | None = None,
         sleep: Sleep = anyio.sleep,
     ) -> None:
         if prompt_format not in ("ids", "text"):
@@ -178,6 +203,8 @@ class OpenAICompatibleRuntime:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
         )
         self._warned: set[str] = set()
+        self._context_length = context_length
+        self._context_checked = context_length is not None
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
@@ -192,6 +219,20 @@ class OpenAICompatibleRuntime:
     def model_name(self) -> str:
         """The served model name."""
         return self.model
+
+    @property
+    def context_length(self) -> int | None:
+        """The server's context (given, or read on the first request; None while unknown)."""
+        return self._context_length
+
+    async def fetch_context_length(self) -> int | None:
+        """Read ``max_model_len`` from the server's ``/v1/models`` once (None if it has none)."""
+        if not self._context_checked:
+            self._context_checked = True
+            self._context_length = await get_context_length(
+                self._client, f"{self.base_url}/models", ("max_model_len",), model=self.model
+            )
+        return self._context_length
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -233,13 +274,18 @@ class OpenAICompatibleRuntime:
             body["prompt"] = self.tokenizer.decode(list(request.prompt_ids))
         if self.extended_sampling:
             body["return_token_ids"] = True
-        if request.constraint is not None:
-            self._warn_once(
-                "constraint",
-                "OpenAICompatibleRuntime in completions mode does not enforce tool-call "
-                "constraints (servers disagree on the field); use RemoteSGLangRuntime for "
-                "structural tags or chat=True for tool_choice",
-            )
+        if isinstance(request.constraint, ToolCallConstraint):
+            if self.extended_sampling:
+                mode = reasoning_mode(request.prompt_ids, self.tokenizer, request.enable_thinking)
+                body["structured_outputs"] = {
+                    "structural_tag": tool_call_structural_tag(request.constraint, mode)
+                }
+            else:
+                self._warn_once(
+                    "constraint",
+                    "tool-call constraints need vLLM's structured_outputs, which "
+                    "extended_sampling=False does not send; use chat=True for tool_choice",
+                )
         body["stream"] = stream
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -263,21 +309,26 @@ class OpenAICompatibleRuntime:
             body["tools"] = tools
         if request.enable_thinking is not None:
             body["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
-        if self._continues_assistant_turn(request.prompt_ids):
-            self._warn_once(
-                "budget",
-                "chat mode cannot continue a partial assistant turn: the thinking budget "
-                "degrades to a max-token limit (the model restarts its answer). Use "
-                "completions mode (chat=False) for the Qwen3 budget procedure",
-            )
+        partial = self._partial_assistant_turn(request.prompt_ids)
+        if partial is not None:
+            # a budget continuation: the server renders the partial turn without closing it
+            body["messages"].append({"role": "assistant", "content": partial})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        if self.extended_sampling:
+            body["return_token_ids"] = True
         body["stream"] = stream
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(self.extra_body)
         return body
 
-    def _continues_assistant_turn(self, prompt_ids: Sequence[int]) -> bool:
-        """Whether the prompt ends inside an assistant turn the model already started."""
+    def _partial_assistant_turn(self, prompt_ids: Sequence[int]) -> str | None:
+        """The text of an assistant turn the prompt ends inside (a continuation), else None.
+
+        The generation prompt itself (empty, the non-thinking empty think block, or the
+        ``<think>\\n`` a Thinking-2507 template opens) is not a partial turn.
+        """
         tok = self.tokenizer
         tail: list[int] = []
         for tid in reversed(prompt_ids):
@@ -287,13 +338,19 @@ class OpenAICompatibleRuntime:
         tail.reverse()
         header = tok.encode_trusted("assistant\n")
         if tail[: len(header)] != header:
-            return False
+            return None
         rest = tail[len(header) :]
-        return rest not in ([], tok.encode_trusted("<think>\n\n</think>\n\n"))
+        openers: tuple[list[int], ...] = (
+            [],
+            tok.encode_trusted("<think>\n\n</think>\n\n"),
+            tok.encode_trusted("<think>\n"),
+        )
+        return None if rest in openers else tok.decode(rest)
 
     # ---------------------------------------------------------------- replies
 
     def _usage(self, raw: Mapping[str, Any] | None, prompt: Sequence[int], ids: list[int]) -> Usage:
+        """Usage from the server's figures; reasoning tokens counted on ``ids`` (control ids)."""
         raw = raw or {}
         details = raw.get("prompt_tokens_details") or {}
         return Usage(
@@ -308,62 +365,69 @@ class OpenAICompatibleRuntime:
             requests=1,
         )
 
-    def _completion_ids(
-        self, text: str, server_ids: Any, finish: FinishReason, matched: Any
-    ) -> tuple[list[int], str | int | None]:
+    def _generation(
+        self,
+        request: GenerationRequest,
+        server_ids: Any,
+        fallback_text: Callable[[], str],
+        finish_raw: Any,
+        matched_raw: Any,
+        usage: Any,
+    ) -> Generation:
+        """Map a reply: the server's ids (decoded by us), else its text re-encoded untrusted.
+
+        ``matched_raw`` is vLLM's ``stop_reason`` / SGLang's ``matched_stop``: an id, a stop
+        string, or None for EOS. Only an EOS stop ends the turn with ``<|im_end|>``; a stop on
+        ``</think>`` (``stop_reason=151668``) keeps that id instead.
+        """
         tok = self.tokenizer
-        if isinstance(server_ids, list) and server_ids:
+        finish = _finish_reason(finish_raw)
+        usable = isinstance(matched_raw, str | int) and not isinstance(matched_raw, bool)
+        matched: str | int | None = matched_raw if usable and matched_raw != "" else None
+        if finish != "stop":
+            matched = None
+        exact = isinstance(server_ids, list)
+        if exact:
             ids = [int(t) for t in server_ids]
         else:
-            ids = tok.encode_trusted(text)
-        stop: str | int | None = None
-        if finish == "stop":
-            if isinstance(matched, str) and matched:
-                stop = matched
-            else:
-                stop = matched if isinstance(matched, int) else tok.im_end_id
-                if not ids or ids[-1] != stop:
-                    ids.append(stop)
-        return ids, stop
-
-    def _completion_generation(
-        self, request: GenerationRequest, choice: Mapping[str, Any], usage: Any
-    ) -> Generation:
-        text = str(choice.get("text") or "")
-        finish = _finish_reason(choice.get("finish_reason"))
-        matched = choice.get("stop_reason", choice.get("matched_stop"))
-        ids, stop = self._completion_ids(text, choice.get("token_ids"), finish, matched)
+            self._warn_once(
+                "no-ids",
+                f"the server at {self.base_url} returned no token ids (return_token_ids); its "
+                "text is re-encoded as untrusted (special-token strings stay plain text). Use a "
+                "server that returns ids (vLLM) or chat=True with its tool/reasoning parsers",
+            )
+            ids = tok.encode(fallback_text())
+        if finish == "stop" and not isinstance(matched, str):
+            if matched is None:  # an EOS stop: the id the turn ended with
+                ends = bool(ids) and ids[-1] in (tok.im_end_id, tok.eos_id)
+                matched = ids[-1] if exact and ends else tok.im_end_id
+            if not ids or ids[-1] != matched:
+                ids.append(matched)
+        text = completion_text(tok, ids, matched) if exact else fallback_text()
+        # untrusted ids carry no control ids: count reasoning on the text's structure instead
+        counted = ids if exact else tok.encode_trusted(text)
         return Generation(
             text=text,
             token_ids=tuple(ids),
             finish_reason=finish,
-            usage=self._usage(usage, request.prompt_ids, ids),
-            matched_stop=stop,
+            usage=self._usage(usage, request.prompt_ids, counted),
+            matched_stop=matched,
+            ids_exact=exact,
         )
 
-    def _chat_generation(
+    def _chat_fallback(
         self,
-        request: GenerationRequest,
         reasoning: str | None,
         content: str,
         tool_calls: Sequence[Mapping[str, Any]],
         finish_raw: Any,
-        usage: Any,
-    ) -> Generation:
-        text = qwen3_completion_text(reasoning, content, tool_calls)
-        finish = _finish_reason("stop" if finish_raw == "tool_calls" else finish_raw)
-        ids = self.tokenizer.encode_trusted(text)
-        stop: int | None = None
-        if finish == "stop":
-            stop = self.tokenizer.im_end_id
-            ids.append(stop)
-        return Generation(
-            text=text,
-            token_ids=tuple(ids),
-            finish_reason=finish,
-            usage=self._usage(usage, request.prompt_ids, ids),
-            matched_stop=stop,
-        )
+    ) -> Callable[[], str]:
+        def text() -> str:
+            return qwen3_completion_text(
+                reasoning, content, tool_calls, reasoning_closed=finish_raw != "length"
+            )
+
+        return text
 
     # ---------------------------------------------------------------- protocol
 
@@ -390,33 +454,57 @@ class OpenAICompatibleRuntime:
             )
         return exc
 
+    async def _fit(self, request: GenerationRequest) -> GenerationRequest:
+        return fit_to_context(request, await self.fetch_context_length(), model=self.model)
+
     async def generate(self, request: GenerationRequest) -> Generation:
         """Run one request to completion."""
+        request = await self._fit(request)
         if self.chat:
             out = await self._post("/chat/completions", self.chat_body(request, stream=False))
             choice = _first_choice(out)
             message = choice.get("message") or {}
             reasoning = message.get("reasoning_content", message.get("reasoning"))
-            return self._chat_generation(
+            return self._generation(
                 request,
-                reasoning if isinstance(reasoning, str) else None,
-                str(message.get("content") or ""),
-                message.get("tool_calls") or [],
+                choice.get("token_ids"),
+                self._chat_fallback(
+                    reasoning if isinstance(reasoning, str) else None,
+                    str(message.get("content") or ""),
+                    message.get("tool_calls") or [],
+                    choice.get("finish_reason"),
+                ),
                 choice.get("finish_reason"),
+                choice.get("stop_reason", choice.get("matched_stop")),
                 out.get("usage"),
             )
         out = await self._post("/completions", self.completion_body(request, stream=False))
-        return self._completion_generation(request, _first_choice(out), out.get("usage"))
+        choice = _first_choice(out)
+        text = str(choice.get("text") or "")
+        return self._generation(
+            request,
+            choice.get("token_ids"),
+            lambda: text,
+            choice.get("finish_reason"),
+            choice.get("stop_reason", choice.get("matched_stop")),
+            out.get("usage"),
+        )
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        """Run one request, yielding text as the server streams it."""
+        """Run one request, yielding text as the server streams it.
+
+        With ids in the stream (``return_token_ids``) the text is decoded from them, so the
+        chunks concatenate to the final ``generation.text``; otherwise the server's deltas
+        are passed on.
+        """
+        request = await self._fit(request)
         path = "/chat/completions" if self.chat else "/completions"
         body = (
             self.chat_body(request, stream=True)
             if self.chat
             else self.completion_body(request, stream=True)
         )
-        state = _StreamState()
+        state = _StreamState(self.tokenizer)
         try:
             async with open_stream(
                 self._client,
@@ -427,9 +515,11 @@ class OpenAICompatibleRuntime:
                 sleep=self._sleep,
             ) as events:
                 async for event in events:
-                    piece = state.feed(event, chat=self.chat)
-                    if piece:
-                        yield GenerationChunk(text=piece)
+                    piece, ids = state.feed(event, chat=self.chat)
+                    if piece or ids:
+                        yield GenerationChunk(
+                            text=piece, token_ids=ids, cached_tokens=state.cached_tokens()
+                        )
         except RuntimeHTTPError as exc:
             raise self._explain(exc) from exc
         if state.finish is None:
@@ -437,23 +527,25 @@ class OpenAICompatibleRuntime:
                 f"The server at {self.base_url} ended the stream without a finish reason; "
                 "check its log."
             )
-        if self.chat:
-            generation = self._chat_generation(
-                request,
+        content = state.content
+        fallback = (
+            self._chat_fallback(
                 state.reasoning if state.saw_reasoning else None,
-                state.content,
+                content,
                 state.calls(),
                 state.finish,
-                state.usage,
             )
-        else:
-            choice = {
-                "text": state.content,
-                "finish_reason": state.finish,
-                "stop_reason": state.matched,
-                "token_ids": state.token_ids,
-            }
-            generation = self._completion_generation(request, choice, state.usage)
+            if self.chat
+            else (lambda: content)
+        )
+        generation = self._generation(
+            request,
+            state.token_ids if state.saw_ids else None,
+            fallback,
+            state.finish,
+            state.matched,
+            state.usage,
+        )
         emitted = state.emitted
         tail = generation.text[len(emitted) :] if generation.text.startswith(emitted) else ""
         yield GenerationChunk(text=tail, generation=generation)
@@ -476,9 +568,13 @@ def _first_choice(out: Any) -> Mapping[str, Any]:
 
 
 class _StreamState:
-    """Accumulates an OpenAI SSE stream (completions or chat) into reply fields."""
+    """Accumulates an OpenAI SSE stream (completions or chat) into reply fields.
 
-    def __init__(self) -> None:
+    Text shown while streaming is decoded from the streamed ids when the server sends them
+    (a final ``<|im_end|>``/``<|endoftext|>`` is not shown), else taken from the deltas.
+    """
+
+    def __init__(self, tokenizer: Qwen3Tokenizer) -> None:
         self.content = ""
         self.reasoning = ""
         self.saw_reasoning = False
@@ -488,49 +584,74 @@ class _StreamState:
         self.matched: Any = None
         self.usage: Any = None
         self.token_ids: list[int] = []
+        self.saw_ids = False
+        self._end_ids = (tokenizer.im_end_id, tokenizer.eos_id)
+        self._decoder = tokenizer.decoder()
         self._calls: dict[int, dict[str, Any]] = {}
 
     def calls(self) -> list[dict[str, Any]]:
         return [self._calls[i] for i in sorted(self._calls)]
 
-    def feed(self, event: Mapping[str, Any], *, chat: bool) -> str:
+    def cached_tokens(self) -> int | None:
+        """Cached prompt tokens from a usage seen before the end (servers that send it per
+        chunk; vLLM's per-chunk usage has no details, so a cut vLLM stream reports none)."""
+        details = (self.usage or {}).get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        return cached if isinstance(cached, int) else None
+
+    def feed(self, event: Mapping[str, Any], *, chat: bool) -> tuple[str, tuple[int, ...]]:
+        """Take one event; return the text to show and the ids it carried."""
         if event.get("usage"):
             self.usage = event["usage"]
         piece = ""
+        carried: list[int] = []
         for choice in event.get("choices") or []:
             if choice.get("finish_reason") is not None:
                 self.finish = choice["finish_reason"]
                 self.matched = choice.get("stop_reason", choice.get("matched_stop"))
-            if not chat:
-                text = choice.get("text") or ""
-                self.content += text
-                piece += text
-                self.token_ids.extend(int(t) for t in choice.get("token_ids") or ())
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content", delta.get("reasoning"))
-            if isinstance(reasoning, str) and reasoning:
-                if not self.saw_reasoning:
-                    piece += "<think>\n"
-                self.saw_reasoning = True
-                self.reasoning += reasoning
-                piece += reasoning
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                if self.saw_reasoning and not self.closed_reasoning:
-                    self.closed_reasoning = True
-                    piece += "\n</think>\n\n"
-                self.content += content
-                piece += content
-            for call in delta.get("tool_calls") or []:
-                slot = self._calls.setdefault(
-                    int(call.get("index", len(self._calls))),
-                    {"function": {"name": "", "arguments": ""}},
-                )
-                function = call.get("function") or {}
-                if function.get("name"):
-                    slot["function"]["name"] += function["name"]
-                if function.get("arguments"):
-                    slot["function"]["arguments"] += function["arguments"]
+            delta_text = self._accumulate(choice, chat=chat)
+            ids = choice.get("token_ids")
+            if isinstance(ids, list):
+                self.saw_ids = True
+                fresh = [int(t) for t in ids]
+                self.token_ids.extend(fresh)
+                carried += fresh
+                piece += self._decoder.push([t for t in fresh if t not in self._end_ids])
+            elif not self.saw_ids:
+                piece += delta_text
         self.emitted += piece
+        return piece, tuple(carried)
+
+    def _accumulate(self, choice: Mapping[str, Any], *, chat: bool) -> str:
+        """Record the choice's text fields; return them as Qwen3 text (the no-ids fallback)."""
+        if not chat:
+            text = str(choice.get("text") or "")
+            self.content += text
+            return text
+        piece = ""
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content", delta.get("reasoning"))
+        if isinstance(reasoning, str) and reasoning:
+            if not self.saw_reasoning:
+                piece += "<think>\n"
+            self.saw_reasoning = True
+            self.reasoning += reasoning
+            piece += reasoning
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            if self.saw_reasoning and not self.closed_reasoning:
+                self.closed_reasoning = True
+                piece += "\n</think>\n\n"
+            self.content += content
+            piece += content
+        for call in delta.get("tool_calls") or []:
+            slot = self._calls.setdefault(
+                int(call.get("index", len(self._calls))),
+                {"function": {"name": "", "arguments": ""}},
+            )
+            function = call.get("function") or {}
+            if function.get("name"):
+                slot["function"]["name"] += function["name"]
+            if function.get("arguments"):
+                slot["function"]["arguments"] += function["arguments"]
         return piece

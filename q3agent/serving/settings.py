@@ -20,6 +20,7 @@ from q3agent.serving.base import (
     Runtime,
     RuntimeUnavailableError,
     RuntimeWrapper,
+    fit_to_context,
 )
 
 RuntimeKind = Literal["sglang", "transformers", "sglang-remote", "openai"]
@@ -134,7 +135,9 @@ def served_name(model: str, settings: RuntimeSettings | None = None) -> str:
 class LimitedRuntime(RuntimeWrapper):
     """A runtime whose requests ask for at most ``max_tokens`` and fit in ``context_length``.
 
-    ``context_length`` is also exposed so the agent sizes its context window from it.
+    ``context_length`` (``--context-length``) is the window the user declares for the server;
+    without it the wrapped runtime's own (learned from the server) applies. The agent sizes its
+    context window from it too.
     """
 
     def __init__(
@@ -142,24 +145,21 @@ class LimitedRuntime(RuntimeWrapper):
     ) -> None:
         super().__init__(inner)
         self.max_tokens = max_tokens
-        self.context_length = context_length
+        self._declared_context = context_length
+
+    @property
+    def context_length(self) -> int | None:
+        """The declared context length, else the wrapped runtime's."""
+        return self._declared_context or super().context_length
+
+    async def fetch_context_length(self) -> int | None:
+        """The declared context length, else what the wrapped runtime learns."""
+        return self._declared_context or await super().fetch_context_length()
 
     def _limit(self, request: GenerationRequest) -> GenerationRequest:
-        allowed = request.sampling.max_tokens
-        if self.max_tokens is not None:
-            allowed = min(allowed, self.max_tokens)
-        if self.context_length is not None:
-            left = self.context_length - len(request.prompt_ids)
-            if left < 1:
-                raise SettingsError(
-                    f"the prompt has {len(request.prompt_ids)} tokens and the context length "
-                    f"is {self.context_length}: raise --context-length ({CONTEXT_LENGTH_ENV}) "
-                    "to what the server allows, or shorten the task"
-                )
-            allowed = min(allowed, left)
-        if allowed == request.sampling.max_tokens:
-            return request
-        return replace(request, sampling=request.sampling.with_(max_tokens=allowed))
+        if self.max_tokens is not None and request.sampling.max_tokens > self.max_tokens:
+            request = replace(request, sampling=request.sampling.with_(max_tokens=self.max_tokens))
+        return fit_to_context(request, self._declared_context, model=self.model_name)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """The inner runtime's completion of the limited request."""

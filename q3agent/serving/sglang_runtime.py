@@ -14,9 +14,17 @@ Design decisions (see ``docs/serving.md`` for the user-facing version):
   :class:`Qwen3Tokenizer` for counting reasoning tokens and decoding streamed ids.
 * ``skip_special_tokens=False`` and ``spaces_between_special_tokens=False`` so ``<think>`` and
   ``<tool_call>`` survive in the text exactly as the model wrote them.
-* ``output_ids`` include the final stop id (SGLang trims it from the text only); where a
-  server omits it, the matched id from ``finish_reason`` is appended, so ``token_ids`` always
-  end with the id that ended the turn.
+* The completion's text is our own decoding of ``output_ids``
+  (:func:`~q3agent.serving.base.completion_text`), never SGLang's ``text``: SGLang's
+  detokenizer drops a matched stop id's text (``</think>`` included) while keeping the id.
+  ``output_ids`` include the final stop id; where a server omits it, the matched id from
+  ``finish_reason`` is appended, so ``token_ids`` always end with the id that ended the turn.
+* Every request gets its own ``rid`` (the request's id plus a unique suffix): SGLang aborts a
+  streaming request whose rid is reused, and a budget continuation is a new request.
+* ``max_new_tokens`` is clamped to what the context leaves after the prompt
+  (:func:`~q3agent.serving.base.fit_to_context`): SGLang rejects ``prompt + max_new_tokens >=
+  context_length`` outright. The context comes from the engine (``context_len``) or the
+  server (``/get_model_info``, ``/v1/models``).
 * Streaming: SGLang sends cumulative chunks by default and deltas under
   ``--incremental-streaming-output`` (older releases sent cumulative text with delta ids
   under ``--stream-output``). A chunk's ids are a delta when the ids received so far plus the
@@ -37,6 +45,7 @@ import math
 import os
 import sys
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +59,7 @@ from q3agent.serving._http import (
     RetryPolicy,
     Sleep,
     auth_headers,
+    get_context_length,
     open_stream,
     post_json,
 )
@@ -62,6 +72,8 @@ from q3agent.serving.base import (
     SamplingParams,
     ToolCallConstraint,
     Usage,
+    completion_text,
+    fit_to_context,
     stop_ids_for,
 )
 
@@ -265,19 +277,17 @@ class _SGLangCodec:
             self.thinking_budget_processor
             and budget is not None
             and budget >= 0
+            # the processor counts from the <think> that opens the current block (SGLang
+            # 0.5.x: the last <think>/</think> of prompt + output decides), so it can act
+            # whenever this turn's thinking is not over. Releases that stand down at any
+            # earlier </think> simply leave it to the agent loop's budget procedure.
             and mode != "disabled"
-            # the processor counts from the first <think> of prompt+output and stands down
-            # when a </think> appears anywhere, so it can only act on this completion when
-            # the prompt has no earlier thinking block; the agent loop's two-phase budget
-            # covers the other steps.
-            and tok.think_end_id not in request.prompt_ids
         ):
             if self._processor_str is None:
                 self._processor_str = thinking_budget_processor_str()
             payload["custom_logit_processor"] = self._processor_str
             params["custom_params"] = {"thinking_budget": budget}
-        if request.request_id is not None:
-            payload["rid"] = request.request_id
+        payload["rid"] = unique_rid(request.request_id)
         return payload
 
     def generation(self, out: Mapping[str, Any], request: GenerationRequest) -> Generation:
@@ -286,28 +296,13 @@ class _SGLangCodec:
         finish, matched = _finish(meta.get("finish_reason"))
         if isinstance(matched, int) and (not ids or ids[-1] != matched):
             ids.append(matched)
-        text = out.get("text")
-        if not isinstance(text, str):
-            text = self.final_text(ids, matched)
         return Generation(
-            text=text,
+            text=completion_text(self.tokenizer, ids, matched),
             token_ids=tuple(ids),
             finish_reason=finish,
             usage=self.usage(meta, request, ids),
             matched_stop=matched,
         )
-
-    def final_text(self, ids: Sequence[int], matched: str | int | None) -> str:
-        """The completion text as SGLang trims it: no final stop id, cut at a stop string."""
-        body = list(ids)
-        if isinstance(matched, int) and body and body[-1] == matched:
-            body.pop()
-        text = self.tokenizer.decode(body)
-        if isinstance(matched, str) and matched:
-            cut = text.find(matched)
-            if cut != -1:
-                text = text[:cut]
-        return text
 
     def usage(
         self, meta: Mapping[str, Any], request: GenerationRequest, ids: Sequence[int]
@@ -323,6 +318,16 @@ class _SGLangCodec:
             ),
             requests=1,
         )
+
+
+def unique_rid(request_id: str | None) -> str:
+    """A request id SGLang has not seen: ``request_id`` (for tracing) plus a unique suffix.
+
+    SGLang keys its request state by ``rid``; a streaming ``/generate`` whose rid is reused is
+    aborted about 2 s after the first one ends, so no two requests may share one.
+    """
+    suffix = uuid.uuid4().hex[:12]
+    return f"{request_id}-{suffix}" if request_id else suffix
 
 
 def _finish(raw: Any) -> tuple[FinishReason, str | int | None]:
@@ -374,12 +379,21 @@ class _StreamAssembler:
         if raw_finish is None:
             text = self.decoder.push(fresh)
             self.emitted += text
-            return GenerationChunk(text=text, token_ids=tuple(fresh)) if fresh else None
+            cached = meta.get("cached_tokens")
+            return (
+                GenerationChunk(
+                    text=text,
+                    token_ids=tuple(fresh),
+                    cached_tokens=cached if isinstance(cached, int) else None,
+                )
+                if fresh
+                else None
+            )
         finish, matched = _finish(raw_finish)
         if isinstance(matched, int) and (not self.ids or self.ids[-1] != matched):
             self.ids.append(matched)
             fresh.append(matched)
-        final_text = self.codec.final_text(self.ids, matched)
+        final_text = completion_text(self.codec.tokenizer, self.ids, matched)
         tail = final_text[len(self.emitted) :] if final_text.startswith(self.emitted) else ""
         generation = Generation(
             text=final_text,
@@ -526,17 +540,17 @@ class SGLangRuntime(_CodecOwner):
     * ``context_length``: passed through; above the model's native 32K window it also sets
       YaRN rope scaling (``json_model_override_args``) with the smallest factor of 2 or 4
       that covers it, as the Qwen3 cards advise (static YaRN slightly hurts short texts, so
-      it is never on by default).
+      it is never on by default), and ``max_position_embeddings`` to ``context_length`` (from
+      which SGLang derives the context it allows).
     * ``schedule_policy="lpm"`` (longest prefix match first) with the radix cache on, which
       suits agent loops whose prompts share long prefixes.
     * ``enable_custom_logit_processor=True`` when ``enable_thinking_budget_processor``.
 
-    Thinking budget: the agent loop's two-phase procedure works with any runtime. With
-    ``enable_thinking_budget_processor=True`` the runtime also attaches SGLang's
-    ``Qwen3ThinkingBudgetLogitProcessor`` with ``custom_params={"thinking_budget": N}``,
-    where N is the ``thinking_budget`` keyword of :meth:`generate`/:meth:`stream`, else the
-    constructor's ``thinking_budget``. That processor stands down once any ``</think>`` is in
-    the prompt, so it acts only on the first completion after a user turn.
+    Thinking budget: the agent loop's budget procedure (:mod:`q3agent.serving.budget`) works
+    with any runtime. With ``enable_thinking_budget_processor=True`` the runtime also attaches
+    SGLang's ``Qwen3ThinkingBudgetLogitProcessor`` with ``custom_params={"thinking_budget":
+    N}``, where N is the ``thinking_budget`` keyword of :meth:`generate`/:meth:`stream`, else
+    the constructor's ``thinking_budget``, whenever the turn's thinking is not over.
 
     Shutdown: :meth:`aclose` shuts the engine down killing only the engine's processes (see
     :func:`shutdown_engine_only`). Close MCP servers before the runtime anyway (the Agent
@@ -659,13 +673,18 @@ class SGLangRuntime(_CodecOwner):
             if self._context_length > spec.native_context:
                 factor = 2.0 if self._context_length <= 2 * spec.native_context else 4.0
                 factor = max(factor, float(math.ceil(self._context_length / spec.native_context)))
+                # SGLang derives the context from max_position_embeddings and ignores the
+                # YaRN factor once original_max_position_embeddings is set
+                # (hf_transformers_utils.get_context_length); without raising it too, a
+                # context_length above 40,960 is refused at start.
                 args["json_model_override_args"] = json.dumps(
                     {
                         "rope_scaling": {
                             "rope_type": "yarn",
                             "factor": factor,
                             "original_max_position_embeddings": spec.native_context,
-                        }
+                        },
+                        "max_position_embeddings": self._context_length,
                     }
                 )
         if self._mem_fraction_static is not None:
@@ -706,12 +725,26 @@ class SGLangRuntime(_CodecOwner):
             pids = sorted(_child_pids(os.getpid()) - before)
         self._engine, self._engine_pids = engine, pids
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens of context the engine allows (prompt plus completion), once it is known.
+
+        The ``context_length`` given at construction, else what the running engine derived
+        from the model's config (``tokenizer_manager.context_len``).
+        """
+        if self._context_length is not None:
+            return self._context_length
+        manager = getattr(self._engine, "tokenizer_manager", None)
+        found = getattr(manager, "context_len", None)
+        return found if isinstance(found, int) and found > 0 else None
+
     async def generate(
         self, request: GenerationRequest, *, thinking_budget: int | None = None
     ) -> Generation:
         """Run one request on the engine and map its reply."""
         self.start()
         codec = self._codec_()
+        request = fit_to_context(request, self.context_length, model=self.model_name)
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
         out = await self._engine.async_generate(**payload)
         return codec.generation(out, request)
@@ -722,18 +755,36 @@ class SGLangRuntime(_CodecOwner):
         """Run one request, yielding text as the engine produces it."""
         self.start()
         codec = self._codec_()
+        request = fit_to_context(request, self.context_length, model=self.model_name)
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
         chunks = await self._engine.async_generate(**payload)
         assembler = _StreamAssembler(codec, request)
-        async for out in chunks:
-            piece = assembler.feed(out)
-            if piece is not None:
-                yield piece
-                if piece.generation is not None:
-                    return
+        finished = False
+        try:
+            async for out in chunks:
+                piece = assembler.feed(out)
+                if piece is not None:
+                    if piece.generation is not None:
+                        finished = True
+                    yield piece
+                    if finished:
+                        return
+        finally:
+            if not finished:  # the consumer stopped reading (a budget cut): stop the engine
+                self._abort(payload["rid"])
         raise RuntimeUnavailableError(
             "the SGLang engine ended the stream before the request finished; see its log"
         )
+
+    def _abort(self, rid: str) -> None:
+        """Ask the engine to drop a request whose stream was closed early (best effort)."""
+        manager = getattr(self._engine, "tokenizer_manager", None)
+        abort = getattr(manager, "abort_request", None)
+        if callable(abort):
+            try:
+                abort(rid)
+            except Exception:  # an engine too old or already done with it: nothing to stop
+                logger.debug("could not abort SGLang request %s", rid, exc_info=True)
 
     async def aclose(self) -> None:
         """Shut the engine down (its processes only) and free the GPUs."""
@@ -760,7 +811,15 @@ class RemoteSGLangRuntime(_CodecOwner):
     started with ``--enable-custom-logit-processor``.
 
     ``tokenizer``: a :class:`Qwen3Tokenizer`, or a local model directory to load it from;
-    default the offline build (all Qwen3 models share it).
+    default the offline build (all Qwen3 models share it). ``context_length`` overrides what
+    the server reports (``/get_model_info``, else ``/v1/models``).
+
+    ``router=True`` says ``base_url`` is an ``sglang-router``: the router rebuilds
+    ``/generate`` from a typed struct that has no ``structural_tag`` and no
+    ``custom_params``, so tool-call constraints and the budget processor's parameters would be
+    dropped silently. With ``constrained_url`` (one worker behind the router) requests that
+    carry either go straight to that worker; without it the runtime warns once and sends them
+    through the router anyway (the loop's own budget procedure still bounds the thinking).
     """
 
     def __init__(
@@ -777,9 +836,17 @@ class RemoteSGLangRuntime(_CodecOwner):
         thinking_budget: int | None = None,
         legacy_structural_tag: bool = False,
         headers: Mapping[str, str] | None = None,
+        context_length: int | None = None,
+        router: bool = False,
+        constrained_url: str | None = None,
         sleep: Sleep = anyio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.router = router or constrained_url is not None
+        self.constrained_url = constrained_url.rstrip("/") if constrained_url else None
+        self._warned_router = False
+        self._context_length = context_length
+        self._context_checked = context_length is not None
         self._model_name = model_name
         self._tokenizer_source = tokenizer
         self._tokenizer: Qwen3Tokenizer | None = None
@@ -808,15 +875,59 @@ class RemoteSGLangRuntime(_CodecOwner):
         """The name given at construction (the server decides which model runs)."""
         return self._model_name
 
+    @property
+    def context_length(self) -> int | None:
+        """The server's context length (given, or read on the first request; None if unknown)."""
+        return self._context_length
+
+    async def fetch_context_length(self) -> int | None:
+        """Ask the server for its context length once (``/get_model_info``, ``/v1/models``).
+
+        A server that answers neither leaves it unknown: requests then go unclamped.
+        """
+        if self._context_checked:
+            return self._context_length
+        self._context_checked = True
+        for path, keys in (
+            ("/get_model_info", ("context_length", "max_context_length", "max_model_len")),
+            ("/v1/models", ("max_model_len",)),
+        ):
+            found = await get_context_length(self._client, f"{self.base_url}{path}", keys)
+            if found is not None:
+                self._context_length = found
+                break
+        return self._context_length
+
+    async def _fit(self, request: GenerationRequest) -> GenerationRequest:
+        return fit_to_context(request, await self.fetch_context_length(), model=self.model_name)
+
+    def _generate_url(self, payload: Mapping[str, Any]) -> str:
+        """Where ``payload`` goes: the router, or past it when the router would drop fields."""
+        params = payload.get("sampling_params") or {}
+        needs_worker = "structural_tag" in params or "custom_params" in params
+        if not (self.router and needs_worker):
+            return f"{self.base_url}/generate"
+        if self.constrained_url is not None:
+            return f"{self.constrained_url}/generate"
+        if not self._warned_router:
+            self._warned_router = True
+            logger.warning(
+                "sglang-router drops structural_tag and custom_params from /generate: this "
+                "request's tool-call constraint / thinking-budget processor will not apply. "
+                "Pass constrained_url=<a worker's URL> to send such requests past the router."
+            )
+        return f"{self.base_url}/generate"
+
     async def generate(
         self, request: GenerationRequest, *, thinking_budget: int | None = None
     ) -> Generation:
         """POST one request to ``/generate`` and map the reply."""
         codec = self._codec_()
+        request = await self._fit(request)
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
         out = await post_json(
             self._client,
-            f"{self.base_url}/generate",
+            self._generate_url(payload),
             payload,
             policy=self.retry,
             server="SGLang server",
@@ -831,11 +942,12 @@ class RemoteSGLangRuntime(_CodecOwner):
     ) -> AsyncIterator[GenerationChunk]:
         """Stream one request from ``/generate`` (server-sent events)."""
         codec = self._codec_()
+        request = await self._fit(request)
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
         assembler = _StreamAssembler(codec, request)
         async with open_stream(
             self._client,
-            f"{self.base_url}/generate",
+            self._generate_url(payload),
             payload,
             policy=self.retry,
             server="SGLang server",

@@ -22,6 +22,8 @@ from q3agent.serving.base import (
     GenerationChunk,
     GenerationRequest,
     Usage,
+    completion_text,
+    fit_to_context,
 )
 
 Completion = str | Generation
@@ -68,8 +70,11 @@ class _TestRuntimeBase(ABC):
         model_name: str = "scripted-qwen3",
         latency: float = 0.0,
         simulate_prefix_cache: bool = True,
+        context_length: int | None = None,
     ) -> None:
         self._tokenizer = tokenizer or Qwen3Tokenizer.offline()
+        self.context_length = context_length
+        """The context the runtime clamps ``max_tokens`` to, like the real ones (None: none)."""
         self._model_name = model_name
         self.latency = latency
         """Seconds each request sleeps (on the event loop) before answering."""
@@ -77,6 +82,8 @@ class _TestRuntimeBase(ABC):
         self.requests: list[RecordedRequest] = []
         self._cached: tuple[int, ...] = ()
         self._pending: tuple[tuple[int, ...], list[int]] | None = None
+        """(prompt, every id the script planned) of a completion cut short, for resuming."""
+        self._planned: list[int] = []
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
@@ -94,6 +101,7 @@ class _TestRuntimeBase(ABC):
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Produce the next completion, applying max_tokens and stop rules like a real engine."""
+        request = fit_to_context(request, self.context_length, model=self._model_name)
         self.requests.append(RecordedRequest(request, self._tokenizer))
         if self.latency:
             await anyio.sleep(self.latency)
@@ -102,6 +110,7 @@ class _TestRuntimeBase(ABC):
             return self._finish(request, resumed)
         produced = await self._complete(request)
         if isinstance(produced, Generation):
+            self._planned = list(produced.token_ids)
             return produced
         return self._finish(request, self._tokenizer.encode_trusted(produced))
 
@@ -114,38 +123,55 @@ class _TestRuntimeBase(ABC):
         """
         if self._pending is None:
             return None
-        key, rest = self._pending
+        key, planned = self._pending
         self._pending = None
         if request.prompt_ids[: len(key)] != key:
             return None
-        added = request.prompt_ids[len(key) :]
+        # the continuation's prompt holds some of the planned ids (those the caller kept),
+        # then maybe text of its own (the early-stop text)
+        after = request.prompt_ids[len(key) :]
+        kept = _common_prefix(planned, after)
+        if kept == 0 and planned and after:
+            return None
+        added, rest = after[kept:], planned[kept:]
         tok = self._tokenizer
         if tok.think_end_id in added and tok.think_end_id in rest:
-            after = rest[rest.index(tok.think_end_id) + 1 :]
-            return tok.encode_trusted(tok.decode(after).lstrip("\n"))
+            answer = rest[rest.index(tok.think_end_id) + 1 :]
+            return tok.encode_trusted(tok.decode(answer).lstrip("\n"))
         return rest
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        """Stream the completion a few tokens at a time (exercises streaming consumers)."""
+        """Stream the completion a few tokens at a time (exercises streaming consumers).
+
+        A consumer that stops reading early has cut the completion, as closing a stream
+        aborts a real engine's request: a continuation of what it kept resumes the script.
+        """
         generation = await self.generate(request)
+        planned = self._planned
         decoder = self._tokenizer.decoder()
         ids = generation.token_ids
         emitted = ""
-        for start in range(0, len(ids), 3):
-            piece = decoder.push(list(ids[start : start + 3]))
-            # never stream past the returned text (a matched stop string is cut from it)
-            piece = piece[: max(0, len(generation.text) - len(emitted))]
-            if piece:
+        finished = False
+        try:
+            for start in range(0, len(ids), 3):
+                piece = decoder.push(list(ids[start : start + 3]))
+                # never stream past the returned text (a matched stop string is cut from it)
+                piece = piece[: max(0, len(generation.text) - len(emitted))]
                 emitted += piece
                 yield GenerationChunk(text=piece, token_ids=tuple(ids[start : start + 3]))
-        tail = generation.text[len(emitted) :]
-        yield GenerationChunk(text=tail, generation=generation)
+            tail = generation.text[len(emitted) :]
+            finished = True
+            yield GenerationChunk(text=tail, generation=generation)
+        finally:
+            if not finished and self._pending is None:
+                self._pending = (request.prompt_ids, planned)
 
     async def aclose(self) -> None:  # noqa: B027 - deliberately a no-op, not abstract
         """Nothing to release."""
 
     def _finish(self, request: GenerationRequest, ids: list[int]) -> Generation:
         """Cut ``ids`` the way an engine would (EOS, stop ids, stop strings, max_tokens)."""
+        self._planned = list(ids)
         tok = self._tokenizer
         sampling = request.sampling
         eos = (tok.im_end_id, tok.eos_id)
@@ -161,14 +187,11 @@ class _TestRuntimeBase(ABC):
             out.append(tid)
             if tid in stop_ids:
                 finish, matched = "stop", tid
-                if tid not in eos:
-                    text += decoder.push([tid])
                 break
             text += decoder.push([tid])
             hit = next((s for s in sampling.stop if s in text), None)
             if hit is not None:
                 finish, matched = "stop", hit
-                text = text[: text.index(hit)]
                 break
         else:
             if len(out) < sampling.max_tokens:
@@ -177,7 +200,7 @@ class _TestRuntimeBase(ABC):
                 finish, matched = "stop", tok.im_end_id
         # a cut by max_tokens or by a caller's stop id leaves a rest a continuation resumes
         cut_early = finish == "length" or (isinstance(matched, int) and matched not in eos)
-        self._pending = (request.prompt_ids + tuple(out), ids[len(out) :]) if cut_early else None
+        self._pending = (request.prompt_ids, list(ids)) if cut_early else None
         cached = 0
         if self.simulate_prefix_cache:
             cached = _common_prefix(self._cached, request.prompt_ids)
@@ -191,8 +214,10 @@ class _TestRuntimeBase(ABC):
             ),
             requests=1,
         )
+        # like every runtime, the text is q3agent's decoding of the ids (an engine's own text
+        # would drop a matched stop id's text; see completion_text)
         return Generation(
-            text=text,
+            text=completion_text(tok, out, matched),
             token_ids=tuple(out),
             finish_reason=finish,
             usage=usage,
@@ -234,8 +259,14 @@ class ScriptedRuntime(_TestRuntimeBase):
         tokenizer: Qwen3Tokenizer | None = None,
         model_name: str = "scripted-qwen3",
         latency: float = 0.0,
+        context_length: int | None = None,
     ) -> None:
-        super().__init__(tokenizer=tokenizer, model_name=model_name, latency=latency)
+        super().__init__(
+            tokenizer=tokenizer,
+            model_name=model_name,
+            latency=latency,
+            context_length=context_length,
+        )
         self._script: list[Completion] = list(completions)
 
     def add(self, *completions: Completion) -> None:
@@ -279,8 +310,14 @@ class FunctionRuntime(_TestRuntimeBase):
         tokenizer: Qwen3Tokenizer | None = None,
         model_name: str = "function-qwen3",
         latency: float = 0.0,
+        context_length: int | None = None,
     ) -> None:
-        super().__init__(tokenizer=tokenizer, model_name=model_name, latency=latency)
+        super().__init__(
+            tokenizer=tokenizer,
+            model_name=model_name,
+            latency=latency,
+            context_length=context_length,
+        )
         self._fn = fn
 
     async def _complete(self, request: GenerationRequest) -> Completion:

@@ -1,4 +1,10 @@
-"""A scripted HTTP server on 127.0.0.1 for testing the runtimes' HTTP clients."""
+"""A scripted HTTP server on 127.0.0.1 for testing the runtimes' HTTP clients.
+
+Script it with replies shaped the way the engines send them: :func:`vllm_completion_choice`
+and :func:`sglang_generate_reply` keep a matched stop id in the ids and drop its text, as
+vLLM's and SGLang's detokenizers do, so a client that trusted the engine's text would fail
+here as it fails against the real server.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,63 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+
+def vllm_completion_choice(
+    tok: Qwen3Tokenizer, generated: str, *, stop_id: int | None = None, finish: str = "stop"
+) -> dict[str, Any]:
+    """One ``/v1/completions`` choice as vLLM sends it with ``return_token_ids``.
+
+    ``generated`` is what the model wrote before the stop. A ``stop`` finish appends the stop
+    id to ``token_ids`` (``stop_id``, or ``<|im_end|>`` for an EOS stop, which vLLM reports as
+    ``stop_reason=None``) but not to ``text``.
+    """
+    ids = tok.encode_trusted(generated)
+    if finish == "stop":
+        ids.append(tok.im_end_id if stop_id is None else stop_id)
+    return {
+        "index": 0,
+        "text": generated,
+        "token_ids": ids,
+        "finish_reason": finish,
+        "stop_reason": stop_id,
+    }
+
+
+def sglang_generate_reply(
+    tok: Qwen3Tokenizer,
+    generated: str,
+    *,
+    prompt_tokens: int,
+    cached_tokens: int = 0,
+    stop_id: int | None = None,
+    finish: str = "stop",
+) -> dict[str, Any]:
+    """A ``/generate`` reply as SGLang sends it: ``output_ids`` with the matched stop id
+    (``stop_id``, default ``<|im_end|>``), ``text`` without it, SGLang's ``meta_info``."""
+    ids = tok.encode_trusted(generated)
+    reason: dict[str, Any] = {"type": "length", "length": len(ids)}
+    if finish == "stop":
+        matched = tok.im_end_id if stop_id is None else stop_id
+        ids.append(matched)
+        reason = {"type": "stop", "matched": matched}
+    meta = {
+        "finish_reason": reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(ids),
+        "cached_tokens": cached_tokens,
+    }
+    return {"text": generated, "output_ids": ids, "meta_info": meta}
 
 
 class ScriptedHTTPServer:
@@ -25,13 +81,22 @@ class ScriptedHTTPServer:
     against a live socket. Queue replies in ``script`` before each request:
     ``("json", status, body, headers)``, ``("sse", [event, ...])`` (dicts are JSON-encoded,
     strings sent as they are, e.g. ``"[DONE]"``) or ``("sleep", seconds)``; each request's
-    ``(path, headers, json body)`` lands in ``requests``. Use it as a context manager.
+    ``(path, headers, json body)`` lands in ``requests``. GET requests are answered from
+    ``get_routes`` (path → JSON body; anything else is a 404, as on a server without that
+    endpoint) and their paths recorded in ``gets``. Use it as a context manager.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, get_routes: dict[str, Any] | None = None) -> None:
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.script: deque[Any] = deque()
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+        self.get_routes: dict[str, Any] = dict(get_routes or {})
+        self.gets: list[str] = []
+        app = Starlette(
+            routes=[
+                Route("/{path:path}", self._handle, methods=["POST"]),
+                Route("/{path:path}", self._handle_get, methods=["GET"]),
+            ]
+        )
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -40,6 +105,13 @@ class ScriptedHTTPServer:
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    async def _handle_get(self, request: Request) -> Response:
+        path = request.url.path
+        self.gets.append(path)
+        if path not in self.get_routes:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse(self.get_routes[path])
 
     async def _handle(self, request: Request) -> Response:
         body = await request.json()

@@ -37,6 +37,7 @@ from q3agent.serving.base import (
     SamplingParams,
     ToolCallConstraint,
     Usage,
+    fit_to_context,
     stop_ids_for,
 )
 
@@ -183,6 +184,11 @@ class TransformersRuntime:
         return spec_from_config_dir(self.model_dir)
 
     @property
+    def context_length(self) -> int | None:
+        """The model's ``max_position_embeddings`` (prompt plus completion), once loaded."""
+        return self._loaded.max_positions if self._loaded is not None else None
+
+    @property
     def cached_token_ids(self) -> tuple[int, ...]:
         """The ids whose keys and values the cache holds now (the next request's reusable part)."""
         return tuple(self._cache_ids)
@@ -324,9 +330,10 @@ class TransformersRuntime:
 
         loaded = self._ensure_loaded()
         tok = self.tokenizer
-        prompt = list(request.prompt_ids)
-        if not prompt:
+        if not request.prompt_ids:
             raise ValueError("the prompt is empty; build it with PromptBuilder before generating")
+        request = fit_to_context(request, loaded.max_positions, model=self.model_name)
+        prompt = list(request.prompt_ids)
         bad = [i for i in prompt if not 0 <= i < loaded.vocab_size]
         if bad:
             raise ValueError(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.testing_server import ScriptedHTTPServer
 from tests.cli.conftest import Cli
 
@@ -97,15 +98,16 @@ def test_v_shows_the_traceback(q3agent: Cli, tmp_path: Path) -> None:
 
 
 def streamed(text: str) -> tuple[str, list[object]]:
-    """A streamed completion as vLLM sends it: text pieces, the stop (``<|im_end|>``, id
-    151645, whose text is dropped), usage, ``[DONE]``."""
+    """A streamed completion as vLLM sends it with ``return_token_ids``: one token per chunk,
+    then the stop (``<|im_end|>``: its id is returned, its text is not), usage, ``[DONE]``."""
+    tokenizer = Qwen3Tokenizer.offline()
     pieces: list[object] = [
-        {"choices": [{"index": 0, "text": text[i : i + 3], "finish_reason": None}]}
-        for i in range(0, len(text), 3)
-    ]
-    pieces.append(
-        {"choices": [{"index": 0, "text": "", "finish_reason": "stop", "stop_reason": 151645}]}
-    )
+        {"choices": [{"index": 0, "text": tokenizer.decode([i]), "token_ids": [i],
+                      "finish_reason": None}]}
+        for i in tokenizer.encode_trusted(text)
+    ]  # fmt: skip
+    stop = {"index": 0, "text": "", "token_ids": [tokenizer.im_end_id], "finish_reason": "stop"}
+    pieces.append({"choices": [{**stop, "stop_reason": tokenizer.im_end_id}]})
     pieces.append({"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 3}})
     return ("sse", [*pieces, "[DONE]"])
 
@@ -128,6 +130,7 @@ def test_run_against_a_server_sends_the_served_name_and_limits(
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["answer"] == "Paris."
+    assert "Warning" not in done.stderr  # the double returns ids, as vLLM does
     path, headers, body = server.requests[0]
     assert path == "/v1/completions"
     assert body["model"] == "Qwen/Qwen3-4B-Instruct-2507"  # the registry's HF id on the wire

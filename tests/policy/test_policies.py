@@ -75,13 +75,13 @@ async def test_plan_act_thinks_to_plan_acts_directly_and_recovers_after_a_failur
     assert result.answer == "a and b found."
     runtime.assert_complete()
     # the template's switch follows the decision: direct steps get the empty think block.
-    # (requests 0-1 are step 0's two budget phases; 2 is step 1; 3 starts step 2)
+    # (a thinking step within its budget is one request: 0 is step 0, 1 step 1, 2 step 2)
     empty_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    assert runtime.requests[2].prompt_text.endswith(empty_think)
-    assert runtime.requests[3].prompt_text.endswith("<|im_start|>assistant\n")
+    assert runtime.requests[1].prompt_text.endswith(empty_think)
+    assert runtime.requests[2].prompt_text.endswith("<|im_start|>assistant\n")
     # sampling follows the report's presets per mode
     assert runtime.requests[0].request.sampling.temperature == THINKING_SAMPLING.temperature
-    assert runtime.requests[2].request.sampling.presence_penalty == 1.5
+    assert runtime.requests[1].request.sampling.presence_penalty == 1.5
 
 
 async def test_plan_act_redoes_a_hard_tasks_direct_answer_once_with_thinking() -> None:
@@ -102,11 +102,11 @@ async def test_plan_act_redoes_a_hard_tasks_direct_answer_once_with_thinking() -
     assert result.steps[1].redone and not result.steps[1].thinking
     assert result.steps[2].thinking and "synthesising" in result.steps[2].reason
     # the redo shares the prompt up to the generation prompt; only the empty think block goes
-    # (each budgeted thinking step takes two requests: thinking, then the answer)
-    draft, redo = runtime.requests[2].prompt_ids, runtime.requests[3].prompt_ids
+    # (a thinking step within its budget is one request: 0 plans, 1 drafts, 2 redoes)
+    draft, redo = runtime.requests[1].prompt_ids, runtime.requests[2].prompt_ids
     assert draft[: len(redo)] == redo
     assert runtime.tokenizer.decode(draft[len(redo) :]) == "<think>\n\n</think>\n\n"
-    assert "draft answer" not in runtime.requests[3].prompt_text
+    assert "draft answer" not in runtime.requests[2].prompt_text
 
 
 async def test_never_think_and_always_think_over_a_run() -> None:

@@ -272,3 +272,13 @@ def test_an_unknown_model_fails_at_construction_not_mid_run() -> None:
     with pytest.raises(UnknownModelError, match="capability"):
         ResearchAgent("Qwen3-9B", docs=[DOCS])
     assert ResearchAgent("Qwen3-4B-Instruct-2507", docs=[DOCS]).capability == "non_thinking"
+
+
+def test_sync_runs_share_one_loop_and_close_releases_it() -> None:
+    agent = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[DOCS])
+    try:
+        first = agent.run("What do Aurora and Borealis cost per month?")
+        second = agent.run("What does Aurora cost per month?")
+    finally:
+        agent.close()
+    assert first.status == "complete" and second.status == "complete"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import GenerationRequest, SamplingParams
+from q3agent.serving.base import ContextLengthError, GenerationRequest, SamplingParams
 from q3agent.serving.settings import LimitedRuntime, RuntimeSettings, SettingsError, served_name
 from q3agent.serving.testing import ScriptedRuntime
 
@@ -19,12 +19,13 @@ async def test_limited_runtime_caps_max_tokens_and_fits_the_context(
     runtime = LimitedRuntime(inner, max_tokens=100, context_length=120)
     prompt = tuple(tokenizer.encode_trusted("word " * 40))
     await runtime.generate(GenerationRequest(prompt_ids=prompt, sampling=SamplingParams()))
-    # the context is tighter than the cap
-    assert inner.requests[0].request.sampling.max_tokens == 120 - len(prompt)
+    # the context is tighter than the cap (one token kept spare, as the engines need)
+    assert inner.requests[0].request.sampling.max_tokens == 120 - len(prompt) - 1
     await runtime.generate(GenerationRequest(prompt_ids=prompt[:5]))
     assert inner.requests[1].request.sampling.max_tokens == 100  # the cap is tighter
-    with pytest.raises(SettingsError, match="raise --context-length"):
+    with pytest.raises(ContextLengthError, match="no room is left"):
         await runtime.generate(GenerationRequest(prompt_ids=prompt * 4))
+    assert runtime.context_length == 120
 
 
 def test_flags_win_over_the_environment() -> None:

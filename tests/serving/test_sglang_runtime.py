@@ -250,7 +250,9 @@ def test_yarn_rope_scaling_only_above_the_native_context() -> None:
                     "rope_type": "yarn",
                     "factor": factor,
                     "original_max_position_embeddings": 32_768,
-                }
+                },
+                # SGLang derives the context from this once the YaRN original is set
+                "max_position_embeddings": context,
             }
     with pytest.raises(ValueError, match="at most 131,072"):
         SGLangRuntime("Qwen3-8B", context_length=200_000)
@@ -300,6 +302,8 @@ async def test_generate_sends_ids_and_sglang_sampling_names(tokenizer: Qwen3Toke
         GenerationRequest(prompt_ids=ids, sampling=sampling, request_id="req-1")
     )
     (call,) = runtime.engine.calls
+    rid = call.pop("rid")
+    assert rid.startswith("req-1-")  # traceable, yet never reused
     assert call == {
         "input_ids": list(ids),
         "sampling_params": {
@@ -317,7 +321,6 @@ async def test_generate_sends_ids_and_sglang_sampling_names(tokenizer: Qwen3Toke
             "sampling_seed": 7,
         },
         "stream": False,
-        "rid": "req-1",
     }
     assert generation.text == text
     assert generation.token_ids == (*tokenizer.encode_trusted(text), tokenizer.im_end_id)
@@ -604,3 +607,38 @@ async def test_connection_refused_is_runtime_unavailable(tokenizer: Qwen3Tokeniz
     with pytest.raises(RuntimeUnavailableError, match=r"Could not reach .* after 4 attempts"):
         await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
     await runtime.aclose()
+
+
+async def test_remote_reads_the_context_and_clamps_max_new_tokens(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    info = {"model_path": "Qwen/Qwen3-8B", "is_generation": True, "context_length": 300}
+    with ScriptedHTTPServer(get_routes={"/get_model_info": info}) as srv:
+        ids = prompt(tokenizer)
+        srv.script.append(("json", 200, sglang_reply(tokenizer, "Ok.", prompt_len=len(ids)), {}))
+        runtime = RemoteSGLangRuntime(srv.url, tokenizer=tokenizer)
+        await runtime.generate(GenerationRequest(prompt_ids=ids))
+        await runtime.aclose()
+    assert srv.requests[0][2]["sampling_params"]["max_new_tokens"] == 300 - len(ids) - 1
+    assert runtime.context_length == 300
+
+
+async def test_router_drops_constraints_so_they_go_to_a_worker_or_are_warned(
+    tokenizer: Qwen3Tokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = prompt(tokenizer, thinking=False)
+    constraint = ToolCallConstraint(tools=(WEATHER_TOOL,), required=True)
+    with ScriptedHTTPServer() as router, ScriptedHTTPServer() as worker:
+        for srv in (router, router, worker):
+            srv.script.append(("json", 200, sglang_reply(tokenizer, CALL, prompt_len=9), {}))
+        direct = RemoteSGLangRuntime(router.url, tokenizer=tokenizer, constrained_url=worker.url)
+        await direct.generate(GenerationRequest(prompt_ids=ids, constraint=constraint))
+        await direct.generate(GenerationRequest(prompt_ids=ids))  # unconstrained: the router
+        await direct.aclose()
+        assert len(worker.requests) == 1 and "structural_tag" in str(worker.requests[0][2])
+        warned = RemoteSGLangRuntime(router.url, tokenizer=tokenizer, router=True)
+        with caplog.at_level(logging.WARNING, logger="q3agent.serving.sglang"):
+            await warned.generate(GenerationRequest(prompt_ids=ids, constraint=constraint))
+        await warned.aclose()
+    assert len(router.requests) == 2
+    assert "sglang-router drops structural_tag" in caplog.text

@@ -8,6 +8,8 @@ the report's early-stop text.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +19,7 @@ from q3agent import Agent, tool
 from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
-from q3agent.serving.base import Generation, GenerationRequest, RuntimeWrapper
+from q3agent.serving.base import Generation, GenerationChunk, GenerationRequest, RuntimeWrapper
 from q3agent.serving.transformers_runtime import TransformersRuntime
 
 pytestmark = pytest.mark.anyio
@@ -28,12 +30,23 @@ class Recording(RuntimeWrapper):
 
     def __init__(self, inner: TransformersRuntime) -> None:
         super().__init__(inner)
-        self.calls: list[tuple[GenerationRequest, Generation]] = []
+        self.calls: list[tuple[GenerationRequest, Generation | None]] = []
 
     async def generate(self, request: GenerationRequest) -> Generation:
         generation = await self.inner.generate(request)
         self.calls.append((request, generation))
         return generation
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The inner stream; a stream its consumer closed early records no generation."""
+        self.calls.append((request, None))
+        inner = self.inner.stream(request)
+        assert isinstance(inner, AsyncGenerator)
+        async with contextlib.aclosing(inner):  # a close must reach the runtime (its lock)
+            async for chunk in inner:
+                if chunk.generation is not None:
+                    self.calls[-1] = (request, chunk.generation)
+                yield chunk
 
 
 class Short:
@@ -105,14 +118,15 @@ async def test_thinking_budget_on_a_real_model_cuts_reasoning_and_continues(
     assert step.hit_budget
     assert step.usage.reasoning_tokens <= 6
     assert step.usage.requests == 2
-    (phase1, gen1), (phase2, gen2) = runtime.calls
+    (phase1, _), (phase2, gen2) = runtime.calls  # phase 1 was streamed and cut at the budget
+    assert gen2 is not None
     tok = runtime.tokenizer
     assert phase2.prompt_ids[: len(phase1.prompt_ids)] == phase1.prompt_ids
-    continuation = tok.decode(
-        list(phase2.prompt_ids[len(phase1.prompt_ids) + len(gen1.token_ids) :])
-    )
-    assert continuation.endswith(EARLY_STOP_TEXT)
+    added = phase2.prompt_ids[len(phase1.prompt_ids) :]
+    kept = 6  # the prompt opened <think>: exactly the budget's tokens are kept
+    assert tok.think_end_id not in added[:kept]
+    assert tok.decode(list(added[kept:])).endswith(EARLY_STOP_TEXT)
     # the continuation re-prefills only the early-stop text (plus phase 1's last token)
-    early = len(phase2.prompt_ids) - len(phase1.prompt_ids) - len(gen1.token_ids)
+    early = len(added) - kept
     assert gen2.usage.prefilled_tokens <= early + 1
     await runtime.aclose()

@@ -1,0 +1,193 @@
+"""An engine-faithful stand-in for ``sglang.Engine``, for tests where SGLang cannot run (no GPU).
+
+:class:`SGLangEngineDouble` answers ``async_generate`` the way SGLang's tokenizer manager,
+scheduler and detokenizer do, with the model's words chosen by a script:
+
+* it **rejects** what SGLang rejects (``tokenizer_manager.py``): a prompt of ``context_length``
+  tokens or more ("The input (N tokens) is longer than the model's context length (C
+  tokens).") and ``prompt + max_new_tokens >= context_length`` ("Requested token count
+  exceeds the model's maximum context length …"), both as ``ValueError``; and a reused
+  ``rid`` (SGLang aborts the second request with the same id);
+* it stops where SGLang stops (``max_new_tokens``, ``stop_token_ids`` plus EOS, stop strings)
+  and reports it the same way: ``output_ids`` keep a matched stop id while ``text`` drops it
+  (``detokenizer_manager.py`` trims ``output[:-1]``), a stop string is cut from the text,
+  ``meta_info.finish_reason`` is ``{"type": "stop", "matched": …}`` or ``{"type": "length",
+  "length": n}``, ``cached_tokens`` counts the prefix shared with the previous request;
+* streaming yields SGLang's default cumulative chunks.
+
+``SGLangRuntime(model, engine_factory=lambda **kw: double, ...)`` runs against it; the runtime
+reads the context from ``double.tokenizer_manager.context_len`` as it does from a real engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+ScriptFn = Callable[[list[int]], str]
+"""A function of the prompt ids returning the completion text the model writes."""
+
+
+@dataclass
+class _TokenizerManager:
+    """The part of SGLang's tokenizer manager the runtime reads."""
+
+    context_len: int
+
+
+def kill_process_tree(parent_pid: int | None, include_parent: bool = True, **_: Any) -> None:
+    """SGLang's process killer, here a no-op: the double owns no processes.
+
+    (``shutdown_engine_only`` scopes the engine module's ``kill_process_tree``; a real one
+    lives in ``sglang.srt.utils``.)
+    """
+
+
+class SGLangEngineDouble:
+    """Stands in for ``sglang.Engine``: same call shape, SGLang's checks and stop trimming.
+
+    ``completions``: the texts the "model" writes, in order (control tokens included, e.g.
+    ``"<think>\\n…\\n</think>\\n\\nAnswer."``), or a function of the prompt ids. A completion
+    that ends before any stop gets ``<|im_end|>`` appended, as a model ends its turn.
+    ``context_length``: what SGLang derived (40,960 for the April Qwen3 models). Every call's
+    keyword arguments are kept in ``calls``.
+    """
+
+    def __init__(
+        self,
+        completions: Iterable[str] | ScriptFn = (),
+        *,
+        context_length: int = 40_960,
+        tokenizer: Qwen3Tokenizer | None = None,
+        **engine_args: Any,
+    ) -> None:
+        self.tokenizer = tokenizer or Qwen3Tokenizer.offline()
+        self.tokenizer_manager = _TokenizerManager(context_len=context_length)
+        self.engine_args = engine_args
+        self._fn: ScriptFn | None = completions if callable(completions) else None
+        self._script: list[str] = [] if callable(completions) else list(completions)
+        self.calls: list[dict[str, Any]] = []
+        self._rids: set[str] = set()
+        self._cached: list[int] = []
+
+    @property
+    def context_length(self) -> int:
+        """The context SGLang enforces."""
+        return self.tokenizer_manager.context_len
+
+    def get_all_child_pids(self) -> list[int]:
+        """No scheduler or detokenizer processes."""
+        return []
+
+    def shutdown(self) -> None:
+        """Nothing to stop."""
+
+    async def async_generate(
+        self,
+        input_ids: Sequence[int],
+        sampling_params: dict[str, Any],
+        stream: bool = False,
+        rid: str | None = None,
+        **extra: Any,
+    ) -> Any:
+        """One request, checked and answered as SGLang would (a dict, or chunks when streaming)."""
+        self.calls.append(
+            {"input_ids": list(input_ids), "sampling_params": dict(sampling_params)}
+            | {"stream": stream, "rid": rid}
+            | extra
+        )
+        self._validate(list(input_ids), sampling_params, rid)
+        out = self._complete(list(input_ids), sampling_params, rid)
+        if not stream:
+            return out
+        return self._chunks(out)
+
+    def _validate(self, ids: list[int], params: dict[str, Any], rid: str | None) -> None:
+        if rid is not None:
+            if rid in self._rids:
+                raise ValueError(f"Duplicate request ID {rid!r}: SGLang aborts a reused rid.")
+            self._rids.add(rid)
+        context = self.context_length
+        if len(ids) >= context:
+            raise ValueError(
+                f"The input ({len(ids)} tokens) is longer than the model's context length "
+                f"({context} tokens)."
+            )
+        max_new = params.get("max_new_tokens")
+        if max_new is not None and max_new + len(ids) >= context:
+            raise ValueError(
+                f"Requested token count exceeds the model's maximum context length of "
+                f"{context} tokens. You requested a total of {max_new + len(ids)} tokens: "
+                f"{len(ids)} tokens from the input messages and {max_new} tokens for the "
+                "completion. Please reduce the number of tokens in the input messages or the "
+                "completion to fit within the limit."
+            )
+
+    def _next_text(self, ids: list[int]) -> str:
+        if self._fn is not None:
+            return self._fn(ids)
+        if not self._script:
+            raise AssertionError("SGLangEngineDouble got more requests than scripted completions")
+        return self._script.pop(0)
+
+    def _complete(
+        self, prompt: list[int], params: dict[str, Any], rid: str | None
+    ) -> dict[str, Any]:
+        tok = self.tokenizer
+        planned = tok.encode_trusted(self._next_text(prompt))
+        max_new = params.get("max_new_tokens")
+        limit = self.context_length - len(prompt) if max_new is None else int(max_new)
+        stop_ids = {tok.im_end_id, tok.eos_id, *params.get("stop_token_ids", ())}
+        stops = [s for s in params.get("stop") or () if s]
+        out: list[int] = []
+        finish: dict[str, Any] | None = None
+        decoder = tok.decoder()
+        text = ""
+        for tid in [*planned, tok.im_end_id]:
+            if len(out) >= limit:
+                finish = {"type": "length", "length": len(out)}
+                break
+            out.append(tid)
+            if tid in stop_ids:
+                finish = {"type": "stop", "matched": tid}
+                break  # the detokenizer drops the matched id's text: not added
+            text += decoder.push([tid])
+            hit = next((s for s in stops if s in text), None)
+            if hit is not None:
+                finish = {"type": "stop", "matched": hit}
+                text = text[: text.index(hit)]
+                break
+        if finish is None:
+            finish = {"type": "length", "length": len(out)}
+        cached = 0
+        while (
+            cached < min(len(self._cached), len(prompt)) and self._cached[cached] == prompt[cached]
+        ):
+            cached += 1
+        self._cached = prompt + out
+        return {
+            "text": text,
+            "output_ids": out,
+            "meta_info": {
+                "id": rid,
+                "finish_reason": finish,
+                "prompt_tokens": len(prompt),
+                "completion_tokens": len(out),
+                "cached_tokens": cached,
+            },
+        }
+
+    async def _chunks(self, out: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        ids: list[int] = out["output_ids"]
+        meta = out["meta_info"]
+        for end in range(1, len(ids)):
+            partial = dict(meta, finish_reason=None, completion_tokens=end)
+            yield {
+                "text": self.tokenizer.decode(ids[:end]),
+                "output_ids": ids[:end],
+                "meta_info": partial,
+            }
+        yield out
