@@ -33,6 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import anyio
 import mcp_types
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver import MCPServer as SDKServer
@@ -46,8 +47,10 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from q3agent.agent import Agent
+    from q3agent.policy.base import ThinkingCapability
     from q3agent.rag import Retriever
     from q3agent.rag.ingest import Ingestor
+    from q3agent.serving.base import Runtime
 
 __all__ = [
     "AskResult",
@@ -418,8 +421,14 @@ async def make_served_agent(
     system_prompt: str | None = None,
     max_steps: int = 20,
     research: bool = False,
+    runtime: Runtime | None = None,
+    capability: ThinkingCapability | None = None,
 ) -> ServedAgent:
-    """Build the served agent from CLI-style options (see ``q3agent serve-mcp --help``)."""
+    """Build the served agent from CLI-style options (see ``q3agent serve-mcp --help``).
+
+    ``runtime`` (built by the CLI from its runtime flags) and ``capability`` go to the default
+    agent; without a runtime it is chosen on the first call.
+    """
     from q3agent.agent import Agent
 
     if agent_spec is not None:
@@ -428,7 +437,6 @@ async def make_served_agent(
         if not isinstance(agent, Agent):
             raise ServeConfigError(f"--agent {agent_spec} returned {agent!r}, not an Agent")
     else:
-        runtime = None
         if runtime_script is not None:
             from q3agent.serving.testing import ScriptedRuntime
 
@@ -441,6 +449,7 @@ async def make_served_agent(
         agent = Agent(
             model or "Qwen3-30B-A3B",
             runtime=runtime,
+            capability=capability,
             mcp_servers=servers,
             system_prompt=system_prompt,
             max_steps=max_steps,
@@ -455,11 +464,15 @@ async def make_served_agent(
         served.closers.append(store.close)
     if research:
         from q3agent.research.pipeline import ResearchAgent
+        from q3agent.serving.base import RuntimeUnavailableError
 
-        # The same runtime object: one model in memory serves both tools.
+        try:  # the same runtime object: one model in memory serves both tools
+            shared = agent.runtime
+        except RuntimeUnavailableError:  # no model here: each research call says why
+            shared = None
         served.research = ResearchAgent(
             agent.model,
-            runtime=agent.runtime,
+            runtime=shared,
             retriever=served.retriever,
             mcp_servers=agent.mcp_servers,
         )
@@ -548,8 +561,12 @@ async def serve(
     port: int = 8000,
     token: str | None = None,
     path: str = "/mcp",
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run ``server`` until stopped (stdin closed for stdio; Ctrl-C / SIGTERM for HTTP)."""
+    """Run ``server`` until stopped (stdin closed for stdio; Ctrl-C / SIGTERM for HTTP).
+
+    ``on_ready`` is called with the endpoint URL once the HTTP server accepts connections.
+    """
     if transport == "stdio":
         await server.run_stdio_async()
         return
@@ -560,4 +577,17 @@ async def serve(
     token = token or os.environ.get(TOKEN_ENV) or None
     app = http_app(server, host=host, token=token, path=path)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve()
+    http_server = uvicorn.Server(config)
+    if on_ready is None:
+        await http_server.serve()
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(http_server.serve)
+        while not http_server.started:  # noqa: ASYNC110 - uvicorn has only this flag
+            await anyio.sleep(0.05)
+        bound = port
+        for listener in http_server.servers:
+            for sock in listener.sockets:
+                bound = int(sock.getsockname()[1])
+        shown = f"[{host}]" if ":" in host else host
+        on_ready(f"http://{shown}:{bound}{path}")
