@@ -225,18 +225,28 @@ def parse_generation(
     generation: Generation | BudgetedGeneration,
     *,
     thinking_started: bool = False,
+    constrained: bool = False,
 ) -> Parsed:
     """A completion's reasoning, content and calls: from the control ids where the runtime
     returned the sampled ids (a tag the model spelled in ordinary tokens is content), from the
-    text for text-only servers."""
-    if generation.ids_exact:
+    text for text-only servers.
+
+    ``constrained``: q3agent's own grammar (a :class:`ToolCallConstraint`) shaped the output.
+    Grammar engines match strings, so they admit ``<tool_call>`` spelled in ordinary tokens as
+    well as the control token; every tag written under the grammar is schema-checked by it, so
+    such a step is parsed from its text.
+    """
+    if generation.ids_exact and not constrained:
         return parse_ids(generation.token_ids, tokenizer, thinking_started=thinking_started)
     return parse(generation.text, thinking_started=thinking_started)
 
 
-def _stream_events(parser: StreamParser, delta: TextDelta) -> list[StreamEvent]:
-    """A streamed delta's events: from its ids where the runtime streams ids, else its text."""
-    if parser.mode == "ids" or (not parser.mode and delta.token_ids):
+def _stream_events(
+    parser: StreamParser, delta: TextDelta, *, constrained: bool = False
+) -> list[StreamEvent]:
+    """A streamed delta's events: from its ids where the runtime streams ids, else its text
+    (also for a step shaped by q3agent's grammar: see :func:`parse_generation`)."""
+    if not constrained and (parser.mode == "ids" or (not parser.mode and delta.token_ids)):
         return parser.feed_ids(delta.token_ids)
     return parser.feed(delta.text)
 
@@ -402,10 +412,12 @@ async def run_task(
             if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
                 conv.builder.append_text("<think>\n", trusted=True)
             parser = StreamParser(thinking_started=prompt_open, tokenizer=tok)
+            constraint = _constraint(s, step)
+            constrained = constraint is not None
             request = GenerationRequest(
                 prompt_ids=conv.builder.ids,
                 sampling=mode.sampling,
-                constraint=_constraint(s, step),
+                constraint=constraint,
                 messages=tuple(conv.messages),
                 tools=schemas,
                 enable_thinking=_template_thinking(s, mode),
@@ -421,7 +433,7 @@ async def run_task(
                 stream=stream,
             ):
                 if isinstance(item, TextDelta):
-                    for ev in _stream_events(parser, item):
+                    for ev in _stream_events(parser, item, constrained=constrained):
                         if isinstance(ev, ParsedReasoning):
                             yield ReasoningDelta(step, ev.text)
                         elif isinstance(ev, ParsedContent):
@@ -432,7 +444,9 @@ async def run_task(
                     generation = item
             assert generation is not None
             latency = time.perf_counter() - started
-            parsed = parse_generation(tok, generation, thinking_started=prompt_open)
+            parsed = parse_generation(
+                tok, generation, thinking_started=prompt_open, constrained=constrained
+            )
             tally.usage += generation.usage
             if mode.thinking:
                 tally.thinking_steps += 1
