@@ -10,6 +10,7 @@ calls are not stuck behind the hung one (this restart is not counted against ``m
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -131,7 +132,9 @@ def _describe_startup_error(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     if isinstance(exc, MCPError) and exc.code == mcp_types.CONNECTION_CLOSED:
         return "the server closed the connection during the MCP handshake (did it exit?)"
-    if isinstance(exc, MCPError) and exc.code == mcp_types.REQUEST_TIMEOUT:
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, MCPError) and exc.code == mcp_types.REQUEST_TIMEOUT
+    ):
         return "the server did not answer the MCP handshake in time"
     return describe_exception(exc)
 
@@ -320,7 +323,9 @@ class MCPServer(ABC):
         self._tools = None
         try:
             session.task_group = await session.stack.enter_async_context(anyio.create_task_group())
-            await session.task_group.start(self._supervise, session)
+            # One bound for the whole start (the SDK may try discovery, then initialize).
+            with anyio.fail_after(self.connect_timeout):
+                await session.task_group.start(self._supervise, session)
         except BaseException as exc:
             self._session = None
             diagnostics = self._diagnostics() if isinstance(exc, Exception) else ""
@@ -375,12 +380,16 @@ class MCPServer(ABC):
                 lost.set()
 
         def on_junk(exc: Exception) -> None:
-            first = str(exc).strip().splitlines()
-            detail = first[-1] if first else type(exc).__name__
+            errors = getattr(exc, "errors", None)
+            line: Any = None
+            if callable(errors):
+                with contextlib.suppress(Exception):
+                    line = errors()[0].get("input")
+            shown = repr(line[:120]) if isinstance(line, str) else type(exc).__name__
             logger.warning(
-                "MCP server %r wrote a line that is not JSON-RPC to stdout; ignored (%s)",
+                "MCP server %r wrote a line to stdout that is not JSON-RPC; ignored: %s",
                 self.name,
-                detail[:200],
+                shown,
             )
 
         target = self._target()
