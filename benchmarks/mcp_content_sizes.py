@@ -21,18 +21,22 @@ from q3agent.tools.mcp import MCPServerStdio, render_mcp_result
 TOOLS = Path(os.environ.get("Q3AGENT_NODE_TOOLS", Path.home() / ".cache/q3agent/node-tools"))
 
 
+def write_files(folder: str) -> tuple[Path, Path]:
+    """The 50,001-character text file and the 120,000-byte PNG."""
+    text_file = Path(folder, "big.txt")
+    text_file.write_text(("0123456789" * 5001)[:50_001])
+    png = Path(folder, "chart.png")
+    rng = random.Random(0)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(120_000 - 8)))
+    return text_file, png
+
+
 async def main() -> None:
     bin_dir = TOOLS / "node_modules" / ".bin"
     if not (bin_dir / "mcp-server-filesystem").exists():
         sys.exit("server-filesystem is not installed; run .ci/mcp.sh first")
     with tempfile.TemporaryDirectory() as folder:
-        text_file = Path(folder, "big.txt")
-        text_file.write_text(("0123456789" * 5001)[:50_001])
-        png = Path(folder, "chart.png")
-        rng = random.Random(0)
-        png.write_bytes(
-            b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(120_000 - 8))
-        )
+        text_file, png = write_files(folder)
         command = [str((bin_dir / "mcp-server-filesystem").resolve()), folder]
         async with MCPServerStdio(str(bin_dir / "node"), command, name="fs") as server:
             text = await server.call_tool("read_text_file", {"path": str(text_file)})

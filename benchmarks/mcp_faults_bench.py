@@ -38,22 +38,11 @@ async def timed(label: str, body: Any) -> None:
     print(f"{label:<52} {time.perf_counter() - start:7.2f} s  {outcome}")
 
 
-async def invalid_utf8() -> str:
-    async with server(timeout=CALL_TIMEOUT) as s:
+async def calls(call_timeout: float, names: tuple[str, ...]) -> str:
+    """Call the tools one after another; ``ok`` or the exception type of each."""
+    async with server(timeout=call_timeout) as s:
         outcomes = []
-        for name in ("bad_bytes", "echo", "echo"):
-            try:
-                await s.call_tool(name, {"text": "x"})
-                outcomes.append("ok")
-            except Exception as exc:
-                outcomes.append(type(exc).__name__)
-        return ", ".join(outcomes)
-
-
-async def hung_then_next() -> str:
-    async with server(timeout=5.0) as s:
-        outcomes = []
-        for name in ("hang", "echo"):
+        for name in names:
             try:
                 await s.call_tool(name, {"text": "x"})
                 outcomes.append("ok")
@@ -73,8 +62,10 @@ async def failed_start(mode: str) -> str:
 
 async def main() -> None:
     print(f"call timeout {CALL_TIMEOUT:g} s (hung: 5 s); connect timeout: default")
-    await timed("invalid UTF-8, then 2 calls", invalid_utf8)
-    await timed("hung call (5 s timeout), then 1 call", hung_then_next)
+    await timed(
+        "invalid UTF-8, then 2 calls", lambda: calls(CALL_TIMEOUT, ("bad_bytes", "echo", "echo"))
+    )
+    await timed("hung call (5 s timeout), then 1 call", lambda: calls(5.0, ("hang", "echo")))
     await timed("agent run, one server exits at start", lambda: failed_start("exit"))
     await timed("agent run, one server never answers", lambda: failed_start("mute"))
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,31 +124,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def http_server(served_files: dict[str, str]) -> Iterator[str]:
-    """``serve-mcp --transport streamable-http --token …`` on a free 127.0.0.1 port."""
+@contextmanager
+def running_serve_mcp(args: list[str], host: str = "127.0.0.1") -> Iterator[str]:
+    """``serve-mcp --transport streamable-http ARGS`` on a free port of ``host``; its URL.
+
+    ``Q3AGENT_MCP_TOKEN`` is not passed on: a token comes only from ``args``.
+    """
     port = free_port()
-    args = serve_args(
-        served_files, "--transport", "streamable-http", "--port", str(port), "--token", TOKEN
-    )
+    serve = ["-m", "q3agent.cli.mcp", "serve-mcp", "--transport", "streamable-http"]
     proc = subprocess.Popen(
-        [sys.executable, *args],
-        env=subprocess_env(),
+        [sys.executable, *serve, *args, "--host", host, "--port", str(port)],
+        env={k: v for k, v in subprocess_env().items() if k != "Q3AGENT_MCP_TOKEN"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    pytest.fail(f"serve-mcp did not start: {err}")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
+        wait_for_port(proc, host, port)
+        yield f"http://{host}:{port}/mcp"
     finally:
         proc.terminate()
         try:
@@ -158,6 +150,13 @@ def http_server(served_files: dict[str, str]) -> Iterator[str]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture
+def http_server(served_files: dict[str, str]) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http --token …`` on a free 127.0.0.1 port."""
+    with running_serve_mcp([*serve_args(served_files)[3:], "--token", TOKEN]) as url:
+        yield url
 
 
 @asynccontextmanager
@@ -171,21 +170,11 @@ async def http_client(url: str, token: str) -> AsyncIterator[Client]:
 
 
 async def test_streamable_http_with_token(http_server: str) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "probe", "version": "0"},
-        },
-    }
     headers = {"Accept": "application/json, text/event-stream"}
     async with httpx.AsyncClient() as raw:
-        missing = await raw.post(http_server, json=initialize, headers=headers)
+        missing = await raw.post(http_server, json=INITIALIZE, headers=headers)
         wrong = await raw.post(
-            http_server, json=initialize, headers={**headers, "Authorization": "Bearer nope"}
+            http_server, json=INITIALIZE, headers={**headers, "Authorization": "Bearer nope"}
         )
     assert missing.status_code == 401
     assert wrong.status_code == 401
@@ -491,22 +480,8 @@ INITIALIZE = {
 @pytest.fixture
 def other_loopback_server(served_files: dict[str, str]) -> Iterator[str]:
     """``serve-mcp --transport streamable-http --host 127.0.0.2`` without a token."""
-    host, port = "127.0.0.2", free_port()
-    args = [*serve_args(served_files, "--transport", "streamable-http"), "--host", host]
-    proc = subprocess.Popen(
-        [sys.executable, *args, "--port", str(port)],
-        env={k: v for k, v in subprocess_env().items() if k != "Q3AGENT_MCP_TOKEN"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_port(proc, host, port)
-        yield f"http://{host}:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        if proc.stderr:
-            proc.stderr.close()
+    with running_serve_mcp(serve_args(served_files)[3:], host="127.0.0.2") as url:
+        yield url
 
 
 async def test_host_and_origin_are_checked_on_other_loopback_addresses(
@@ -588,3 +563,69 @@ async def test_unknown_prompt_is_invalid_params() -> None:
             await client.get_prompt("nope")
     assert caught.value.error.code == mcp_types.INVALID_PARAMS
     assert "nope" in caught.value.error.message
+
+
+# --------------------------------------------------------------------------------------------
+# The official conformance suite's server scenarios
+
+FIXTURE = "needs the suite's fixture tools/resources/prompts (test_*), which serve-mcp lacks"
+SERVER_SCENARIOS = {
+    "server-initialize": None,
+    "ping": None,
+    "tools-list": None,
+    "tools-call-simple-text": None,
+    "tools-call-error": None,
+    "server-sse-multiple-streams": None,
+    "resources-list": None,
+    "prompts-list": None,
+    "dns-rebinding-protection": None,
+    "logging-set-level": "serve-mcp does not offer logging (deprecated in MCP 2026-07-28)",
+    "completion-complete": FIXTURE,
+    "tools-call-image": FIXTURE,
+    "tools-call-audio": FIXTURE,
+    "tools-call-embedded-resource": FIXTURE,
+    "tools-call-mixed-content": FIXTURE,
+    "tools-call-with-logging": FIXTURE,
+    "tools-call-with-progress": FIXTURE,
+    "tools-call-sampling": FIXTURE,
+    "tools-call-elicitation": FIXTURE,
+    "elicitation-sep1034-defaults": FIXTURE,
+    "elicitation-sep1330-enums": FIXTURE,
+    "resources-read-text": FIXTURE,
+    "resources-read-binary": FIXTURE,
+    "resources-templates-read": FIXTURE,
+    "resources-subscribe": FIXTURE,
+    "resources-unsubscribe": FIXTURE,
+    "prompts-get-simple": FIXTURE,
+    "prompts-get-with-args": FIXTURE,
+    "prompts-get-embedded-resource": FIXTURE,
+    "prompts-get-with-image": FIXTURE,
+}
+
+
+@pytest.fixture(scope="module")
+def conformance_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http`` without a token, with a scripted model."""
+    script = tmp_path_factory.mktemp("serve") / "completions.jsonl"
+    script.write_text('"It is noon."\n' * 20)
+    with running_serve_mcp(["--runtime-script", str(script)]) as url:
+        yield url
+
+
+@pytest.mark.parametrize("scenario", list(SERVER_SCENARIOS))
+def test_conformance_server_scenario(
+    scenario: str, node_tools: Any, conformance_server: str, tmp_path: Path
+) -> None:
+    reason = SERVER_SCENARIOS[scenario]
+    if reason is not None:
+        pytest.skip(f"not applicable: {reason}")
+    url = ["--url", conformance_server]
+    done = subprocess.run(
+        [*node_tools.command("conformance"), "server", *url, "--scenario", scenario],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and " 0 failed" in output, output[-4000:]

@@ -106,35 +106,3 @@ def no_leaked_processes() -> Iterator[None]:
     leaked = descendants() - before
     details = {p: _cmdline(p) for p in leaked}
     assert not leaked, f"processes left running after the test: {details}"
-
-
-NODE_TOOLS = Path(
-    os.environ.get("Q3AGENT_NODE_TOOLS", str(Path.home() / ".cache" / "q3agent" / "node-tools"))
-)
-
-
-class NodeTools:
-    """Node 22 and the npm MCP packages installed by ``.ci/mcp.sh``."""
-
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin = bin_dir
-        self.node = str(bin_dir / "node")
-
-    def command(self, name: str) -> list[str]:
-        """``[node, script]`` for an installed package's executable, run with node 22."""
-        script = self.bin / name
-        if not script.exists():
-            pytest.skip(f"{name} is not installed; run .ci/mcp.sh")
-        return [self.node, str(script.resolve())]
-
-
-@pytest.fixture
-def node_tools() -> NodeTools:
-    """The node tools, or a skip saying how to install them."""
-    bin_dir = NODE_TOOLS / "node_modules" / ".bin"
-    if not (bin_dir / "node").exists():
-        pytest.skip(
-            f"node MCP tools are not installed in {NODE_TOOLS}; run .ci/mcp.sh (installs node 22, "
-            "the MCP conformance suite, server-everything and server-filesystem)"
-        )
-    return NodeTools(bin_dir)
