@@ -299,9 +299,11 @@ class AgentSession:
         agent = self.agent
         runtime = agent.runtime
         async with contextlib.AsyncExitStack() as servers:
-            for server in agent.mcp_servers:
-                if isinstance(server, contextlib.AbstractAsyncContextManager):
-                    await servers.enter_async_context(server)
+            from q3agent.tools.mcp.toolset import open_toolsets
+
+            missing = await open_toolsets(servers, agent.mcp_servers, runtime=runtime)
+            if missing and task is not None:
+                task += "\n\n(Note: " + "; ".join(missing) + ".)"
             tools = await collect_tools(
                 [*agent.tools.values(), *agent.mcp_servers, *self.extra_tools.values()]
             )

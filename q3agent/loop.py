@@ -7,6 +7,8 @@ decides what happens in which order and what is recorded.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import uuid
 from collections import Counter
@@ -24,6 +26,7 @@ from q3agent.events import (
     StepEnd,
     StepStart,
     ToolCallEvent,
+    ToolProgress,
     ToolResultEvent,
 )
 from q3agent.memory.context_window import ContextOverflowError, ContextWindow, summary_request
@@ -315,6 +318,41 @@ async def _run_tools(
     return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
 
 
+async def _run_tools_reporting(
+    s: LoopSettings,
+    conv: Conversation,
+    calls: Sequence[ToolCall | ToolCallError],
+    ctx: RunContext[Any],
+) -> AsyncGenerator[ToolProgress | list[ToolResult], None]:
+    """:func:`_run_tools`, yielding the tools' progress reports as they arrive, then the results."""
+    send, receive = anyio.create_memory_object_stream[ToolProgress](math.inf)
+
+    def sink(call: ToolCall | None, progress: float, total: float | None, msg: str | None) -> None:
+        if call is not None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.send_nowait(ToolProgress(ctx.step, call.id, call.name, progress, total, msg))
+
+    ctx.progress_sink = sink
+    results: list[ToolResult] = []
+    error: Exception | None = None
+
+    async def run() -> None:
+        nonlocal results, error
+        async with send:
+            try:
+                results = await _run_tools(s, conv, calls, ctx)
+            except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
+                error = exc
+
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(run)
+        async for progress in receive:
+            yield progress
+    if error is not None:
+        raise error
+    yield results
+
+
 def _account(
     s: LoopSettings, tally: _Tally, calls: Sequence[object], results: Sequence[ToolResult]
 ) -> str | None:
@@ -506,7 +544,12 @@ async def run_task(
             )
             conv.add(_assistant(parsed))
             ctx = RunContext(deps=s.deps, run_id=run_id, step=step, messages=tuple(conv.messages))
-            results = await _run_tools(s, conv, calls, ctx)
+            results = []
+            async for progress_or_results in _run_tools_reporting(s, conv, calls, ctx):
+                if isinstance(progress_or_results, ToolProgress):
+                    yield progress_or_results
+                else:
+                    results = progress_or_results
             for tool_result in results:
                 yield ToolResultEvent(step, tool_result)
             stop = _account(s, tally, calls, results)

@@ -76,6 +76,33 @@ def add_mcp_commands(subparsers: Any) -> None:
     serve.add_argument(
         "--research", action="store_true", help="also serve `research` (deep-research reports)"
     )
+    serve.add_argument(
+        "--allow-folder",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder rag_ingest may read (repeatable); without any, rag_ingest is not served",
+    )
+    serve.add_argument(
+        "--allow-url",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a URL prefix rag_ingest may fetch, e.g. https://docs.example.com/ (repeatable)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another Host header value HTTP clients may use (needed for 0.0.0.0 binds)",
+    )
+    serve.add_argument(
+        "--max-task-tokens",
+        type=int,
+        default=16_000,
+        help="longest `ask` task in tokens (default 16000)",
+    )
     serve.add_argument("--system", help="system prompt of the default agent")
     serve.add_argument("--max-steps", type=int, default=20)
     serve.add_argument("--name", default="q3agent", help="MCP server name")
@@ -229,6 +256,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             from q3agent.mcp_server import TOKEN_ENV
 
             check_http_settings(args.host, args.token or os.environ.get(TOKEN_ENV))
+            from q3agent.mcp_server import allowed_hosts_for
+
+            if not allowed_hosts_for(args.host, args.port, args.allowed_host):
+                raise ServeConfigError(
+                    f"serving on {args.host} needs --allowed-host NAME[:PORT] (the host name "
+                    "clients use), so that DNS-rebinding requests can be refused"
+                )
         served = await make_served_agent(
             agent_spec=args.agent,
             model=args.model,
@@ -239,6 +273,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             system_prompt=args.system,
             max_steps=args.max_steps,
             research=args.research,
+            allow_folders=args.allow_folder,
+            allow_urls=args.allow_url,
+            max_task_tokens=args.max_task_tokens,
             runtime=runtime,
             capability=capability,
         )
@@ -252,6 +289,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             token=args.token,
             path=args.path,
+            allowed_hosts=args.allowed_host,
             on_ready=ready,
         )
 

@@ -94,9 +94,12 @@ def run_command(args: argparse.Namespace) -> int:
         tools.extend(loaded if isinstance(loaded, list | tuple) else [loaded])
     servers: list[Any] = []
     if args.mcp_config:
-        from q3agent.tools.mcp import load_mcp_config
+        from q3agent.tools.mcp import ask_on_terminal, load_mcp_config
 
         servers = list(load_mcp_config(args.mcp_config))
+        for server in servers:  # servers may ask the user for input on the terminal
+            if server.elicitation is None and sys.stdin.isatty():
+                server.elicitation = ask_on_terminal
     policy: Policy = (
         AlwaysThink(args.budget)
         if args.thinking == "on"

@@ -276,6 +276,8 @@ class Ingestor:
             overlap_tokens,
         )
         self.batch_chunks = batch_chunks
+        self.http_client: Any | None = None
+        """An ``httpx.Client`` for URLs (e.g. one that refuses some hosts); ``None``: a new one."""
         self._pending: list[tuple[SourceDocument, list[tuple[int | None, Chunk]]]] = []
         self._replacing: set[str] = set()
         self._pending_chunks = 0
@@ -359,7 +361,11 @@ class Ingestor:
                     continue
                 seen.add(source)
                 try:
-                    doc = load_url(item) if isinstance(item, str) else load_file(item)
+                    doc = (
+                        load_url(item, client=self.http_client)
+                        if isinstance(item, str)
+                        else load_file(item)
+                    )
                 except IngestError as exc:
                     report.failed.append((source, str(exc)))
                     advance(source)
