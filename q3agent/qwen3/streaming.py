@@ -104,15 +104,18 @@ class _JsonStrings:
     """Whether a call body's JSON is inside a double-quoted string, fed piece by piece.
 
     Active only for bodies that start (after whitespace) like JSON (``{``, ``[`` or a code
-    fence); linear in the body length.
+    fence), and only until that first JSON value closes: a quote after it is stray text, not
+    the start of a string. Linear in the body length.
     """
 
-    __slots__ = ("active", "escaped", "in_string")
+    __slots__ = ("active", "depth", "escaped", "in_string", "opened")
 
     def __init__(self) -> None:
         self.active: bool | None = None
         self.in_string = False
         self.escaped = False
+        self.depth = 0
+        self.opened = False
 
     def feed(self, text: str) -> None:
         pos, end = 0, len(text)
@@ -139,10 +142,24 @@ class _JsonStrings:
                     self.in_string = False
                 pos += 1
             else:
-                quote = text.find('"', pos)
-                if quote == -1:
+                found = _JSON_SYNTAX.search(text, pos)
+                if found is None:
                     return
-                self.in_string, pos = True, quote + 1
+                char, pos = found.group(), found.end()
+                if char == '"':
+                    self.in_string = True
+                elif char in "{[":
+                    self.depth += 1
+                    self.opened = True
+                else:
+                    self.depth -= 1
+                    if self.opened and self.depth <= 0:
+                        self.active = False  # the value is complete: what follows is text
+                        return
+
+
+_JSON_SYNTAX = re.compile(r'["{}\[\]]')
+"""What changes a JSON scan's state outside strings: a quote or a bracket."""
 
 
 _STATE_PATTERNS = {

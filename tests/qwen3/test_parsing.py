@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError
@@ -407,6 +407,14 @@ def test_parse_never_raises_on_fragments_of_real_output(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([f for f in FRAGMENTS if "think" not in f]), max_size=25))
+@example(  # a stray quote after a complete call must not swallow the next <tool_call>
+    [
+        "<tool_call>",
+        '{"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}}',
+        '"',
+        "<tool_call>",
+    ]
+)
 def test_no_call_block_is_dropped(fragments: list[str]) -> None:
     text = "".join(fragments)
     parsed = parse(text)
