@@ -6,8 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+# CI runs one fixed sequence of examples, so a submission passes or fails on its code alone;
+# local runs keep exploring new examples (HYPOTHESIS_PROFILE=ci to reproduce CI's).
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
+)
 
 # Set before any test imports huggingface_hub/transformers, which read these at import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
