@@ -99,7 +99,7 @@ class Conversation:
     builder: PromptBuilder
     messages: list[Message] = field(default_factory=list)
     needs_render: bool = True
-    previous_ids: tuple[int, ...] = ()
+    previous_ids: Sequence[int] = ()
     """The last prompt of a builder that was replaced (to report the divergence)."""
     recorder: SessionRecorder | None = None
     """Persists the conversation as it happens (``Agent.session(store=...)``)."""
@@ -541,7 +541,7 @@ async def run_task(
         status=status,
         detail=detail,
         run_id=run_id,
-        prompt_ids=conv.builder.ids,
+        prompt_ids=tuple(conv.builder.ids),
         error=error,
     )
     yield FinalResult(result)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 
 import anyio
 
+from q3agent.qwen3.prompt import PromptIds
 from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import (
@@ -45,8 +46,8 @@ class RecordedRequest:
         self._text: str | None = None
 
     @property
-    def prompt_ids(self) -> tuple[int, ...]:
-        """The prompt's token ids, as the runtime received them."""
+    def prompt_ids(self) -> tuple[int, ...] | PromptIds:
+        """The prompt's token ids, as the runtime received them (reads like a tuple)."""
         return self.request.prompt_ids
 
     @property
@@ -81,7 +82,7 @@ class _TestRuntimeBase(ABC):
         self.simulate_prefix_cache = simulate_prefix_cache
         self.requests: list[RecordedRequest] = []
         self._cached: tuple[int, ...] = ()
-        self._pending: tuple[tuple[int, ...], list[int]] | None = None
+        self._pending: tuple[tuple[int, ...] | PromptIds, list[int]] | None = None
         """(prompt, every id the script planned) of a completion cut short, for resuming."""
         self._planned: list[int] = []
 
