@@ -401,7 +401,8 @@ async def run_task(
             prompt_open = s.capability == "thinking_only"
             if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
                 conv.builder.append_text("<think>\n", trusted=True)
-            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok)
+            # streamed deltas are parsed as they come; otherwise the whole completion, once
+            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok) if stream else None
             request = GenerationRequest(
                 prompt_ids=conv.builder.ids,
                 sampling=mode.sampling,
@@ -421,6 +422,7 @@ async def run_task(
                 stream=stream,
             ):
                 if isinstance(item, TextDelta):
+                    assert parser is not None  # runtimes yield deltas only when streaming
                     for ev in _stream_events(parser, item):
                         if isinstance(ev, ParsedReasoning):
                             yield ReasoningDelta(step, ev.text)
@@ -541,7 +543,7 @@ async def run_task(
         status=status,
         detail=detail,
         run_id=run_id,
-        prompt_ids=tuple(conv.builder.ids),
+        prompt_ids=conv.builder.ids.to_tuple(),
         error=error,
     )
     yield FinalResult(result)

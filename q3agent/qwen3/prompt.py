@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import islice
 from typing import overload
 
@@ -96,21 +97,29 @@ class PromptIds(Sequence[int]):
                 return other._len == self._len
             return self._len == other._len and self._ids[: self._len] == other._ids[: other._len]
         if isinstance(other, tuple):
-            return self._len == len(other) and tuple(self) == other
+            return self._len == len(other) and self.to_tuple() == other
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(tuple(self))
+        return hash(self.to_tuple())
 
     def __add__(self, other: tuple[int, ...] | PromptIds) -> tuple[int, ...]:
-        if not isinstance(other, tuple | PromptIds):
+        if isinstance(other, PromptIds):
+            return self.to_tuple() + other.to_tuple()
+        if not isinstance(other, tuple):
             return NotImplemented
-        return (*self, *other)
+        return self.to_tuple() + other
 
     def __radd__(self, other: tuple[int, ...]) -> tuple[int, ...]:
         if not isinstance(other, tuple):
             return NotImplemented
-        return (*other, *self)
+        return other + self.to_tuple()
+
+    def to_tuple(self) -> tuple[int, ...]:
+        """The ids as a tuple: one copy, for keeping the prompt beyond the conversation."""
+        if self._len == len(self._ids):
+            return tuple(self._ids)
+        return tuple(self._ids[: self._len])
 
     def __repr__(self) -> str:
         return f"PromptIds(<{self._len} ids>)"
@@ -405,7 +414,7 @@ class PromptBuilder:
         # Encode once, in two halves split at the last query's turn head: it starts with a
         # control token, so the halves concatenate to exactly the full encoding.
         cut = self._last_query_segment(segments)
-        before = encode_segments(self._tok, segments[:cut])
+        before = _encode_head(self._tok, segments[:cut])
         self._ids = before + encode_segments(self._tok, segments[cut:])
         self._query_start = len(before)
         self._open_generation(enable_thinking)
@@ -422,3 +431,21 @@ class PromptBuilder:
 
 
 _USER_TURN_HEAD = Segment("<|im_start|>user\n", True)
+
+_CACHED_HEAD_CHARS = 32_768
+"""Conversation heads up to this many characters (the system turn with its tool list, which
+every task of an agent starts with) are encoded once per process and remembered."""
+
+
+def _encode_head(tokenizer: Qwen3Tokenizer, segments: Sequence[Segment]) -> list[int]:
+    """:func:`encode_segments` of the part before the last query, remembered when short."""
+    if sum(len(text) for text, _ in segments) > _CACHED_HEAD_CHARS:
+        return encode_segments(tokenizer, segments)
+    return list(_encode_head_cached(tokenizer, tuple(segments)))
+
+
+@lru_cache(maxsize=64)
+def _encode_head_cached(
+    tokenizer: Qwen3Tokenizer, segments: tuple[Segment, ...]
+) -> tuple[int, ...]:
+    return tuple(encode_segments(tokenizer, segments))

@@ -233,9 +233,11 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while lo < n and a[lo : lo + block] == b[lo : lo + block]:
         lo += block
     hi = min(lo + block, n)
-    while lo < hi and a[lo] == b[lo]:
-        lo += 1
-    return min(lo, n)
+    tail_a, tail_b = a[lo:hi], b[lo:hi]  # one slice each: a PromptIds indexes slowly
+    same = 0
+    while same < len(tail_a) and tail_a[same] == tail_b[same]:
+        same += 1
+    return min(lo + same, n)
 
 
 class ScriptedRuntime(_TestRuntimeBase):
