@@ -469,12 +469,11 @@ async def run_task(
                     conv.builder.reopen_generation(enable_thinking=_template_thinking(s, mode))
                     step += 1
                     continue
+                message = _assistant(parsed)
                 conv.builder.append_generation(
-                    generation.token_ids,
-                    message=_assistant(parsed),
-                    finish_reason=generation.finish_reason,
+                    generation.token_ids, message=message, finish_reason=generation.finish_reason
                 )
-                conv.add(_assistant(parsed))
+                conv.add(message)
                 record = _step_record(
                     step, mode, generation, parsed, started_at, latency, diverged_at=diverged
                 )
@@ -487,12 +486,11 @@ async def run_task(
                 break
 
             # 3. tool calls: run them concurrently, answer each in call order
+            message = _assistant(parsed)
             conv.builder.append_generation(
-                generation.token_ids,
-                message=_assistant(parsed),
-                finish_reason=generation.finish_reason,
+                generation.token_ids, message=message, finish_reason=generation.finish_reason
             )
-            conv.add(_assistant(parsed))
+            conv.add(message)
             ctx = RunContext(deps=s.deps, run_id=run_id, step=step, messages=tuple(conv.messages))
             results = await _run_tools(s, conv, calls, ctx)
             for tool_result in results:
