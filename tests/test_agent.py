@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -91,6 +92,24 @@ async def test_every_prompt_extends_the_previous_prompt_and_completion() -> None
         assert after.prompt_ids[: len(before.prompt_ids)] == before.prompt_ids
     # from the second request on, everything but the new tool turn was a cache hit
     assert all(s.usage.cached_tokens > 0 for s in result.steps[1:])
+    for before, step in zip(result.steps, result.steps[1:], strict=False):
+        assert step.usage.cached_tokens == before.usage.total_tokens  # prompt + completion
+
+
+async def test_the_test_runtime_prefix_cache_serves_what_tuple_prompts_share(
+    tokenizer: Any,
+) -> None:
+    from q3agent.serving.base import GenerationRequest
+
+    runtime = ScriptedRuntime(["One.", "Two.", "Three."], tokenizer=tokenizer)
+    first = tuple(tokenizer.encode_trusted("<|im_start|>user\nhi<|im_end|>\n"))
+    out = (await runtime.generate(GenerationRequest(prompt_ids=first))).token_ids
+    grown = (*first, *out, *tokenizer.encode("more"))
+    second = await runtime.generate(GenerationRequest(prompt_ids=grown))
+    assert second.usage.cached_tokens == len(first) + len(out)
+    changed = (*grown[:3], 0, *grown[4:])  # differs from the cached prompt at index 3
+    third = await runtime.generate(GenerationRequest(prompt_ids=changed))
+    assert third.usage.cached_tokens == 3
 
 
 async def test_prompt_ids_are_previous_prompt_plus_returned_completion_ids() -> None:

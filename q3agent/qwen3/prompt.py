@@ -115,6 +115,11 @@ class PromptIds(Sequence[int]):
             return NotImplemented
         return other + self.to_tuple()
 
+    def extends(self, other: PromptIds) -> bool:
+        """Whether ``other`` is a prefix of this prompt, known without comparing ids: both
+        come from the same builder list (appended to since ``other`` was handed out)."""
+        return other._ids is self._ids and other._len <= self._len
+
     def to_tuple(self) -> tuple[int, ...]:
         """The ids as a tuple: one copy, for keeping the prompt beyond the conversation."""
         if self._len == len(self._ids):

@@ -81,7 +81,8 @@ class _TestRuntimeBase(ABC):
         """Seconds each request sleeps (on the event loop) before answering."""
         self.simulate_prefix_cache = simulate_prefix_cache
         self.requests: list[RecordedRequest] = []
-        self._cached: tuple[int, ...] = ()
+        self._cached: tuple[tuple[int, ...] | PromptIds, tuple[int, ...]] = ((), ())
+        """(last prompt, its completion): what the simulated prefix cache holds."""
         self._pending: tuple[tuple[int, ...] | PromptIds, list[int]] | None = None
         """(prompt, every id the script planned) of a completion cut short, for resuming."""
         self._planned: list[int] = []
@@ -204,8 +205,8 @@ class _TestRuntimeBase(ABC):
         self._pending = (request.prompt_ids, list(ids)) if cut_early else None
         cached = 0
         if self.simulate_prefix_cache:
-            cached = _common_prefix(self._cached, request.prompt_ids)
-            self._cached = request.prompt_ids + tuple(out)
+            cached = _cached_prefix_of(self._cached, request.prompt_ids)
+            self._cached = (request.prompt_ids, tuple(out))
         usage = Usage(
             prompt_tokens=len(request.prompt_ids),
             completion_tokens=len(out),
@@ -224,6 +225,24 @@ class _TestRuntimeBase(ABC):
             usage=usage,
             matched_stop=matched,
         )
+
+
+def _cached_prefix_of(
+    cached: tuple[tuple[int, ...] | PromptIds, tuple[int, ...]],
+    prompt: tuple[int, ...] | PromptIds,
+) -> int:
+    """How much of ``prompt`` a prefix cache holding the last prompt and its completion
+    serves. A builder's prompt that extends the last one is known to share it whole (the
+    builder only appends), so only the completion is compared, as an engine's radix tree
+    walks only what is new; other prompts are compared from the start."""
+    last, out = cached
+    if isinstance(prompt, PromptIds) and isinstance(last, PromptIds) and prompt.extends(last):
+        shared = len(last)
+    else:
+        shared = _common_prefix(last, prompt)
+    if shared < len(last):
+        return shared
+    return shared + _common_prefix(out, prompt[shared : shared + len(out)])
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
