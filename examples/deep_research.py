@@ -4,8 +4,12 @@ Runs on a CPU with the built-in stand-in model (``ResearchFixtureRuntime``) over
 corpus: three Markdown documents and web pages served from 127.0.0.1. Pass ``--model
 Qwen3-30B-A3B`` (with a GPU and weights) to have a real Qwen3 write the report instead.
 
-    python examples/deep_research.py
-    python examples/deep_research.py --model Qwen3-8B --out-dir examples/output
+    python examples/deep_research.py                              # writes ./deep_research_output/
+    python examples/deep_research.py --out-dir examples/output    # refresh the committed copy
+    python examples/deep_research.py --model Qwen3-8B             # a real model (GPU or server)
+
+Document paths in the report are written relative to the repository and the pages are served
+on a fixed port (8765 unless taken), so a re-run reproduces the committed output.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from q3agent.research import ResearchAgent, ResearchFixtureRuntime
+from q3agent.research.render import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "research" / "fixtures"
@@ -32,21 +37,27 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         """No request log on the console."""
 
 
-def serve_pages() -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve the fixture web pages on a free 127.0.0.1 port."""
+def serve_pages(port: int = 8765) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve the fixture web pages on 127.0.0.1:``port`` (a free port if that one is taken)."""
     handler = functools.partial(_Quiet, directory=str(FIXTURES / "pages"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a Qwen3 model to use instead of the stand-in")
-    parser.add_argument("--out-dir", default=str(ROOT / "examples" / "output"))
+    parser.add_argument(
+        "--model", help="a Qwen3 model instead of the stand-in (Q3AGENT_BASE_URL for a server)"
+    )
+    parser.add_argument("--out-dir", default="deep_research_output", help="where to write")
+    parser.add_argument("--port", type=int, default=8765, help="port for the fixture pages")
     args = parser.parse_args()
 
-    server, base = serve_pages()
+    server, base = serve_pages(args.port)
     agent = ResearchAgent(
         args.model,
         runtime=None if args.model else ResearchFixtureRuntime(),
@@ -61,8 +72,9 @@ def main() -> None:
         server.shutdown()
 
     out = Path(args.out_dir)
-    for suffix in ("md", "html", "pdf"):
-        path = report.write(out / f"deep_research_report.{suffix}")
+    markdown = report.markdown.replace(f"{ROOT}/", "")  # repository-relative document paths
+    for suffix in ("md", "html", "pdf"):  # Markdown first: a failed PDF loses nothing
+        path = write_report(markdown, out / f"deep_research_report.{suffix}")
         print(f"wrote {path}")
     print()
     print(report.summary())

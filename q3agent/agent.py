@@ -29,16 +29,29 @@ from q3agent.tools.executor import ApprovalCallback
 ToolLike = Tool | Callable[..., Any]
 
 
-def _capability(model: str | None) -> ThinkingCapability:
-    if model is None:
-        return "hybrid"
-    from q3agent.qwen3.models import UnknownModelError, find_model
+def capability_for(model: str | None, runtime: Runtime | None = None) -> ThinkingCapability:
+    """What the model can do, from the registry model (never from a server's own name).
 
-    try:  # find_model: an unknown runtime name costs no "did you mean" hint here
-        spec = find_model(model)
-    except (UnknownModelError, OSError, ValueError):
-        return "hybrid"
-    return "hybrid" if spec is None else spec.thinking
+    ``model=None`` with a runtime falls back to the runtime's name when the registry knows
+    it, else hybrid; any other name the registry does not know is an error.
+    """
+    from q3agent.qwen3.models import UnknownModelError, find_model, get_model
+
+    if model is None:
+        try:  # find_model: an unknown runtime name costs no "did you mean" hint here
+            spec = find_model(runtime.model_name) if runtime is not None else None
+        except (OSError, ValueError):
+            return "hybrid"
+        return "hybrid" if spec is None else spec.thinking
+    try:
+        return get_model(model).thinking
+    except UnknownModelError as exc:
+        raise UnknownModelError(
+            f"{exc} If it is a Qwen3 model under another name, pass the registry model it is "
+            "as the model and the server's name as served_model (--served-model), or say "
+            "what it can do with capability='hybrid'|'thinking_only'|'non_thinking' "
+            "(--capability)."
+        ) from None
 
 
 class Agent:
@@ -47,6 +60,10 @@ class Agent:
     >>> agent = Agent("Qwen3-30B-A3B", tools=[get_weather])  # doctest: +SKIP
     >>> agent.run("What's the weather in Paris?").answer  # doctest: +SKIP
 
+    ``model`` is the registry model (or a local model directory): it decides whether the model
+    can think (hybrid, 2507 Instruct: never, 2507 Thinking: always) and its context; a name the
+    registry does not know is an error unless ``capability`` says what the model can do. A
+    server is sent the model's Hugging Face id unless ``Q3AGENT_SERVED_MODEL`` says otherwise.
     ``runtime`` defaults to the best one available for ``model`` (embedded SGLang on a GPU,
     else local transformers weights; see :func:`q3agent.serving.select_runtime`). Tools are
     plain functions (wrapped with :func:`q3agent.tools.tool`), :class:`Tool` objects, or
@@ -98,9 +115,7 @@ class Agent:
         """False runs a step's calls one at a time, in order (for stateful tools)."""
         """Summarises older turns near the model's window; ``"auto"`` sizes it from the
         registry (32,768 tokens for Qwen3, 262,144 for the 2507 models), ``None`` turns it off."""
-        self.capability: ThinkingCapability = capability or _capability(
-            model if runtime is None else getattr(runtime, "model_name", model)
-        )
+        self.capability: ThinkingCapability = capability or capability_for(model, runtime)
         if tool_choice not in ("auto", "required") and tool_choice not in self.tools:
             raise ValueError(
                 f"tool_choice={tool_choice!r} names no tool of this agent; "
@@ -284,9 +299,11 @@ class AgentSession:
         agent = self.agent
         runtime = agent.runtime
         async with contextlib.AsyncExitStack() as servers:
-            for server in agent.mcp_servers:
-                if isinstance(server, contextlib.AbstractAsyncContextManager):
-                    await servers.enter_async_context(server)
+            from q3agent.tools.mcp.toolset import open_toolsets
+
+            missing = await open_toolsets(servers, agent.mcp_servers, runtime=runtime)
+            if missing and task is not None:
+                task += "\n\n(Note: " + "; ".join(missing) + ".)"
             tools = await collect_tools(
                 [*agent.tools.values(), *agent.mcp_servers, *self.extra_tools.values()]
             )

@@ -50,6 +50,19 @@ class ToolCallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolProgress:
+    """A running tool reported progress (e.g. an MCP server's ``notifications/progress``)."""
+
+    step: int
+    call_id: str
+    name: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+    kind: Literal["tool_progress"] = "tool_progress"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolResultEvent:
     """A tool call's response, in call order."""
 
@@ -79,6 +92,7 @@ Event = (
     | ReasoningDelta
     | ContentDelta
     | ToolCallEvent
+    | ToolProgress
     | ToolResultEvent
     | StepEnd
     | FinalResult

@@ -7,6 +7,8 @@ decides what happens in which order and what is recorded.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import uuid
 from collections import Counter
@@ -24,6 +26,7 @@ from q3agent.events import (
     StepEnd,
     StepStart,
     ToolCallEvent,
+    ToolProgress,
     ToolResultEvent,
 )
 from q3agent.memory.context_window import ContextOverflowError, ContextWindow, summary_request
@@ -225,18 +228,28 @@ def parse_generation(
     generation: Generation | BudgetedGeneration,
     *,
     thinking_started: bool = False,
+    constrained: bool = False,
 ) -> Parsed:
     """A completion's reasoning, content and calls: from the control ids where the runtime
     returned the sampled ids (a tag the model spelled in ordinary tokens is content), from the
-    text for text-only servers."""
-    if generation.ids_exact:
+    text for text-only servers.
+
+    ``constrained``: q3agent's own grammar (a :class:`ToolCallConstraint`) shaped the output.
+    Grammar engines match strings, so they admit ``<tool_call>`` spelled in ordinary tokens as
+    well as the control token; every tag written under the grammar is schema-checked by it, so
+    such a step is parsed from its text.
+    """
+    if generation.ids_exact and not constrained:
         return parse_ids(generation.token_ids, tokenizer, thinking_started=thinking_started)
     return parse(generation.text, thinking_started=thinking_started)
 
 
-def _stream_events(parser: StreamParser, delta: TextDelta) -> list[StreamEvent]:
-    """A streamed delta's events: from its ids where the runtime streams ids, else its text."""
-    if parser.mode == "ids" or (not parser.mode and delta.token_ids):
+def _stream_events(
+    parser: StreamParser, delta: TextDelta, *, constrained: bool = False
+) -> list[StreamEvent]:
+    """A streamed delta's events: from its ids where the runtime streams ids, else its text
+    (also for a step shaped by q3agent's grammar: see :func:`parse_generation`)."""
+    if not constrained and (parser.mode == "ids" or (not parser.mode and delta.token_ids)):
         return parser.feed_ids(delta.token_ids)
     return parser.feed(delta.text)
 
@@ -303,6 +316,41 @@ async def _run_tools(
         )
     by_id = {r.call_id: r for r in ran} | done
     return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
+
+
+async def _run_tools_reporting(
+    s: LoopSettings,
+    conv: Conversation,
+    calls: Sequence[ToolCall | ToolCallError],
+    ctx: RunContext[Any],
+) -> AsyncGenerator[ToolProgress | list[ToolResult], None]:
+    """:func:`_run_tools`, yielding the tools' progress reports as they arrive, then the results."""
+    send, receive = anyio.create_memory_object_stream[ToolProgress](math.inf)
+
+    def sink(call: ToolCall | None, progress: float, total: float | None, msg: str | None) -> None:
+        if call is not None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.send_nowait(ToolProgress(ctx.step, call.id, call.name, progress, total, msg))
+
+    ctx.progress_sink = sink
+    results: list[ToolResult] = []
+    error: Exception | None = None
+
+    async def run() -> None:
+        nonlocal results, error
+        async with send:
+            try:
+                results = await _run_tools(s, conv, calls, ctx)
+            except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
+                error = exc
+
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(run)
+        async for progress in receive:
+            yield progress
+    if error is not None:
+        raise error
+    yield results
 
 
 def _account(
@@ -403,10 +451,12 @@ async def run_task(
                 conv.builder.append_text("<think>\n", trusted=True)
             # streamed deltas are parsed as they come; otherwise the whole completion, once
             parser = StreamParser(thinking_started=prompt_open, tokenizer=tok) if stream else None
+            constraint = _constraint(s, step)
+            constrained = constraint is not None
             request = GenerationRequest(
                 prompt_ids=conv.builder.ids,
                 sampling=mode.sampling,
-                constraint=_constraint(s, step),
+                constraint=constraint,
                 messages=tuple(conv.messages),
                 tools=schemas,
                 enable_thinking=_template_thinking(s, mode),
@@ -423,7 +473,7 @@ async def run_task(
             ):
                 if isinstance(item, TextDelta):
                     assert parser is not None  # runtimes yield deltas only when streaming
-                    for ev in _stream_events(parser, item):
+                    for ev in _stream_events(parser, item, constrained=constrained):
                         if isinstance(ev, ParsedReasoning):
                             yield ReasoningDelta(step, ev.text)
                         elif isinstance(ev, ParsedContent):
@@ -434,7 +484,9 @@ async def run_task(
                     generation = item
             assert generation is not None
             latency = time.perf_counter() - started
-            parsed = parse_generation(tok, generation, thinking_started=prompt_open)
+            parsed = parse_generation(
+                tok, generation, thinking_started=prompt_open, constrained=constrained
+            )
             tally.usage += generation.usage
             if mode.thinking:
                 tally.thinking_steps += 1
@@ -492,7 +544,12 @@ async def run_task(
             )
             conv.add(message)
             ctx = RunContext(deps=s.deps, run_id=run_id, step=step, messages=tuple(conv.messages))
-            results = await _run_tools(s, conv, calls, ctx)
+            results = []
+            async for progress_or_results in _run_tools_reporting(s, conv, calls, ctx):
+                if isinstance(progress_or_results, ToolProgress):
+                    yield progress_or_results
+                else:
+                    results = progress_or_results
             for tool_result in results:
                 yield ToolResultEvent(step, tool_result)
             stop = _account(s, tally, calls, results)

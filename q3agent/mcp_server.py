@@ -11,9 +11,16 @@ Any MCP client (Claude Desktop, an IDE, another agent) can then call:
   :mod:`q3agent.research`, with progress per stage.
 
 Transports: stdio (the default; what desktop clients launch) and streamable HTTP. Streamable
-HTTP binds to 127.0.0.1 by default; binding to any other address requires a bearer token
-(``--token`` or ``Q3AGENT_MCP_TOKEN``), and every request without the right
-``Authorization: Bearer <token>`` header gets 401.
+HTTP binds to 127.0.0.1 by default; binding to any other address requires a non-blank bearer
+token (``--token`` or ``Q3AGENT_MCP_TOKEN``), and every request without the right
+``Authorization: Bearer <token>`` header gets 401. Whatever the address, requests whose
+``Host`` (or ``Origin``) header is not the bound address (plus ``--allowed-host`` names) are
+refused, so a web page cannot reach the server through DNS rebinding.
+
+What clients may read: ``rag_ingest`` is served only when the operator names the folders
+(``--allow-folder``) and URL prefixes (``--allow-url``) it may read; any other path or URL,
+including symlinks and redirects that lead outside, is refused. ``ask`` tasks are limited to
+``--max-task-tokens`` tokens, counted in a worker thread so a huge task cannot stall the server.
 
 Shutdown order: the agent's own MCP servers are closed after each ``ask`` run, and the runtime
 last, when the server stops. SGLang's ``Engine.shutdown`` kills all child processes of this
@@ -28,11 +35,14 @@ import inspect
 import ipaddress
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
+import anyio
 import mcp_types
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver import MCPServer as SDKServer
@@ -46,13 +56,16 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from q3agent.agent import Agent
+    from q3agent.policy.base import ThinkingCapability
     from q3agent.rag import Retriever
     from q3agent.rag.ingest import Ingestor
+    from q3agent.serving.base import Runtime
 
 __all__ = [
     "AskResult",
     "AskSource",
     "BearerTokenMiddleware",
+    "ReadPolicy",
     "ServeConfigError",
     "ServedAgent",
     "build_mcp_server",
@@ -67,8 +80,144 @@ TOKEN_ENV = "Q3AGENT_MCP_TOKEN"
 AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
 
 
+DEFAULT_MAX_TASK_TOKENS = 16_000
+"""Largest ``ask`` task, in tokens, unless the operator sets ``--max-task-tokens``."""
+
+_MAX_CHARS_PER_TOKEN = 16
+"""Only a task's first ``limit * 16`` characters are tokenized to find that it is too long."""
+
+
 class ServeConfigError(Exception):
     """The server cannot start as configured; the message says what to change."""
+
+
+class SourceRefused(ValueError):
+    """A client asked a served tool to read a path or URL the operator did not allow."""
+
+
+def _url_parts(url: str) -> tuple[str, str, int | None, str] | None:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname.lower(), port or default, parts.path or "/"
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """The folders and URL prefixes served tools may read; nothing else is read.
+
+    Paths are resolved (symlinks followed) before the check, so a link inside an allowed folder
+    that points outside it is refused; URLs match on scheme, host, port and path prefix, and
+    every redirect hop is checked too. An empty policy allows nothing.
+    """
+
+    folders: tuple[Path, ...] = ()
+    url_prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls, folders: Iterable[str | os.PathLike[str]] = (), urls: Iterable[str] = ()
+    ) -> ReadPolicy:
+        """Build from operator options; folders must exist, prefixes must be http(s) URLs."""
+        resolved: list[Path] = []
+        for folder in folders:
+            path = Path(folder).expanduser().resolve()
+            if not path.is_dir():
+                raise ServeConfigError(
+                    f"--allow-folder {folder}: no such folder; give an existing directory"
+                )
+            resolved.append(path)
+        prefixes: list[str] = []
+        for url in urls:
+            if _url_parts(url) is None:
+                raise ServeConfigError(
+                    f"--allow-url {url!r} is not an http(s) URL prefix; give e.g. "
+                    "https://docs.example.com/"
+                )
+            prefixes.append(url.strip())
+        return cls(tuple(resolved), tuple(prefixes))
+
+    @property
+    def allows_anything(self) -> bool:
+        """Whether any folder or URL prefix was granted."""
+        return bool(self.folders or self.url_prefixes)
+
+    def _inside(self, path: Path) -> bool:
+        return any(path == f or path.is_relative_to(f) for f in self.folders)
+
+    def check_url(self, url: str) -> None:
+        """Raise :class:`SourceRefused` unless ``url`` starts with an allowed prefix."""
+        parts = _url_parts(url)
+        for prefix in self.url_prefixes:
+            allowed = _url_parts(prefix)
+            if parts is not None and allowed is not None and parts[:3] == allowed[:3]:
+                base = allowed[3]
+                if parts[3] == base or parts[3].startswith(
+                    base if base.endswith("/") else base + "/"
+                ):
+                    return
+        granted = ", ".join(self.url_prefixes) or "none; start the server with --allow-url"
+        raise SourceRefused(f"{url}: outside the URL prefixes this server may read ({granted})")
+
+    def check_path(self, source: str) -> Path:
+        """The resolved path; raise :class:`SourceRefused` unless it lies in an allowed folder.
+
+        A relative path is taken relative to the first allowed folder.
+        """
+        raw = Path(source).expanduser()
+        if not raw.is_absolute() and self.folders:
+            raw = self.folders[0] / raw
+        path = raw.resolve()
+        if not self._inside(path):
+            granted = (
+                ", ".join(map(str, self.folders)) or "none; start the server with --allow-folder"
+            )
+            raise SourceRefused(f"{source}: outside the folders this server may read ({granted})")
+        return path
+
+    def expand(self, sources: Iterable[str]) -> tuple[list[str], list[str]]:
+        """``(allowed files and URLs, refusals)``; folders become their files, each checked."""
+        from q3agent.rag.ingest import is_url, walk_folder
+
+        allowed: list[str] = []
+        refused: list[str] = []
+        for source in sources:
+            try:
+                if is_url(source):
+                    self.check_url(source)
+                    allowed.append(source)
+                    continue
+                path = self.check_path(source)
+            except SourceRefused as exc:
+                refused.append(str(exc))
+                continue
+            if not path.is_dir():
+                allowed.append(str(path))
+                continue
+            for file in walk_folder(path):
+                real = file.resolve()
+                if self._inside(real):
+                    allowed.append(str(real))
+                else:
+                    refused.append(f"{file}: a link to {real}, outside the allowed folders")
+        return allowed, refused
+
+    def http_client(self) -> Any:
+        """An httpx client that refuses any request (redirects included) outside the prefixes."""
+        import httpx
+
+        def check(request: httpx.Request) -> None:
+            try:
+                self.check_url(str(request.url))
+            except SourceRefused as exc:
+                raise httpx.RequestError(f"refused: {exc}", request=request) from None
+
+        return httpx.Client(follow_redirects=True, timeout=30.0, event_hooks={"request": [check]})
 
 
 class AskSource(BaseModel):
@@ -103,6 +252,10 @@ class ServedAgent:
     ingestor: Ingestor | None = None
     research: Any = None
     """A :class:`q3agent.research.ResearchAgent` behind the ``research`` tool, or ``None``."""
+    read_policy: ReadPolicy = field(default_factory=ReadPolicy)
+    """What ``rag_ingest`` may read; with nothing granted, ``rag_ingest`` is not served."""
+    max_task_tokens: int = DEFAULT_MAX_TASK_TOKENS
+    """Longest ``ask`` task in tokens; longer ones are refused before the agent starts."""
     excerpt_chars: int = 300
     closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
 
@@ -132,11 +285,40 @@ def _progress_tracker(ctx: Context) -> Callable[[float, float | None, str], Awai
     return report
 
 
+class TaskTooLong(ValueError):
+    """An ``ask`` task has more tokens than the server accepts."""
+
+
+async def check_task_size(served: ServedAgent, task: str) -> None:
+    """Raise :class:`TaskTooLong` when ``task`` exceeds ``served.max_task_tokens``.
+
+    Tokenizing runs in a worker thread and covers at most the first ``limit * 16`` characters,
+    so a multi-megabyte task costs a bounded amount of time and memory and never blocks the
+    server's event loop.
+    """
+    limit = served.max_task_tokens
+    if len(task) <= limit:  # a token is at least one character
+        return
+    tokenizer = await anyio.to_thread.run_sync(lambda: served.agent.runtime.tokenizer)
+    head = task[: limit * _MAX_CHARS_PER_TOKEN + 1]
+    count = await anyio.to_thread.run_sync(tokenizer.count, head)
+    if count > limit or len(head) < len(task):
+        shown = f"{count:,}" if len(head) == len(task) else f"more than {limit:,}"
+        raise TaskTooLong(
+            f"the task is {shown} tokens ({len(task):,} characters); this server accepts at most "
+            f"{limit:,}. Shorten it, or put long material in documents the agent can search."
+        )
+
+
 async def run_ask(served: ServedAgent, task: str, ctx: Context | None = None) -> AskResult:
-    """Run the served agent on ``task``, reporting progress to ``ctx``; the answer and sources."""
+    """Run the served agent on ``task``, reporting progress to ``ctx``; the answer and sources.
+
+    Raises :class:`TaskTooLong` before the agent starts when the task is over the token limit.
+    """
     from q3agent.events import FinalResult, StepStart, ToolCallEvent, ToolResultEvent
     from q3agent.qwen3.messages import ToolCall
 
+    await check_task_size(served, task)
     agent = served.agent
     session = agent.session()
     bank = None
@@ -213,6 +395,27 @@ def render_ask(result: AskResult) -> str:
     return "\n".join(lines)
 
 
+class _Q3AgentMCPServer(SDKServer[Any]):
+    """The SDK's server with JSON-RPC error codes where it falls back to 0."""
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        context: Context[Any, Any] | None = None,
+    ) -> mcp_types.GetPromptResult | mcp_types.InputRequiredResult:
+        """Like the SDK's, but an unknown prompt is ``-32602 Invalid params``, not code 0."""
+        from mcp import MCPError
+
+        if self._prompt_manager.get_prompt(name) is None:
+            known = ", ".join(p.name for p in await self.list_prompts()) or "none"
+            raise MCPError(
+                code=mcp_types.INVALID_PARAMS,
+                message=f"Unknown prompt: {name!r} (this server's prompts: {known})",
+            )
+        return await super().get_prompt(name, arguments, context)
+
+
 def build_mcp_server(
     served: ServedAgent | Agent,
     *,
@@ -242,9 +445,17 @@ def build_mcp_server(
         "it returns the answer and the sources it used."
     )
     if served.retriever is not None:
-        instructions += " `rag_search` searches the document store; `rag_ingest` adds documents."
-    server: SDKServer[Any] = SDKServer(
-        name, instructions=instructions, lifespan=lifespan, log_level="WARNING"
+        instructions += " `rag_search` searches the document store."
+    if served.ingestor is not None and served.read_policy.allows_anything:
+        instructions += " `rag_ingest` adds documents from the folders and URLs it may read."
+    from q3agent import __version__
+
+    server: SDKServer[Any] = _Q3AgentMCPServer(
+        name,
+        instructions=instructions,
+        lifespan=lifespan,
+        log_level="WARNING",
+        version=__version__,
     )
 
     async def ask(
@@ -258,6 +469,8 @@ def build_mcp_server(
         """
         try:
             result = await run_ask(holder, task, ctx)
+        except TaskTooLong as exc:
+            raise ServerToolError(str(exc)) from exc
         except Exception as exc:
             raise ServerToolError(
                 f"the agent failed: {type(exc).__name__}: {exc}. Check the server's model and "
@@ -297,8 +510,12 @@ def build_mcp_server(
 
         server.add_tool(rag_search, name="rag_search")
 
-    if served.ingestor is not None:
+    if served.ingestor is not None and served.read_policy.allows_anything:
         ingestor = served.ingestor
+        policy = served.read_policy
+        if policy.url_prefixes:
+            ingestor.http_client = policy.http_client()
+            served.closers.append(ingestor.http_client.close)
 
         async def rag_ingest(
             sources: Annotated[
@@ -306,7 +523,17 @@ def build_mcp_server(
             ],
             ctx: Context,
         ) -> dict[str, Any]:
-            """Add documents to the store (new or changed ones are re-embedded)."""
+            """Add documents to the store (new or changed ones are re-embedded).
+
+            Only files under the folders, and URLs under the prefixes, that the server was
+            started with can be added; anything else is listed under ``failed``.
+            """
+            allowed, refused = await anyio.to_thread.run_sync(policy.expand, sources)
+            if not allowed:
+                raise ServerToolError(
+                    "nothing to ingest: " + "; ".join(refused) + ". Ask the server's operator to "
+                    "allow the folder or URL prefix (--allow-folder / --allow-url)."
+                )
             totals: dict[str, Any] = {
                 "added": [],
                 "updated": [],
@@ -315,14 +542,15 @@ def build_mcp_server(
                 "failed": [],
                 "chunks_written": 0,
             }
-            for i, source in enumerate(sources):
-                await ctx.report_progress(i, len(sources), f"ingesting {source}")
-                report = await ingestor.aingest([source])
+            totals["failed"].extend(refused)
+            for i, source in enumerate(allowed):
+                await ctx.report_progress(i, len(allowed), f"ingesting {source}")
+                report = await ingestor.aingest([source], prune=False)
                 for key in ("added", "updated", "unchanged", "removed"):
                     totals[key].extend(getattr(report, key))
                 totals["failed"].extend(f"{s}: {why}" for s, why in report.failed)
                 totals["chunks_written"] += report.chunks_written
-            await ctx.report_progress(len(sources), len(sources), "done")
+            await ctx.report_progress(len(allowed), len(allowed), "done")
             return totals
 
         server.add_tool(rag_ingest, name="rag_ingest")
@@ -418,8 +646,17 @@ async def make_served_agent(
     system_prompt: str | None = None,
     max_steps: int = 20,
     research: bool = False,
+    allow_folders: Sequence[str] = (),
+    allow_urls: Sequence[str] = (),
+    max_task_tokens: int = DEFAULT_MAX_TASK_TOKENS,
+    runtime: Runtime | None = None,
+    capability: ThinkingCapability | None = None,
 ) -> ServedAgent:
-    """Build the served agent from CLI-style options (see ``q3agent serve-mcp --help``)."""
+    """Build the served agent from CLI-style options (see ``q3agent serve-mcp --help``).
+
+    ``runtime`` (built by the CLI from its runtime flags) and ``capability`` go to the default
+    agent; without a runtime it is chosen on the first call.
+    """
     from q3agent.agent import Agent
 
     if agent_spec is not None:
@@ -428,7 +665,6 @@ async def make_served_agent(
         if not isinstance(agent, Agent):
             raise ServeConfigError(f"--agent {agent_spec} returned {agent!r}, not an Agent")
     else:
-        runtime = None
         if runtime_script is not None:
             from q3agent.serving.testing import ScriptedRuntime
 
@@ -441,11 +677,16 @@ async def make_served_agent(
         agent = Agent(
             model or "Qwen3-30B-A3B",
             runtime=runtime,
+            capability=capability,
             mcp_servers=servers,
             system_prompt=system_prompt,
             max_steps=max_steps,
         )
-    served = ServedAgent(agent)
+    served = ServedAgent(
+        agent,
+        read_policy=ReadPolicy.of(allow_folders, allow_urls),
+        max_task_tokens=max_task_tokens,
+    )
     if rag_store is not None or rag_url is not None:
         from q3agent.rag import Ingestor, RagStore, Retriever
 
@@ -455,11 +696,15 @@ async def make_served_agent(
         served.closers.append(store.close)
     if research:
         from q3agent.research.pipeline import ResearchAgent
+        from q3agent.serving.base import RuntimeUnavailableError
 
-        # The same runtime object: one model in memory serves both tools.
+        try:  # the same runtime object: one model in memory serves both tools
+            shared = agent.runtime
+        except RuntimeUnavailableError:  # no model here: each research call says why
+            shared = None
         served.research = ResearchAgent(
             agent.model,
-            runtime=agent.runtime,
+            runtime=shared,
             retriever=served.retriever,
             mcp_servers=agent.mcp_servers,
         )
@@ -524,7 +769,13 @@ class BearerTokenMiddleware:
 
 
 def check_http_settings(host: str, token: str | None) -> None:
-    """Refuse to expose the agent beyond this machine without a token."""
+    """Refuse to expose the agent beyond this machine without a token, and blank tokens."""
+    if token is not None and not token.strip():
+        raise ServeConfigError(
+            "the bearer token is empty or only whitespace; pass a real secret with --token "
+            f"(or {TOKEN_ENV}), e.g. the output of `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`"
+        )
     if not is_loopback(host) and not token:
         raise ServeConfigError(
             f"refusing to serve on {host} without a bearer token: anyone who can reach this "
@@ -533,10 +784,80 @@ def check_http_settings(host: str, token: str | None) -> None:
         )
 
 
-def http_app(server: SDKServer, *, host: str, token: str | None, path: str = "/mcp") -> ASGIApp:
-    """The streamable HTTP ASGI app, wrapped in bearer-token auth when ``token`` is set."""
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def _host_forms(host: str) -> list[str]:
+    """How ``host`` appears in a Host header: IPv6 addresses in brackets."""
+    bare = host.strip("[]")
+    try:
+        if ipaddress.ip_address(bare).version == 6:
+            return [f"[{bare}]"]
+    except ValueError:
+        pass
+    return [bare.lower()]
+
+
+def allowed_hosts_for(host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """The Host header values the server accepts: the bound address (and, on a loopback bind,
+    ``localhost`` and the other loopback names), each with the port, plus ``extra`` names.
+
+    A wildcard bind (``0.0.0.0``, ``::``) accepts only the ``extra`` names (``--allowed-host``),
+    since the name clients use for this machine cannot be known in advance.
+    """
+    names: list[str] = []
+    if not _is_wildcard(host):
+        names.extend(_host_forms(host))
+    if is_loopback(host):
+        names.extend(["localhost", "127.0.0.1", "[::1]"])
+    for item in extra:
+        item = item.strip()
+        if item:
+            names.append(item)
+    allowed: list[str] = []
+    for name in dict.fromkeys(names):
+        if name.endswith("]") or name.count(":") == 0:
+            allowed.extend([f"{name}:{port}", name] if port in (80, 443) else [f"{name}:{port}"])
+        else:
+            allowed.append(name)  # already has a port (or ':*')
+    return list(dict.fromkeys(allowed))
+
+
+def http_app(
+    server: SDKServer,
+    *,
+    host: str,
+    token: str | None,
+    path: str = "/mcp",
+    port: int = 8000,
+    allowed_hosts: Sequence[str] = (),
+) -> ASGIApp:
+    """The streamable HTTP ASGI app: Host/Origin allowlist always, bearer auth with ``token``.
+
+    Requests whose ``Host`` is not in :func:`allowed_hosts_for` get 421, and requests that carry
+    an ``Origin`` other than ``http(s)://`` one of those hosts get 403, on every bind address.
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
     check_http_settings(host, token)
-    app: ASGIApp = server.streamable_http_app(streamable_http_path=path, host=host)
+    hosts = allowed_hosts_for(host, port, allowed_hosts)
+    if not hosts:
+        raise ServeConfigError(
+            f"serving on {host} accepts any Host header, which lets web pages reach the server "
+            "through DNS rebinding; name the host clients use with --allowed-host NAME[:PORT] "
+            "(e.g. --allowed-host myserver.lan:8000)"
+        )
+    origins = [f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    app: ASGIApp = server.streamable_http_app(
+        streamable_http_path=path, host=host, transport_security=security
+    )
     return BearerTokenMiddleware(app, token) if token else app
 
 
@@ -548,8 +869,13 @@ async def serve(
     port: int = 8000,
     token: str | None = None,
     path: str = "/mcp",
+    allowed_hosts: Sequence[str] = (),
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run ``server`` until stopped (stdin closed for stdio; Ctrl-C / SIGTERM for HTTP)."""
+    """Run ``server`` until stopped (stdin closed for stdio; Ctrl-C / SIGTERM for HTTP).
+
+    ``on_ready`` is called with the endpoint URL once the HTTP server accepts connections.
+    """
     if transport == "stdio":
         await server.run_stdio_async()
         return
@@ -558,6 +884,21 @@ async def serve(
     import uvicorn
 
     token = token or os.environ.get(TOKEN_ENV) or None
-    app = http_app(server, host=host, token=token, path=path)
+    app = http_app(
+        server, host=host, token=token, path=path, port=port, allowed_hosts=allowed_hosts
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve()
+    http_server = uvicorn.Server(config)
+    if on_ready is None:
+        await http_server.serve()
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(http_server.serve)
+        while not http_server.started:  # noqa: ASYNC110 - uvicorn has only this flag
+            await anyio.sleep(0.05)
+        bound = port
+        for listener in http_server.servers:
+            for sock in listener.sockets:
+                bound = int(sock.getsockname()[1])
+        shown = f"[{host}]" if ":" in host else host
+        on_ready(f"http://{shown}:{bound}{path}")

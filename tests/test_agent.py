@@ -572,3 +572,25 @@ async def test_a_model_that_skips_thinking_is_continued_without_early_stop_text(
     assert result.answer == answer
     assert not result.steps[0].hit_budget
     assert EARLY_STOP_TEXT not in runtime.requests[-1].prompt_text
+
+
+async def test_the_registry_model_decides_thinking_not_the_served_name() -> None:
+    # a 2507 Instruct model behind a server that calls it something else
+    runtime = ScriptedRuntime(["Paris."], model_name="prod-chat")
+    agent = Agent("Qwen3-30B-A3B-Instruct-2507", runtime=runtime, policy=AlwaysThink())
+    assert agent.capability == "non_thinking"
+    result = await agent.arun("Capital of France?")
+    assert result.steps[0].thinking is False
+    assert "<think>" not in runtime.requests[0].prompt_text
+
+
+def test_an_unknown_model_name_is_an_error_unless_its_capability_is_given() -> None:
+    from q3agent.qwen3.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError) as info:
+        Agent("my-finetune", runtime=ScriptedRuntime([]))
+    message = str(info.value)
+    assert "Qwen3-8B" in message and "capability=" in message and "--capability" in message
+    assert Agent("my-finetune", runtime=ScriptedRuntime([]), capability="hybrid").capability == (
+        "hybrid"
+    )

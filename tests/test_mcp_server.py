@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,10 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from q3agent.mcp_server import (
     BearerTokenMiddleware,
+    ReadPolicy,
     ServeConfigError,
     build_mcp_server,
+    check_http_settings,
     http_app,
     is_loopback,
 )
@@ -122,31 +124,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def http_server(served_files: dict[str, str]) -> Iterator[str]:
-    """``serve-mcp --transport streamable-http --token …`` on a free 127.0.0.1 port."""
+@contextmanager
+def running_serve_mcp(args: list[str], host: str = "127.0.0.1") -> Iterator[str]:
+    """``serve-mcp --transport streamable-http ARGS`` on a free port of ``host``; its URL.
+
+    ``Q3AGENT_MCP_TOKEN`` is not passed on: a token comes only from ``args``.
+    """
     port = free_port()
-    args = serve_args(
-        served_files, "--transport", "streamable-http", "--port", str(port), "--token", TOKEN
-    )
+    serve = ["-m", "q3agent.cli.mcp", "serve-mcp", "--transport", "streamable-http"]
     proc = subprocess.Popen(
-        [sys.executable, *args],
-        env=subprocess_env(),
+        [sys.executable, *serve, *args, "--host", host, "--port", str(port)],
+        env={k: v for k, v in subprocess_env().items() if k != "Q3AGENT_MCP_TOKEN"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    pytest.fail(f"serve-mcp did not start: {err}")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
+        wait_for_port(proc, host, port)
+        yield f"http://{host}:{port}/mcp"
     finally:
         proc.terminate()
         try:
@@ -156,6 +150,13 @@ def http_server(served_files: dict[str, str]) -> Iterator[str]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture
+def http_server(served_files: dict[str, str]) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http --token …`` on a free 127.0.0.1 port."""
+    with running_serve_mcp([*serve_args(served_files)[3:], "--token", TOKEN]) as url:
+        yield url
 
 
 @asynccontextmanager
@@ -169,21 +170,11 @@ async def http_client(url: str, token: str) -> AsyncIterator[Client]:
 
 
 async def test_streamable_http_with_token(http_server: str) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "probe", "version": "0"},
-        },
-    }
     headers = {"Accept": "application/json, text/event-stream"}
     async with httpx.AsyncClient() as raw:
-        missing = await raw.post(http_server, json=initialize, headers=headers)
+        missing = await raw.post(http_server, json=INITIALIZE, headers=headers)
         wrong = await raw.post(
-            http_server, json=initialize, headers={**headers, "Authorization": "Bearer nope"}
+            http_server, json=INITIALIZE, headers={**headers, "Authorization": "Bearer nope"}
         )
     assert missing.status_code == 401
     assert wrong.status_code == 401
@@ -265,7 +256,10 @@ async def test_ask_in_process_with_rag_citations_and_rag_tools(tmp_path: Path) -
         [tool_call("rag_search", query="longest fjord"), "The Sognefjord, 205 km long [1]."]
     )
     served = ServedAgent(
-        Agent(runtime=runtime), retriever=Retriever(store), ingestor=Ingestor(store)
+        Agent(runtime=runtime),
+        retriever=Retriever(store),
+        ingestor=Ingestor(store),
+        read_policy=ReadPolicy.of([tmp_path]),
     )
     served.closers.append(store.close)
     handle = MCPServerInProcess(build_mcp_server(served, lifespan_close=False), prefix="")
@@ -319,3 +313,319 @@ async def test_research_tool_reports_progress_and_returns_a_cited_report() -> No
     values = [p for p, _, _ in progress]
     assert len(values) >= 3
     assert values == sorted(set(values))
+
+
+# --------------------------------------------------------------------------------------------
+# What a client can reach through the server
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[str]:
+    """A local web server: /docs/page.md, /docs/away (redirects to /secret.md), /secret.md."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/docs/away":
+                self.send_response(302)
+                self.send_header("Location", "/secret.md")
+                self.end_headers()
+                return
+            pages = {
+                "/docs/page.md": b"# Public page\n\nThe harbour opens at six.\n",
+                "/secret.md": b"# Internal\n\nThe vault code is 4711.\n",
+            }
+            body = pages.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/markdown")
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def test_rag_ingest_reads_only_what_the_operator_allowed(tmp_path: Path, web: str) -> None:
+    from q3agent import Agent
+    from q3agent.mcp_server import ServedAgent
+    from q3agent.rag import Ingestor, RagStore, Retriever
+    from q3agent.serving.testing import ScriptedRuntime
+
+    allowed = tmp_path / "docs"
+    allowed.mkdir()
+    (allowed / "ok.md").write_text("# Allowed\n\nThe ferry leaves at noon.\n")
+    secret = tmp_path / "private.md"
+    secret.write_text("# Private\n\nThe password is hunter2.\n")
+    (allowed / "link.md").symlink_to(secret)
+    store = RagStore.ephemeral()
+
+    def served_with(policy: ReadPolicy) -> ServedAgent:
+        return ServedAgent(
+            Agent(runtime=ScriptedRuntime([])),
+            retriever=Retriever(store),
+            ingestor=Ingestor(store),
+            read_policy=policy,
+        )
+
+    try:
+        # Nothing granted: rag_ingest is not offered at all.
+        async with Client(build_mcp_server(served_with(ReadPolicy()), lifespan_close=False)) as c:
+            assert {t.name for t in (await c.list_tools()).tools} == {"ask", "rag_search"}
+
+        policy = ReadPolicy.of([allowed], [f"{web}/docs/"])
+        served = served_with(policy)
+        async with Client(build_mcp_server(served, lifespan_close=False)) as client:
+            refused = await client.call_tool("rag_ingest", {"sources": [str(secret)]})
+            assert refused.is_error
+            text = refused.content[0].text  # type: ignore[union-attr]
+            assert "outside the folders this server may read" in text
+            assert "--allow-folder" in text
+            internal = await client.call_tool("rag_ingest", {"sources": [f"{web}/secret.md"]})
+            assert internal.is_error
+            assert "outside the URL prefixes" in internal.content[0].text  # type: ignore[union-attr]
+
+            mixed = await client.call_tool(
+                "rag_ingest",
+                {"sources": [str(allowed), f"{web}/docs/page.md", f"{web}/docs/away"]},
+            )
+            assert not mixed.is_error, mixed.content
+            report = mixed.structured_content
+            assert report is not None
+            assert str(allowed / "ok.md") in report["added"]
+            assert f"{web}/docs/page.md" in report["added"]
+            failed = "\n".join(report["failed"])
+            assert "link.md" in failed and "outside the allowed folders" in failed
+            assert f"{web}/docs/away" in failed and "refused" in failed
+            hits = await client.call_tool("rag_search", {"query": "password vault code", "k": 10})
+            found = json.dumps(hits.structured_content)
+            assert "hunter2" not in found and "4711" not in found
+            assert "ferry" in found
+        for close in served.closers:
+            close()
+    finally:
+        store.close()
+
+
+def test_read_policy_matches_whole_hosts_and_path_segments(tmp_path: Path) -> None:
+    policy = ReadPolicy.of([tmp_path], ["https://docs.example.com/guide"])
+    policy.check_url("https://docs.example.com/guide")
+    policy.check_url("https://docs.example.com/guide/intro.html")
+    for url in (
+        "https://docs.example.com/guidebook",
+        "https://docs.example.com.evil.net/guide/x",
+        "https://docs.example.com@127.0.0.1/guide/x",
+        "http://docs.example.com/guide/x",
+        "https://docs.example.com:8443/guide/x",
+        "file:///etc/passwd",
+    ):
+        with pytest.raises(ValueError, match="outside the URL prefixes"):
+            policy.check_url(url)
+    with pytest.raises(ValueError, match="outside the folders"):
+        policy.check_path(str(tmp_path / ".." / "elsewhere.md"))
+    assert policy.check_path("notes.md") == tmp_path.resolve() / "notes.md"
+    with pytest.raises(ServeConfigError, match="no such folder"):
+        ReadPolicy.of([tmp_path / "missing"])
+
+
+def test_blank_tokens_are_refused() -> None:
+    for blank in ("", "   ", "\t\n"):
+        with pytest.raises(ServeConfigError, match="empty or only whitespace"):
+            check_http_settings("10.0.0.5", blank)
+    done = subprocess.run(
+        [sys.executable, "-m", "q3agent.cli.mcp", "serve-mcp", "--transport", "streamable-http"],
+        env={**subprocess_env(), "Q3AGENT_MCP_TOKEN": "  "},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "empty or only whitespace" in done.stderr
+
+
+def wait_for_port(proc: subprocess.Popen[bytes], host: str, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"serve-mcp did not start: {err}")
+            time.sleep(0.1)
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "0"},
+    },
+}
+
+
+@pytest.fixture
+def other_loopback_server(served_files: dict[str, str]) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http --host 127.0.0.2`` without a token."""
+    with running_serve_mcp(serve_args(served_files)[3:], host="127.0.0.2") as url:
+        yield url
+
+
+async def test_host_and_origin_are_checked_on_other_loopback_addresses(
+    other_loopback_server: str,
+) -> None:
+    url = other_loopback_server
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    headers = {"Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient() as raw:
+        rebinding = await raw.post(
+            url, json=INITIALIZE, headers={**headers, "Host": "evil.example.com"}
+        )
+        evil_port = await raw.post(
+            url, json=INITIALIZE, headers={**headers, "Host": f"evil.example.com:{port}"}
+        )
+        cross_origin = await raw.post(
+            url, json=INITIALIZE, headers={**headers, "Origin": "http://evil.example.com"}
+        )
+        same = await raw.post(url, json=INITIALIZE, headers=headers)
+    assert rebinding.status_code == 421
+    assert evil_port.status_code == 421
+    assert cross_origin.status_code == 403
+    assert same.status_code == 200
+    info = same.json() if "json" in same.headers["content-type"] else None
+    if info is None:  # an SSE stream with one message
+        data = next(line for line in same.text.splitlines() if line.startswith("data:"))
+        info = json.loads(data[5:])
+    from q3agent import __version__
+
+    assert info["result"]["serverInfo"]["version"] == __version__
+
+
+def test_allowed_hosts_cover_every_bind_address() -> None:
+    from q3agent.mcp_server import allowed_hosts_for
+
+    assert "127.0.0.2:8000" in allowed_hosts_for("127.0.0.2", 8000)
+    assert "localhost:8000" in allowed_hosts_for("127.0.0.2", 8000)
+    assert allowed_hosts_for("::1", 9000)[0] == "[::1]:9000"
+    assert allowed_hosts_for("10.0.0.5", 8000) == ["10.0.0.5:8000"]
+    assert allowed_hosts_for("0.0.0.0", 8000) == []
+    assert allowed_hosts_for("0.0.0.0", 8000, ["box.lan"]) == ["box.lan:8000"]
+    from q3agent import Agent
+    from q3agent.serving.testing import ScriptedRuntime
+
+    server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
+    with pytest.raises(ServeConfigError, match="--allowed-host"):
+        http_app(server, host="0.0.0.0", token="secret")
+
+
+async def test_a_huge_task_is_refused_in_tokens_without_running_the_agent() -> None:
+    from q3agent import Agent
+    from q3agent.mcp_server import ServedAgent
+    from q3agent.serving.testing import ScriptedRuntime
+
+    runtime = ScriptedRuntime(["never used"])
+    served = ServedAgent(Agent(runtime=runtime), max_task_tokens=2_000)
+    big = "lorem ipsum dolor sit amet " * 120_000  # 3.2 MB, under the 4 MiB body limit
+    async with Client(build_mcp_server(served, lifespan_close=False)) as client:
+        result = await client.call_tool("ask", {"task": big})
+        small = await client.call_tool("ask", {"task": "word " * 500})
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "this server accepts at most 2,000" in text
+    assert f"{len(big):,} characters" in text
+    assert not small.is_error
+    assert len(runtime.requests) == 1  # only the small task reached the model
+    assert "lorem" not in runtime.requests[0].prompt_text
+
+
+async def test_unknown_prompt_is_invalid_params() -> None:
+    from mcp import MCPError
+
+    from q3agent import Agent
+    from q3agent.serving.testing import ScriptedRuntime
+
+    server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
+    async with Client(server) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("nope")
+    assert caught.value.error.code == mcp_types.INVALID_PARAMS
+    assert "nope" in caught.value.error.message
+
+
+# --------------------------------------------------------------------------------------------
+# The official conformance suite's server scenarios
+
+FIXTURE = "needs the suite's fixture tools/resources/prompts (test_*), which serve-mcp lacks"
+SERVER_SCENARIOS = {
+    "server-initialize": None,
+    "ping": None,
+    "tools-list": None,
+    "tools-call-simple-text": None,
+    "tools-call-error": None,
+    "server-sse-multiple-streams": None,
+    "resources-list": None,
+    "prompts-list": None,
+    "dns-rebinding-protection": None,
+    "logging-set-level": "serve-mcp does not offer logging (deprecated in MCP 2026-07-28)",
+    "completion-complete": FIXTURE,
+    "tools-call-image": FIXTURE,
+    "tools-call-audio": FIXTURE,
+    "tools-call-embedded-resource": FIXTURE,
+    "tools-call-mixed-content": FIXTURE,
+    "tools-call-with-logging": FIXTURE,
+    "tools-call-with-progress": FIXTURE,
+    "tools-call-sampling": FIXTURE,
+    "tools-call-elicitation": FIXTURE,
+    "elicitation-sep1034-defaults": FIXTURE,
+    "elicitation-sep1330-enums": FIXTURE,
+    "resources-read-text": FIXTURE,
+    "resources-read-binary": FIXTURE,
+    "resources-templates-read": FIXTURE,
+    "resources-subscribe": FIXTURE,
+    "resources-unsubscribe": FIXTURE,
+    "prompts-get-simple": FIXTURE,
+    "prompts-get-with-args": FIXTURE,
+    "prompts-get-embedded-resource": FIXTURE,
+    "prompts-get-with-image": FIXTURE,
+}
+
+
+@pytest.fixture(scope="module")
+def conformance_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http`` without a token, with a scripted model."""
+    script = tmp_path_factory.mktemp("serve") / "completions.jsonl"
+    script.write_text('"It is noon."\n' * 20)
+    with running_serve_mcp(["--runtime-script", str(script)]) as url:
+        yield url
+
+
+@pytest.mark.parametrize("scenario", list(SERVER_SCENARIOS))
+def test_conformance_server_scenario(
+    scenario: str, node_tools: Any, conformance_server: str, tmp_path: Path
+) -> None:
+    reason = SERVER_SCENARIOS[scenario]
+    if reason is not None:
+        pytest.skip(f"not applicable: {reason}")
+    url = ["--url", conformance_server]
+    done = subprocess.run(
+        [*node_tools.command("conformance"), "server", *url, "--scenario", scenario],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and " 0 failed" in output, output[-4000:]

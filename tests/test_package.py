@@ -49,9 +49,30 @@ def test_examples_run_as_shipped(example: str, expected: str) -> None:
     assert expected in done.stdout
 
 
-def test_deep_research_example_writes_its_report(tmp_path: Path) -> None:
-    done = run(str(ROOT / "examples" / "deep_research.py"), "--out-dir", str(tmp_path))
+def test_deep_research_example_writes_its_report_beside_the_user(tmp_path: Path) -> None:
+    committed = (ROOT / "examples" / "output" / "deep_research_report.md").read_bytes()
+    done = run(str(ROOT / "examples" / "deep_research.py"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = (tmp_path / "deep_research_report.md").read_text()
+    out = tmp_path / "deep_research_output"
+    report = (out / "deep_research_report.md").read_text()
     assert "## Sources" in report
-    assert (tmp_path / "deep_research_report.pdf").stat().st_size > 1000
+    assert (out / "deep_research_report.pdf").stat().st_size > 1000
+    # repository-relative paths, not this machine's; the committed copy is left alone
+    assert str(ROOT) not in report and "`tests/research/fixtures/docs/aurora.md`" in report
+    assert (ROOT / "examples" / "output" / "deep_research_report.md").read_bytes() == committed
+
+
+def test_rag_example_needs_a_model_for_your_own_documents(tmp_path: Path) -> None:
+    (tmp_path / "notes.md").write_text("# Notes\n\nThe launch moved to March.\n")
+    done = run(str(ROOT / "examples" / "rag_qa.py"), str(tmp_path), "When is the launch?")
+    assert done.returncode != 0
+    assert "needs a model" in done.stderr and "--model" in done.stderr
+    assert "[1]" not in done.stdout  # no canned, grounded-looking answer
+
+
+def test_the_mcp_servers_the_examples_use_come_with_the_plain_install() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {dep.split(">")[0].split("=")[0].strip() for dep in project["dependencies"]}
+    assert {"mcp-server-time", "mcp-server-git", "mcp-server-fetch"} <= core

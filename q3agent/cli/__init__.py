@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Sequence
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
 
-from rich.console import Console
+from q3agent import __version__
+from q3agent.cli.options import ENVIRONMENT_HELP, add_runtime_options
+
+USAGE_ERRORS: tuple[str, ...] = (
+    "UnknownModelError",
+    "SettingsError",
+    "RuntimeUnavailableError",
+    "ServeConfigError",
+    "FileNotFoundError",
+    "NotADirectoryError",
+    "StoreError",
+    "EmbeddingModelNotFoundError",
+    "BfclUnavailableError",
+    "LoadError",
+    "ResearchUsageError",
+)
+"""Exceptions that mean "change the command or the set-up" (exit status 2, not 1)."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -17,21 +37,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="q3agent", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="q3agent",
+        description=__doc__,
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"q3agent {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show tracebacks and library warnings"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run an agent on a task")
+    run = sub.add_parser(
+        "run",
+        help="run an agent on a task",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("task")
-    run.add_argument("--model", default="Qwen3-30B-A3B")
+    add_runtime_options(run)
     run.add_argument("--script", help="JSONL of raw completions for a ScriptedRuntime (demo)")
-    run.add_argument("--tools", action="append", help="MODULE:ATTR of a tool or list of tools")
+    run.add_argument(
+        "--tools",
+        action="append",
+        help="MODULE:ATTR of a tool or list of tools (modules in the current directory too)",
+    )
     run.add_argument("--mcp-config", help='an {"mcpServers": …} JSON file')
     run.add_argument("--thinking", choices=("on", "off", "policy"), default="policy")
     run.add_argument("--budget", type=int, default=4096, help="thinking budget with --thinking on")
     run.add_argument("--system", help="system prompt")
     run.add_argument("--max-steps", type=int, default=20)
     run.add_argument("--trace", help="append a JSONL trace of the run to this file")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument(
+        "--json", action="store_true", help="print only the result as JSON on stdout (steps go "
+        "to stderr)"
+    )  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     models = sub.add_parser("models", help="list Qwen3 models with sizes and GPU needs")
@@ -39,13 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module, function in _PLUGINS:
         getattr(importlib.import_module(module), function)(sub)
+    for leaf in _leaf_parsers(parser):
+        leaf.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks and library warnings",
+        )
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                has_children = any(
+                    isinstance(a, argparse._SubParsersAction) for a in child._actions
+                )
+                yield from _leaf_parsers(child) if has_children else (child,)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from q3agent.cli.models import print_models_table
 
-    print_models_table(Console())
+    print_models_table()
     return 0
 
 
@@ -58,8 +117,55 @@ _PLUGINS: list[tuple[str, str]] = [
 """(module, function) pairs that add subcommands: MCP, RAG, research, BFCL evaluation."""
 
 
+def quiet_libraries() -> None:
+    """Keep third-party progress bars, info logs and deprecation warnings off the terminal."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    import logging
+
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "chromadb", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message a user sees for ``exc``: its own text, else its type."""
+    text = str(exc).strip()
+    if isinstance(exc, FileNotFoundError | NotADirectoryError) and exc.filename:
+        text = f"no such file or folder: {exc.filename}"
+    return text or type(exc).__name__
+
+
+def exit_status(exc: BaseException) -> int:
+    """2 for mistakes in the command or the set-up, 1 for failures while running."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return 2 if names & set(USAGE_ERRORS) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``q3agent`` command."""
+    """Entry point of the ``q3agent`` command.
+
+    Failures print one ``error:`` line on stderr (``-v`` adds the traceback) and exit
+    non-zero: 2 for a mistake in the command or set-up, 1 for a failure while running.
+    """
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    verbose = bool(getattr(args, "verbose", False))
+    if not verbose:
+        quiet_libraries()
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        status = exit_status(exc)
+        hint = "" if verbose or status == 2 else " (run with -v for the traceback)"
+        print(f"error: {describe_error(exc)}{hint}", file=sys.stderr)
+        return status
     return code

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from q3agent.cli.options import ModelChoice, add_runtime_options, resolve_model_choice
 
 if TYPE_CHECKING:
     from q3agent.eval.bfcl_runner import EvalConfig, EvalReport
@@ -23,8 +24,6 @@ __all__ = [
     "resolve_config",
     "run_bfcl_command",
 ]
-
-RUNTIMES = ("auto", "oracle", "noisy-oracle", "sglang", "sglang-remote", "openai", "transformers")
 
 PRESET_HELP = {
     "report": "the Qwen3 report's setting (FC, thinking, report sampling, 40,960-token "
@@ -71,7 +70,11 @@ def add_eval_commands(subparsers: Any) -> None:
         "live_simple, …, multi_turn_base, multi_turn_miss_func, multi_turn_miss_param, "
         "multi_turn_long_context (default: all).",
     )
-    bfcl.add_argument("--model", default="Qwen3-30B-A3B", help="Model name or local path.")
+    add_runtime_options(
+        bfcl,
+        extra_runtimes=("oracle", "noisy-oracle"),
+        max_tokens_help="completion token limit per request",
+    )
     bfcl.add_argument(
         "--preset",
         choices=tuple(PRESET_HELP),
@@ -128,59 +131,43 @@ def add_eval_commands(subparsers: Any) -> None:
     bfcl.add_argument(
         "--out", default="bfcl-results", help="Output directory (scores.json + JSONL per category)."
     )
-    bfcl.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default="auto",
-        help="auto picks embedded SGLang on a GPU; oracle/noisy-oracle check the harness.",
-    )
-    bfcl.add_argument("--base-url", default=None, help="Server URL for sglang-remote / openai.")
     bfcl.add_argument("--concurrency", type=int, default=64, help="Entries in flight at once.")
-    bfcl.add_argument("--max-tokens", type=int, default=None, help="Completion token limit.")
-    bfcl.add_argument(
-        "--context-length",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Context window requests are sized against (prompt + new tokens); presets use "
-        "40,960, Qwen3's served window.",
-    )
     bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
     bfcl.set_defaults(func=run_bfcl_command)
 
 
-def make_runtime(
-    kind: str, model: str, base_url: str | None = None, context_length: int | None = None
-) -> Runtime:
-    """The runtime ``--runtime`` names (``auto`` defers to q3agent's runtime selection).
+def make_runtime(choice: ModelChoice, context_length: int | None = None) -> Runtime:
+    """The runtime ``--runtime`` names (oracles check the harness; the rest as everywhere).
 
     An embedded SGLang engine is started with ``context_length`` when it needs YaRN (above the
     40,960 tokens Qwen3 serves natively); below that the engine keeps its default window.
     """
-    if kind == "oracle":
+    if choice.runtime_flag == "oracle":
         from q3agent.eval.oracle import OracleRuntime
 
         return OracleRuntime()
-    if kind == "noisy-oracle":
+    if choice.runtime_flag == "noisy-oracle":
         from q3agent.eval.oracle import NoisyOracleRuntime
 
         return NoisyOracleRuntime()
     from q3agent.eval.bfcl_settings import yarn_factor
-    from q3agent.serving.select import BASE_URL_ENV, RUNTIME_ENV, select_runtime
     from q3agent.serving.sglang_runtime import SGLangRuntime
 
-    if kind != "auto":
-        os.environ[RUNTIME_ENV] = kind
-    if base_url:
-        os.environ[BASE_URL_ENV] = base_url
-    runtime = select_runtime(model)
-    if isinstance(runtime, SGLangRuntime) and yarn_factor(context_length) is not None:
-        runtime = SGLangRuntime(model, context_length=context_length)  # not started yet
+    runtime = choice.build_runtime()
+    engine = getattr(runtime, "inner", runtime)  # under a --max-tokens/--context-length limit
+    if isinstance(engine, SGLangRuntime) and yarn_factor(context_length) is not None:
+        from q3agent.serving.select import select_runtime
+
+        # not started yet: rebuilt with the YaRN window this phase needs
+        return select_runtime(choice.model, replace(choice.settings, context_length=context_length))
     return runtime
 
 
-def resolve_config(args: argparse.Namespace, categories: tuple[str, ...]) -> EvalConfig:
+def resolve_config(
+    args: argparse.Namespace, categories: tuple[str, ...], choice: ModelChoice | None = None
+) -> EvalConfig:
     """The run's settings: explicit options, then the ``--preset``'s, then the defaults."""
+    choice = choice or resolve_model_choice(args)
     from q3agent.eval.bfcl_runner import EvalConfig
     from q3agent.eval.bfcl_settings import PRESETS
 
@@ -198,17 +185,18 @@ def resolve_config(args: argparse.Namespace, categories: tuple[str, ...]) -> Eva
     )
     return EvalConfig(
         categories=categories,
-        model=args.model,
+        model=choice.model,
         mode=pick("mode", "fc"),
         thinking=thinking,
         thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,
         limit=args.limit,
         concurrency=args.concurrency,
-        max_tokens=args.max_tokens,
+        max_tokens=choice.settings.max_tokens,
         temperature=args.temperature,
         sampling=pick("sampling", "report"),
         holdout=pick("holdout", "tools"),
-        context_length=pick("context_length", None),
+        context_length=choice.settings.context_length
+        or (getattr(preset, "context_length", None) if preset is not None else None),
         multi_turn_context_length=pick("multi_turn_context_length", None),
         preset=args.preset,
     )
@@ -302,8 +290,9 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    choice = resolve_model_choice(args)
     budgets: list[int] | None = args.thinking_budget
-    config = resolve_config(args, categories)
+    config = resolve_config(args, categories, choice)
     out = Path(args.out)
     done = 0
     started = time.perf_counter()
@@ -318,7 +307,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
     async def main() -> int:
         print(config.describe())
         if budgets and len(budgets) > 1:
-            runtime = make_runtime(args.runtime, args.model, args.base_url)
+            runtime = make_runtime(choice)
             try:
                 sweep = await run_budget_sweep(runtime, config, budgets)
             finally:
@@ -330,7 +319,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             return max(report_failures(report) for _, report in sweep)
         parts: list[EvalReport] = []
         for phase_categories, engine_context in engine_phases(config):
-            runtime = make_runtime(args.runtime, args.model, args.base_url, engine_context)
+            runtime = make_runtime(choice, engine_context)
             note = _server_yarn_note(replace(config, categories=phase_categories), runtime)
             if note:
                 print(note, file=sys.stderr)

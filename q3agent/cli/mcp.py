@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from q3agent.cli.options import add_runtime_options
+
 if TYPE_CHECKING:
     from q3agent.tools.mcp import MCPServer
 
@@ -60,9 +62,11 @@ def add_mcp_commands(subparsers: Any) -> None:
     serve.add_argument(
         "--token", help="bearer token HTTP clients must send (default: $Q3AGENT_MCP_TOKEN)"
     )
-    agent = serve.add_mutually_exclusive_group()
-    agent.add_argument("--agent", metavar="MODULE:FACTORY", help="a function returning an Agent")
-    agent.add_argument("--model", help="Qwen3 model for the default agent (Qwen3-30B-A3B)")
+    serve.add_argument(
+        "--agent", metavar="MODULE:FACTORY", help="a function returning an Agent (instead of "
+        "--model and the runtime flags)"
+    )  # fmt: skip
+    add_runtime_options(serve)
     serve.add_argument(
         "--runtime-script", help="JSONL of raw completions: a ScriptedRuntime (demos, tests)"
     )
@@ -71,6 +75,33 @@ def add_mcp_commands(subparsers: Any) -> None:
     serve.add_argument("--rag-url", help="Chroma server URL instead of --rag-store")
     serve.add_argument(
         "--research", action="store_true", help="also serve `research` (deep-research reports)"
+    )
+    serve.add_argument(
+        "--allow-folder",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder rag_ingest may read (repeatable); without any, rag_ingest is not served",
+    )
+    serve.add_argument(
+        "--allow-url",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a URL prefix rag_ingest may fetch, e.g. https://docs.example.com/ (repeatable)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another Host header value HTTP clients may use (needed for 0.0.0.0 binds)",
+    )
+    serve.add_argument(
+        "--max-task-tokens",
+        type=int,
+        default=16_000,
+        help="longest `ask` task in tokens (default 16000)",
     )
     serve.add_argument("--system", help="system prompt of the default agent")
     serve.add_argument("--max-steps", type=int, default=20)
@@ -177,6 +208,31 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return 1 if result.is_error else 0
 
 
+def _serve_runtime(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(runtime or None, capability) for the default agent; says at once when no model runs.
+
+    Without a usable model the server still starts (``rag_search``/``rag_ingest`` work), and
+    the reason is printed now rather than on the first ``ask``.
+    """
+    from q3agent.cli.options import resolve_model_choice
+    from q3agent.serving.base import RuntimeUnavailableError
+
+    choice = resolve_model_choice(args)
+    if args.runtime_script:
+        return None, choice.capability
+    try:
+        return choice.build_runtime(), choice.capability
+    except RuntimeUnavailableError as exc:
+        why = str(exc).splitlines()[0].split(" Do one of")[0].rstrip(". ")
+        tools = "`ask` and `research` fail" if args.research else "`ask` fails"
+        print(
+            f"warning: no usable model ({why}); {tools} until there is one: pass --base-url "
+            "URL for a server (see `q3agent serve-mcp --help`)",
+            file=sys.stderr,
+        )
+        return None, choice.capability
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from q3agent.mcp_server import (
         ServeConfigError,
@@ -186,6 +242,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serve,
     )
 
+    if args.agent and (args.model or args.runtime_script):
+        return _error("--agent builds its own agent: drop --model / --runtime-script")
+    runtime, capability = (None, None) if args.agent else _serve_runtime(args)
+
+    def ready(url: str) -> None:
+        print(f"listening on {url} (streamable HTTP); Ctrl-C stops", file=sys.stderr, flush=True)
+
     async def main() -> None:
         if args.transport == "streamable-http":
             import os
@@ -193,6 +256,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             from q3agent.mcp_server import TOKEN_ENV
 
             check_http_settings(args.host, args.token or os.environ.get(TOKEN_ENV))
+            from q3agent.mcp_server import allowed_hosts_for
+
+            if not allowed_hosts_for(args.host, args.port, args.allowed_host):
+                raise ServeConfigError(
+                    f"serving on {args.host} needs --allowed-host NAME[:PORT] (the host name "
+                    "clients use), so that DNS-rebinding requests can be refused"
+                )
         served = await make_served_agent(
             agent_spec=args.agent,
             model=args.model,
@@ -203,8 +273,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             system_prompt=args.system,
             max_steps=args.max_steps,
             research=args.research,
+            allow_folders=args.allow_folder,
+            allow_urls=args.allow_url,
+            max_task_tokens=args.max_task_tokens,
+            runtime=runtime,
+            capability=capability,
         )
         server = build_mcp_server(served, name=args.name)
+        if args.transport == "stdio":
+            print(f"serving MCP over stdio as {args.name!r}", file=sys.stderr, flush=True)
         await serve(
             server,
             transport=args.transport,
@@ -212,6 +289,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             token=args.token,
             path=args.path,
+            allowed_hosts=args.allowed_host,
+            on_ready=ready,
         )
 
     try:

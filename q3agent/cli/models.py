@@ -4,51 +4,67 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from q3agent.qwen3.models import registry_table
+from q3agent.qwen3.models import MODELS, registry_table
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 
-def print_models_table(console: Console, *, gpu_memory_gb: float = 80.0) -> None:
-    """Print every registry model with its size, attention shape, KV cost, GPUs and context."""
+_THINKING = {"hybrid": "hybrid", "non_thinking": "never", "thinking_only": "always"}
+
+
+def _tokens(count: int) -> str:
+    return f"{count // 1024}K"
+
+
+def print_models_table(console: Console | None = None, *, gpu_memory_gb: float = 80.0) -> None:
+    """Print every registry model with its size, attention shape, KV cost, GPUs and context.
+
+    Model names are never cut: the table is compact enough for 100 columns, and on a
+    narrower terminal the number columns fold while the names stay whole.
+    """
+    from rich.console import Console
     from rich.table import Table
 
+    console = console or Console(highlight=False)
     gpus_key = f"gpus_{gpu_memory_gb:g}gb"
-    table = Table(title="Qwen3 models", title_justify="left")
-    for header, justify in (
-        ("Model", "left"),
-        ("Params (B)", "right"),
-        ("Active (B)", "right"),
-        ("Layers", "right"),
-        ("Heads q/kv", "right"),
-        ("Experts", "right"),
-        ("KV KiB/token", "right"),
-        ("bf16 GB", "right"),
-        (f"GPUs @{gpu_memory_gb:g}GB", "right"),
-        ("Context", "right"),
-        ("Thinking", "left"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
-    for row in registry_table(gpu_memory_gb):
+    rows = registry_table(gpu_memory_gb)
+    table = Table(
+        title="Qwen3 models", title_justify="left", box=None, pad_edge=False, header_style="bold"
+    )
+    longest = max(len(row["name"]) for row in rows)
+    table.add_column("Model", no_wrap=True, min_width=longest)
+    for header in ("Params", "Lyr", "Heads", "Exp", "KV/tok", "bf16GB", "GPUs", "Context",
+                   "Think"):  # fmt: skip
+        table.add_column(header, justify="left" if header == "Think" else "right",
+                         overflow="fold")  # fmt: skip
+    for spec, row in zip(MODELS, rows, strict=True):
+        params = f"{row['params_b']:g}"
+        if spec.is_moe:
+            params += f"/{row['active_b']:g}"
+        context = _tokens(spec.native_context)
+        if spec.yarn_context:
+            context += f"/{_tokens(spec.yarn_context)}"
         table.add_row(
             row["name"],
-            f"{row['params_b']:g}",
-            f"{row['active_b']:g}",
+            params,
             str(row["layers"]),
             row["heads"],
             row["experts"],
             f"{row['kv_kib_per_token']:g}",
             f"{row['bf16_gb']:.1f}",
             str(row[gpus_key]),
-            row["context"],
-            row["thinking"],
+            context,
+            _THINKING[row["thinking"]],
         )
     console.print(table)
     console.print(
-        "Hugging Face ids: Qwen/<model>. GPUs: bf16 weights plus the KV cache of one "
-        "native-context sequence within 90% of each GPU's memory, rounded up to a "
-        "tensor-parallel size (1, 2, 4, 8, then multiples of 8). Sampling presets: thinking "
+        "Hugging Face ids: Qwen/<model>. Params: billions, total/active for MoE models. Lyr: "
+        "layers; heads: query/KV; Exp: experts active/total; KV/tok: KV-cache KiB per token. "
+        "Context: native/with YaRN. Think: hybrid switches per request; never (capability "
+        "non_thinking); always (thinking_only). GPUs: 80 GB GPUs for bf16 weights plus the KV "
+        "cache of one native-context sequence within 90% of each GPU's memory, rounded up to "
+        "a tensor-parallel size (1, 2, 4, 8, then multiples of 8). Sampling presets: thinking "
         "T=0.6 top-p 0.95 top-k 20; non-thinking T=0.7 top-p 0.8 top-k 20 presence penalty 1.5.",
         style="dim",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from q3agent.rag.embeddings import DEFAULT_EMBEDDING_MODEL
@@ -80,14 +81,32 @@ def add_rag_commands(subparsers: Any) -> None:
     search.set_defaults(func=run_search)
 
 
-def _open_store(args: argparse.Namespace) -> Any:
-    from q3agent.rag.embeddings import shared_embedder
-    from q3agent.rag.store import DEFAULT_COLLECTION, RagStore
+class MissingStoreError(FileNotFoundError):
+    """``--store`` names a directory that does not exist (and the command would not create it)."""
 
+
+def _open_store(args: argparse.Namespace, *, create: bool) -> Any:
+    """Open the store, saying on stderr that the embedding model is loading (it takes a while).
+
+    Without ``create``, a ``--store`` directory that does not exist is an error before anything
+    is loaded or created, so a mistyped path never leaves an empty store behind.
+    """
+    from q3agent.rag.embeddings import shared_embedder
+    from q3agent.rag.store import DEFAULT_COLLECTION, RagStore, default_store_dir
+
+    if not create and not args.url:
+        directory = Path(args.store).expanduser() if args.store else default_store_dir()
+        if not directory.is_dir():
+            raise MissingStoreError(
+                f"no RAG store at {directory}: check --store, or create one with "
+                f"`q3agent rag ingest PATH --store {directory}`"
+            )
+    print(f"loading the embedding model {args.embedding_model}…", file=sys.stderr, flush=True)
+    embedder = shared_embedder(args.embedding_model)
     return RagStore.open(
         args.store,
         url=args.url,
-        embedder=shared_embedder(args.embedding_model),
+        embedder=embedder,
         collection=args.collection or DEFAULT_COLLECTION,
     )
 
@@ -97,6 +116,10 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     """``q3agent rag ingest``: returns 0, or 1 when some documents failed, 2 on errors."""
     from q3agent.rag.embeddings import EmbeddingModelNotFoundError
@@ -104,8 +127,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     from q3agent.rag.store import StoreError
 
     try:
-        with _open_store(args) as store:
+        with _open_store(args, create=True) as store:
             ingestor = Ingestor(store, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap)
+            print(f"ingesting into {store.location}…", file=sys.stderr, flush=True)
             report = ingestor.ingest(
                 args.paths, progress=not args.no_progress, prune=not args.no_prune
             )
@@ -115,7 +139,13 @@ def run_ingest(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(f"{report.summary()}; {total} chunks in {location}")
     for source, error in report.failed:
-        print(f"failed: {source}: {error}", file=sys.stderr)
+        print(f"error: {source}: {error}", file=sys.stderr)
+    if report.failed:
+        print(
+            f"error: {_plural(len(report.failed), 'input')} could not be ingested (above); "
+            "fix the paths or URLs and run the same command again (done ones are skipped)",
+            file=sys.stderr,
+        )
     return 1 if report.failed else 0
 
 
@@ -134,7 +164,7 @@ def run_search(args: argparse.Namespace) -> int:
             return _fail(f'--where is not valid JSON ({exc}); e.g. --where \'{{"kind": "pdf"}}\'')
     try:
         reranker = CrossEncoderReranker(args.rerank) if args.rerank else None
-        with _open_store(args) as store:
+        with _open_store(args, create=False) as store:
             if store.count() == 0:
                 return _fail(
                     f"the store at {store.location} is empty: run `q3agent rag ingest PATH "
@@ -142,7 +172,13 @@ def run_search(args: argparse.Namespace) -> int:
                 )
             retriever = Retriever(store, reranker=reranker)
             passages = retriever.search(args.query, args.k, where=where, mode=args.mode)
-    except (StoreError, EmbeddingModelNotFoundError, RuntimeError, ValueError) as exc:
+    except (
+        StoreError,
+        EmbeddingModelNotFoundError,
+        MissingStoreError,
+        RuntimeError,
+        ValueError,
+    ) as exc:
         return _fail(str(exc))
     bank = CitationBank()
     if args.json:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from q3agent.cli.options import add_runtime_options
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -51,7 +53,7 @@ def add_research_commands(subparsers: Any) -> None:
         action="store_true",
         help="do not ask a clarifying question first (never asked when not a TTY)",
     )
-    p.add_argument("--model", default="Qwen3-30B-A3B", help="Qwen3 model (default %(default)s)")
+    add_runtime_options(p)
     runtime = p.add_mutually_exclusive_group()
     runtime.add_argument(
         "--script", metavar="JSONL", help="answer from scripted completions (testing)"
@@ -64,7 +66,8 @@ def add_research_commands(subparsers: Any) -> None:
     p.add_argument("--max-researchers", type=int, default=5, help="parallel researchers (5)")
     p.add_argument("--max-subquestions", type=int, default=5, help="planned sub-questions (5)")
     p.add_argument("--max-calls", type=int, default=200, help="model-call budget (200)")
-    p.add_argument("--max-tokens", type=int, help="token budget over all calls")
+    p.add_argument("--max-total-tokens", type=int, metavar="N",
+                   help="token budget over all calls")  # fmt: skip
     p.add_argument("--max-seconds", type=float, help="wall-time budget")
     p.add_argument(
         "--remove-unsupported",
@@ -74,7 +77,8 @@ def add_research_commands(subparsers: Any) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON summary (status, sources, timings) after the report",
+        help="print a JSON summary (status, sources, timings) on stdout; with --out the "
+        "report goes to the file only",
     )
     p.set_defaults(func=run_research_command)
 
@@ -86,17 +90,62 @@ def _clarifier(console: Console) -> Any:
     return ask
 
 
+class ResearchUsageError(ValueError):
+    """A ``q3agent research`` command that cannot start; the message says what to add."""
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    missing = [d for d in args.docs if not Path(d).exists()]
+    if missing:
+        raise ResearchUsageError(f"no such file or folder: {', '.join(missing)} (check --docs)")
+    if args.store and not Path(args.store).expanduser().is_dir():
+        raise ResearchUsageError(
+            f"no RAG store at {args.store}: check --store, or make one with "
+            f"`q3agent rag ingest PATH --store {args.store}`"
+        )
+    if not (args.docs or args.store or args.web or args.url or args.mcp_fetch):
+        raise ResearchUsageError(
+            "research needs sources: add --docs PATH (files or folders), --store DIR (a RAG "
+            "store), or --web with --url URL"
+        )
+
+
+def _report_paths(args: argparse.Namespace) -> tuple[Path | None, Path | None, str]:
+    """(Markdown path, rendered path or None, format) for ``--out``/``--format``."""
+    if not args.out:
+        return None, None, args.format or "md"
+    out = Path(args.out)
+    fmt: str = args.format or {".html": "html", ".htm": "html", ".pdf": "pdf"}.get(
+        out.suffix.lower(), "md"
+    )
+    if fmt == "md":
+        return out, None, fmt
+    markdown = (
+        out.with_suffix(".md") if out.suffix.lower() != ".md" else out.with_suffix(".report.md")
+    )
+    return markdown, out, fmt
+
+
 def run_research_command(args: argparse.Namespace) -> int:
-    """Run ``q3agent research``; returns the exit status (0 complete, 1 partial, 2 failed)."""
+    """Run ``q3agent research``; returns the exit status (0 complete, 1 partial or failed).
+
+    The Markdown report is written before any HTML or PDF rendering, so a rendering failure
+    never loses a finished run.
+    """
     import anyio
     from rich.console import Console
 
+    from q3agent.cli.options import resolve_model_choice
     from q3agent.research.pipeline import ResearchAgent, ResearchBudget
-    from q3agent.research.render import RenderError
-    from q3agent.serving.base import Runtime, RuntimeError_
+    from q3agent.research.render import RenderError, write_report
+    from q3agent.serving.base import Runtime
 
     console = Console(stderr=True, highlight=False)
-    runtime: Runtime | None = None
+    if args.format in ("html", "pdf") and not args.out:
+        raise ResearchUsageError(f"--format {args.format} needs --out FILE")
+    _check_sources(args)
+    choice = resolve_model_choice(args)
+    runtime: Runtime
     if args.fixture_runtime:
         from q3agent.research.fixture_runtime import ResearchFixtureRuntime
 
@@ -106,24 +155,25 @@ def run_research_command(args: argparse.Namespace) -> int:
         from q3agent.serving.testing import ScriptedRuntime
 
         runtime = ScriptedRuntime(load_script(args.script))
+    else:
+        runtime = choice.build_runtime()
     store = None
     if args.store:
         from q3agent.rag.store import RagStore
 
+        console.print("loading the embedding model…", style="dim")
         store = RagStore.persistent(args.store)
     fetch_server = None
     if args.mcp_fetch:
         from q3agent.tools.mcp import MCPServerStdio
 
         fetch_server = MCPServerStdio("mcp-server-fetch", ["--ignore-robots-txt"])
-    interactive = sys.stdin.isatty() and not args.no_clarify and runtime is None
-    missing = [d for d in args.docs if not Path(d).exists()]
-    if missing:
-        console.print(f"[red]no such file or folder: {', '.join(missing)}[/]")
-        return 2
+    interactive = sys.stdin.isatty() and not args.no_clarify and not args.fixture_runtime
+    interactive = interactive and not args.script
     agent = ResearchAgent(
-        args.model if runtime is None else None,
+        choice.model,
         runtime=runtime,
+        capability=choice.capability,
         docs=args.docs,
         store=store,
         web=args.web or bool(args.url),
@@ -132,7 +182,9 @@ def run_research_command(args: argparse.Namespace) -> int:
         max_researchers=args.max_researchers,
         max_subquestions=args.max_subquestions,
         budget=ResearchBudget(
-            max_llm_calls=args.max_calls, max_tokens=args.max_tokens, max_seconds=args.max_seconds
+            max_llm_calls=args.max_calls,
+            max_tokens=args.max_total_tokens,
+            max_seconds=args.max_seconds,
         ),
         clarify=_clarifier(console) if interactive else None,
         unsupported="remove" if args.remove_unsupported else "flag",
@@ -161,33 +213,39 @@ def run_research_command(args: argparse.Namespace) -> int:
 
     try:
         report = anyio.run(main)
-    except (RuntimeError_, ValueError) as exc:
-        console.print(f"[red]research failed:[/] {exc}")
-        return 2
     finally:
         if store is not None:
             store.close()
-    try:
-        if args.out:
-            path = report.write(args.out, args.format)
-            console.print(f"report written to {path}")
-        elif args.format in ("html", "pdf"):
-            console.print("[red]--format html/pdf needs --out FILE[/]")
-            return 2
-        else:
+    markdown_path, rendered_path, fmt = _report_paths(args)
+    if markdown_path is None:
+        if not args.json:
             print(report.markdown)
-    except RenderError as exc:
-        console.print(f"[red]could not render the report:[/] {exc}")
-        return 2
+    else:
+        write_report(report.markdown, markdown_path, "md")
+        console.print(f"report written to {markdown_path}")
+    rendered = True
+    if rendered_path is not None:
+        try:
+            write_report(report.markdown, rendered_path, fmt)  # type: ignore[arg-type]
+            console.print(f"report written to {rendered_path}")
+        except (RenderError, OSError) as exc:
+            rendered = False
+            console.print(
+                f"[red]error:[/] could not write {rendered_path} ({exc}); the Markdown report "
+                f"is in {markdown_path}"
+            )
     console.print(report.summary())
     if args.json:
         print(json.dumps(_summary_json(report), indent=2))
+    if not rendered:
+        return 1
     return 0 if report.complete else 1
 
 
 def _summary_json(report: Report) -> dict[str, Any]:
     return {
         "status": report.status,
+        "markdown": report.markdown,
         "detail": report.detail,
         "title": report.title,
         "sources": [
@@ -263,7 +321,8 @@ class _ProgressDisplay:
             self.progress.update(self.stages, description=event.stage)
         elif isinstance(event, StageFinished):
             self.progress.advance(self.stages)
-            self.console.print(f"[green]✓[/] {escape(describe(event))}")
+            mark = "[red]✗[/]" if event.failed else "[green]✓[/]"
+            self.console.print(f"{mark} {escape(describe(event))}")
         elif isinstance(event, ResearcherStarted):
             self.started += 1
             self.progress.update(

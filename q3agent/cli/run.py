@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,34 @@ from rich.console import Console
 from rich.markup import escape
 
 
-def _load_object(spec: str) -> Any:
-    """Import ``module:attribute`` (for ``--tools`` and ``--agent``)."""
+class LoadError(ValueError):
+    """A ``MODULE:ATTRIBUTE`` that cannot be imported; the message says which part failed."""
+
+
+def load_object(spec: str, *, flag: str = "--tools") -> Any:
+    """Import ``module:attribute``, looking in the current directory too (as ``python -m`` does).
+
+    The ``q3agent`` console script does not put the current directory on ``sys.path``, so a
+    user's ``mytools.py`` next to them would not import without this.
+    """
     module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise SystemExit(f"expected MODULE:ATTRIBUTE, got {spec!r}")
-    obj: Any = importlib.import_module(module_name)
+    if not module_name or not attr:
+        raise LoadError(f"{flag} takes MODULE:ATTRIBUTE (e.g. mytools:multiply), got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name.split(".")[0] and exc.name != module_name:
+            raise
+        raise LoadError(
+            f"{flag} {spec}: no module {module_name!r} in {cwd} or on the Python path; "
+            f"run from the folder holding {module_name.replace('.', '/')}.py"
+        ) from exc
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise LoadError(f"{flag} {spec}: {module_name} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
 
@@ -29,17 +52,22 @@ def load_script(path: str | Path) -> list[str]:
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        item = json.loads(line)
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LoadError(f"{path}:{number}: not JSON ({exc.msg})") from None
         if isinstance(item, dict):
             item = item.get("completion")
         if not isinstance(item, str):
-            raise SystemExit(f'{path}:{number}: expected a JSON string or {{"completion": "..."}}')
+            raise LoadError(f'{path}:{number}: expected a JSON string or {{"completion": "..."}}')
         completions.append(item)
     return completions
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """``q3agent run``: 0 when the agent answered, 1 when the run ended otherwise."""
     from q3agent.agent import Agent
+    from q3agent.cli.options import resolve_model_choice
     from q3agent.events import (
         ContentDelta,
         FinalResult,
@@ -51,20 +79,27 @@ def run_command(args: argparse.Namespace) -> int:
     from q3agent.policy.base import Policy
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
     from q3agent.result import RunResult
-    from q3agent.serving.base import Runtime, RuntimeUnavailableError
+    from q3agent.serving.base import Runtime
     from q3agent.serving.testing import ScriptedRuntime
 
-    console = Console(highlight=False)
-    runtime: Runtime | None = ScriptedRuntime(load_script(args.script)) if args.script else None
+    # With --json, stdout carries the JSON result alone; the steps go to stderr.
+    console = Console(highlight=False, stderr=bool(args.json))
+    choice = resolve_model_choice(args)
+    runtime: Runtime = (
+        ScriptedRuntime(load_script(args.script)) if args.script else choice.build_runtime()
+    )
     tools: list[Any] = []
     for spec in args.tools or ():
-        loaded = _load_object(spec)
+        loaded = load_object(spec)
         tools.extend(loaded if isinstance(loaded, list | tuple) else [loaded])
     servers: list[Any] = []
     if args.mcp_config:
-        from q3agent.tools.mcp import load_mcp_config
+        from q3agent.tools.mcp import ask_on_terminal, load_mcp_config
 
         servers = list(load_mcp_config(args.mcp_config))
+        for server in servers:  # servers may ask the user for input on the terminal
+            if server.elicitation is None and sys.stdin.isatty():
+                server.elicitation = ask_on_terminal
     policy: Policy = (
         AlwaysThink(args.budget)
         if args.thinking == "on"
@@ -73,8 +108,9 @@ def run_command(args: argparse.Namespace) -> int:
         else PlanAct()
     )
     agent = Agent(
-        args.model,
+        choice.model,
         runtime=runtime,
+        capability=choice.capability,
         tools=tools,
         mcp_servers=servers,
         policy=policy,
@@ -109,18 +145,16 @@ def run_command(args: argparse.Namespace) -> int:
 
     import anyio
 
-    try:
-        result = anyio.run(main)
-    except RuntimeUnavailableError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        return 2
+    result = anyio.run(main)
     u = result.usage
     console.print(
         f"\n[bold]{result.status}[/] · {len(result.steps)} steps · {u.requests} requests · "
         f"prompt {u.prompt_tokens} (cached {u.cached_tokens}) · completion "
         f"{u.completion_tokens} (reasoning {u.reasoning_tokens})"
-        + (f"\n[red]{escape(result.detail)}[/]" if result.detail else "")
+        + (f"\n[yellow]{escape(result.detail)}[/]" if result.detail and result.ok else "")
     )
+    if not result.ok:  # why the run ended without an answer: one line on stderr
+        print(f"error: the run ended with status {result.status}: {result.detail}", file=sys.stderr)
     if args.trace:
         result.write_trace(args.trace)
     if args.json:

@@ -22,7 +22,14 @@ from q3agent.rag.grounding import (
     make_rag_search_tool,
     source_key,
 )
-from q3agent.rag.ingest import IngestError, Ingestor, IngestReport, SourceDocument, ingest
+from q3agent.rag.ingest import (
+    IngestError,
+    Ingestor,
+    IngestReport,
+    IngestWarning,
+    SourceDocument,
+    ingest,
+)
 from q3agent.rag.retrieval import (
     Bm25Index,
     CrossEncoderReranker,
@@ -60,6 +67,7 @@ __all__ = [
     "GroundedAnswer",
     "IngestError",
     "IngestReport",
+    "IngestWarning",
     "Ingestor",
     "Passage",
     "RagStore",

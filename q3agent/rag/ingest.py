@@ -43,6 +43,10 @@ class IngestError(RuntimeError):
     """A document could not be read or fetched."""
 
 
+class IngestWarning(UserWarning):
+    """Some inputs of an ingest could not be read; the others were ingested."""
+
+
 @dataclass
 class SourceDocument:
     """A loaded document: its text (per page for PDFs) and identity."""
@@ -79,6 +83,11 @@ class IngestReport:
         if self.failed:
             text += f", {len(self.failed)} failed"
         return text
+
+    @property
+    def ok(self) -> bool:
+        """Whether every input was ingested (``failed`` says which were not, and why)."""
+        return not self.failed
 
 
 def _sha256(data: bytes) -> str:
@@ -267,6 +276,8 @@ class Ingestor:
             overlap_tokens,
         )
         self.batch_chunks = batch_chunks
+        self.http_client: Any | None = None
+        """An ``httpx.Client`` for URLs (e.g. one that refuses some hosts); ``None``: a new one."""
         self._pending: list[tuple[SourceDocument, list[tuple[int | None, Chunk]]]] = []
         self._replacing: set[str] = set()
         self._pending_chunks = 0
@@ -350,7 +361,11 @@ class Ingestor:
                     continue
                 seen.add(source)
                 try:
-                    doc = load_url(item) if isinstance(item, str) else load_file(item)
+                    doc = (
+                        load_url(item, client=self.http_client)
+                        if isinstance(item, str)
+                        else load_file(item)
+                    )
                 except IngestError as exc:
                     report.failed.append((source, str(exc)))
                     advance(source)
@@ -408,6 +423,7 @@ class _progress:
 
     def __enter__(self) -> _Advance:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -422,6 +438,7 @@ class _progress:
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.description}"),
+                console=Console(stderr=True),
                 transient=True,
             )
             self._bar.__enter__()
@@ -452,6 +469,21 @@ def ingest(
     progress: bool = True,
     prune: bool = True,
 ) -> IngestReport:
-    """Ingest files, folders and URLs into ``store`` (see :class:`Ingestor`)."""
+    """Ingest files, folders and URLs into ``store`` (see :class:`Ingestor`).
+
+    Inputs that cannot be read (a missing file, a failed fetch) do not stop the others: they
+    are listed in the report's ``failed`` and in one :class:`IngestWarning`.
+    """
     ingestor = Ingestor(store, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
-    return ingestor.ingest(list(inputs), progress=progress, prune=prune)
+    report = ingestor.ingest(list(inputs), progress=progress, prune=prune)
+    if report.failed:
+        import warnings
+
+        listed = "; ".join(f"{source}: {why}" for source, why in report.failed)
+        warnings.warn(
+            f"{len(report.failed)} of the inputs could not be ingested ({listed}); the rest "
+            "were. Fix them and ingest again (unchanged documents are skipped).",
+            IngestWarning,
+            stacklevel=2,
+        )
+    return report

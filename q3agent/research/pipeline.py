@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from q3agent._sync import SyncPortal, run_sync
-from q3agent.agent import Agent
+from q3agent.agent import Agent, capability_for
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.research import prompts
@@ -258,6 +258,14 @@ async def _call(callback: Callable[..., Any] | None, *args: Any) -> Any:
     return result
 
 
+def _why_stopped(exc: BaseException) -> str:
+    if isinstance(exc, BudgetExhaustedError):
+        return "stopped: budget"
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return "stopped: cancelled"
+    return f"failed: {type(exc).__name__}"
+
+
 class ResearchAgent:
     """Writes cited research reports from documents and web pages.
 
@@ -321,6 +329,8 @@ class ResearchAgent:
         self.budget = budget or ResearchBudget()
         self.clarify = clarify
         self.unsupported: UnsupportedAction = unsupported
+        if capability is None and model is not None:
+            capability = capability_for(model, runtime)  # unknown names fail here, not mid-run
         self.capability = capability
         self._owned_store: RagStore | None = None
 
@@ -468,13 +478,18 @@ class _Run:
         await self.emit(StageStarted(name))
         started = time.perf_counter()
         detail: list[str] = []
+        failed = True
         try:
             yield detail
+            failed = False
+        except BaseException as exc:
+            detail.append(_why_stopped(exc))
+            raise
         finally:
             seconds = time.perf_counter() - started
             self.state.timings[name] = self.state.timings.get(name, 0.0) + seconds
             with anyio.CancelScope(shield=True):
-                await self.emit(StageFinished(name, seconds, "; ".join(detail)))
+                await self.emit(StageFinished(name, seconds, "; ".join(detail), failed=failed))
 
     async def ask(
         self, system: str, user: str, *, thinking: bool, budget: int | None = None
@@ -589,7 +604,8 @@ class _Run:
                 budget=self.agent.plan_budget,
             )
             state.subquestions = self.parse_plan(result.answer)
-            detail.append(f"{len(state.subquestions)} sub-questions")
+            count = len(state.subquestions)
+            detail.append(f"{count} sub-question{'' if count == 1 else 's'}")
 
     def parse_plan(self, answer: str) -> list[SubQuestion]:
         data = _json_from(answer)
@@ -952,7 +968,7 @@ class _Run:
         markdown = checked.markdown
         if status != "complete":
             markdown = markdown.replace(
-                "\n", f"\n\n> **{status.capitalize()} report:** {detail}.\n", 1
+                "\n", f"\n\n> **{status.capitalize()} report:** {detail.rstrip('. ')}.\n", 1
             )
         sections = _split_sections(markdown)
         return Report(

@@ -51,6 +51,8 @@ class StageFinished:
     stage: Stage
     seconds: float
     detail: str = ""
+    failed: bool = False
+    """The stage did not finish: an error, a budget or a cancellation stopped it."""
     kind: Literal["stage_finished"] = "stage_finished"
 
 
@@ -133,7 +135,8 @@ def describe(event: ResearchEvent) -> str:
         return f"{event.stage}: started"
     if isinstance(event, StageFinished):
         extra = f" ({event.detail})" if event.detail else ""
-        return f"{event.stage}: done in {event.seconds:.1f}s{extra}"
+        verb = "stopped after" if event.failed else "done in"
+        return f"{event.stage}: {verb} {event.seconds:.1f}s{extra}"
     if isinstance(event, ResearcherStarted):
         return f"researcher {event.index + 1}: {event.question}"
     if isinstance(event, ResearcherFinished):

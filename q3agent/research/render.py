@@ -29,6 +29,9 @@ th, td { border: 1px solid #c8c8cc; padding: .35rem .6rem; text-align: left;
 th { background: #f2f2f5; }
 blockquote { border-left: 3px solid #c8c8cc; margin: 0; padding-left: 1rem; color: #555; }
 code { background: #f2f2f5; padding: 0 .2rem; }
+pre { background: #f2f2f5; padding: .6rem; overflow-x: auto; }
+pre code { padding: 0; }
+a.cite { text-decoration: none; }
 """
 
 
@@ -161,6 +164,63 @@ def markdown_to_html_fragment(markdown: str) -> str:
     return fragment
 
 
+_CITATION = re.compile(r"\[(\d+)\]")
+_NO_LINKS_INSIDE = frozenset({"a", "code", "pre"})
+
+
+def _sources_heading(soup: Any) -> Any:
+    for heading in soup.find_all("h2"):
+        if heading.get_text(strip=True).lower() == "sources":
+            return heading
+    return None
+
+
+def link_citations(fragment: str) -> str:
+    """Make each ``[n]`` in the body a link to source ``n`` in the Sources list.
+
+    The Sources list items get ``id="source-n"``; a number the list does not have stays text.
+    """
+    from bs4 import BeautifulSoup
+    from bs4.element import NavigableString
+
+    soup = BeautifulSoup(fragment, "html.parser")
+    heading = _sources_heading(soup)
+    if heading is None:
+        return fragment
+    listing = heading.find_next_sibling("ol")
+    numbers: set[int] = set()
+    if listing is not None:
+        start = int(str(listing.get("start") or 1))
+        for offset, item in enumerate(listing.find_all("li", recursive=False)):
+            item["id"] = f"source-{start + offset}"
+            numbers.add(start + offset)
+    for text in list(heading.find_all_previous(string=_CITATION)):
+        if not isinstance(text, NavigableString) or any(
+            parent.name in _NO_LINKS_INSIDE for parent in text.parents
+        ):
+            continue
+        pieces: list[Any] = []
+        last = 0
+        value = str(text)
+        for match in _CITATION.finditer(value):
+            number = int(match.group(1))
+            if number not in numbers:
+                continue
+            pieces.append(value[last : match.start()])
+            link = soup.new_tag("a", href=f"#source-{number}", attrs={"class": "cite"})
+            link.string = match.group(0)
+            pieces.append(link)
+            last = match.end()
+        if not pieces:
+            continue
+        pieces.append(value[last:])
+        for piece in pieces:
+            if piece != "":
+                text.insert_before(piece if not isinstance(piece, str) else NavigableString(piece))
+        text.extract()
+    return str(soup)
+
+
 def _title(markdown: str) -> str:
     match = re.search(r"(?m)^#\s+(.+?)\s*#*\s*$", markdown)
     return match.group(1) if match else "Research report"
@@ -168,7 +228,7 @@ def _title(markdown: str) -> str:
 
 def to_html(markdown: str, *, title: str | None = None) -> str:
     """A standalone HTML page (with a small stylesheet) rendered from the report Markdown."""
-    fragment = markdown_to_html_fragment(markdown)
+    fragment = link_citations(markdown_to_html_fragment(markdown))
     page_title = html_lib.escape(title or _title(markdown))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -226,6 +286,63 @@ _LATIN1 = str.maketrans(
 )  # fmt: skip
 
 
+def column_widths(
+    rows: list[list[str]], *, page_mm: float = 174.0, char_mm: float = 2.2
+) -> list[float]:
+    """Percent widths for a table's columns, from their text.
+
+    Every column first gets room for its longest word (so words are not broken); the rest of
+    the page is shared in proportion to the columns' average text length, so a long findings
+    column is wide and a ``[n]`` column narrow.
+    """
+    if not rows:
+        return []
+    count = max(len(r) for r in rows)
+    floors: list[float] = []
+    averages: list[float] = []
+    for column in range(count):
+        cells = [r[column] for r in rows if column < len(r)]
+        longest_word = max((len(w) for c in cells for w in c.split()), default=1)
+        floors.append(min((longest_word * char_mm + 4.0) / page_mm, 0.45))
+        averages.append(max(sum(len(c) for c in cells) / max(len(cells), 1), 1.0))
+    reserved = sum(floors)
+    if reserved >= 1.0:
+        return [round(100 * f / reserved, 1) for f in floors]
+    spare = 1.0 - reserved
+    total = sum(averages)
+    return [round(100 * (f + spare * a / total), 1) for f, a in zip(floors, averages, strict=True)]
+
+
+def pdf_ready_html(fragment: str) -> str:
+    """The HTML fragment reshaped for fpdf2's layout engine.
+
+    fpdf2 cannot place markup nested inside table cells (``<code>``, ``<a>``, ``<em>``), so
+    cells are reduced to their text; column widths are set from the content
+    (:func:`column_widths`); links elsewhere are kept.
+    """
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(fragment, "html.parser")
+    for table in soup.find_all("table"):
+        rows = table.find_all("tr")
+        for cell in table.find_all(["td", "th"]):
+            text = " ".join(cell.get_text(" ").split())
+            cell.clear()
+            cell.append(text)
+        grid = [[c.get_text() for c in row.find_all(["td", "th"])] for row in rows]
+        table["width"] = "100%"
+        if rows:
+            for cell, width in zip(
+                rows[0].find_all(["td", "th"]), column_widths(grid), strict=False
+            ):
+                cell["width"] = f"{width}%"
+    for block in soup.find_all("pre"):  # one mono block per code listing
+        text = block.get_text()
+        block.clear()
+        block.append(text.rstrip("\n"))
+    return str(soup)
+
+
 def to_pdf(markdown: str, path: str | Path, *, title: str | None = None) -> Path:
     """Write the report as a PDF at ``path`` (headings, paragraphs, lists, tables, links).
 
@@ -238,7 +355,7 @@ def to_pdf(markdown: str, path: str | Path, *, title: str | None = None) -> Path
             "PDF output needs the fpdf2 package: run `pip install fpdf2`, or use "
             "--format html and print the page to PDF from a browser."
         ) from exc
-    fragment = markdown_to_html_fragment(markdown)
+    fragment = pdf_ready_html(markdown_to_html_fragment(markdown))
     pdf = FPDF(format="A4")
     pdf.set_title(title or _title(markdown))
     pdf.set_creator("q3agent research")

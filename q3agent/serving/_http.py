@@ -163,7 +163,12 @@ class _Attempts:
 def _status_error(server: str, url: str, status: int, body: str, attempts: int) -> RuntimeHTTPError:
     snippet = _body_snippet(body)
     if status in (401, 403):
-        hint = "Pass the server's API key (api_key=...) or check it."
+        hint = "Pass the server's API key (--api-key / Q3AGENT_API_KEY, api_key=...) or check it."
+    elif status == 404 and "model" in body.lower():
+        hint = (
+            "The server does not serve that model name: pass the name it lists with "
+            "--served-model (Q3AGENT_SERVED_MODEL), keeping --model for the registry model."
+        )
     elif status == 404:
         hint = "Check the base URL: the endpoint does not exist on this server."
     elif status == 429:

@@ -1,26 +1,35 @@
 """Choosing a runtime for a model name: embedded SGLang, local transformers, or a server.
 
-Order: an explicit ``Q3AGENT_RUNTIME`` (or ``Q3AGENT_BASE_URL``) wins; otherwise embedded
-SGLang when it is importable and a CUDA GPU is present; otherwise transformers when the
-weights are on disk (a local directory or the Hugging Face cache); otherwise an error that
-says how to get one of the three.
+Order: an explicit runtime (``--runtime`` / ``Q3AGENT_RUNTIME``, or a server URL) wins;
+otherwise embedded SGLang when it is importable and a CUDA GPU is present; otherwise
+transformers when the weights are on disk (a local directory or the Hugging Face cache);
+otherwise an error that says how to get one of the three.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from q3agent.serving.base import Runtime, RuntimeUnavailableError
+from q3agent.serving.settings import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    RUNTIME_ENV,
+    SERVED_MODEL_ENV,
+    LimitedRuntime,
+    RuntimeSettings,
+    served_name,
+)
 
-RUNTIME_ENV = "Q3AGENT_RUNTIME"
-"""``sglang``, ``transformers``, ``sglang-remote`` or ``openai``."""
-BASE_URL_ENV = "Q3AGENT_BASE_URL"
-"""URL of a server for the ``sglang-remote`` and ``openai`` runtimes."""
-API_KEY_ENV = "Q3AGENT_API_KEY"
-
-_CHOICES = ("sglang", "transformers", "sglang-remote", "openai")
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "RUNTIME_ENV",
+    "RuntimeSettings",
+    "local_weights",
+    "select_runtime",
+]
 
 
 def _has_cuda_gpu() -> bool:
@@ -55,51 +64,71 @@ def local_weights(model: str) -> Path | None:
     return found if (found / "config.json").is_file() else None
 
 
-def _server_runtime(kind: str, model: str, url: str | None) -> Runtime:
+def _server_runtime(kind: str, model: str, settings: RuntimeSettings) -> Runtime:
+    url = settings.base_url
     if not url:
         raise RuntimeUnavailableError(
-            f"{RUNTIME_ENV}={kind} needs the server's URL in {BASE_URL_ENV} "
-            "(for example http://127.0.0.1:30000)."
+            f"the {kind} runtime needs the server's URL: pass --base-url http://HOST:PORT "
+            f"(or set {BASE_URL_ENV}), for example http://127.0.0.1:8000"
         )
-    key = os.environ.get(API_KEY_ENV)
+    name = served_name(model, settings)
     if kind == "sglang-remote":
         from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
 
-        return RemoteSGLangRuntime(url, model_name=model, api_key=key)
+        return RemoteSGLangRuntime(url, model_name=name, api_key=settings.api_key)
     from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
 
-    return OpenAICompatibleRuntime(url, model=model, api_key=key)
+    return OpenAICompatibleRuntime(
+        url, model=name, api_key=settings.api_key, prompt_format=settings.prompt_format or "ids"
+    )
 
 
-def select_runtime(model: str) -> Runtime:
-    """The runtime ``Agent(model=...)`` uses when none is given (see the module docstring)."""
-    kind = os.environ.get(RUNTIME_ENV, "").strip().lower()
-    url = os.environ.get(BASE_URL_ENV)
-    if kind and kind not in _CHOICES:
-        raise RuntimeUnavailableError(
-            f"{RUNTIME_ENV}={kind!r} is not a runtime; choose one of {', '.join(_CHOICES)}"
-        )
-    if not kind and url:
+def select_runtime(model: str, settings: RuntimeSettings | None = None) -> Runtime:
+    """The runtime ``Agent(model=...)`` uses when none is given (see the module docstring).
+
+    ``settings`` default to the ``Q3AGENT_*`` environment variables
+    (:meth:`RuntimeSettings.from_env`). ``model`` is the registry model (or a local directory);
+    a server is sent ``settings.served_model``, else the model's Hugging Face id. With
+    ``max_tokens`` or ``context_length`` set the runtime is wrapped so that no request asks
+    for more.
+    """
+    settings = settings if settings is not None else RuntimeSettings.from_env()
+    runtime = _select(model, settings)
+    if settings.max_tokens is None and settings.context_length is None:
+        return runtime
+    return LimitedRuntime(
+        runtime, max_tokens=settings.max_tokens, context_length=settings.context_length
+    )
+
+
+def _select(model: str, settings: RuntimeSettings) -> Runtime:
+    kind = settings.kind
+    if kind is None and settings.base_url:
         kind = "openai"
     if kind in ("sglang-remote", "openai"):
-        return _server_runtime(kind, model, url)
-    if kind == "sglang" or (not kind and _has_sglang() and _has_cuda_gpu()):
+        return _server_runtime(kind, model, settings)
+    if kind == "sglang" or (kind is None and _has_sglang() and _has_cuda_gpu()):
         from q3agent.serving.sglang_runtime import SGLangRuntime
 
-        return SGLangRuntime(model)
+        return SGLangRuntime(model, context_length=settings.context_length)
     weights = local_weights(model)
     if kind == "transformers" or weights is not None:
         from q3agent.serving.transformers_runtime import TransformersRuntime
 
         return TransformersRuntime(weights or model)
+    hf_id = served_name(model)
     raise RuntimeUnavailableError(
         f"No runtime can serve {model!r} here: SGLang "
         f"{'has no CUDA GPU' if _has_sglang() else 'is not installed'}, and no weights for it "
         "are on disk. Do one of:\n"
+        f"  - point at a running server (vLLM, SGLang, any OpenAI-compatible one): "
+        f"--runtime openai --base-url http://HOST:PORT, or {RUNTIME_ENV}=openai "
+        f"{BASE_URL_ENV}=http://HOST:PORT ({RUNTIME_ENV}=sglang-remote for SGLang's native "
+        f"API); the server is asked for {hf_id!r} unless --served-model "
+        f"({SERVED_MODEL_ENV}) names it otherwise;\n"
         '  - on a CUDA machine: pip install "q3agent[sglang]" (embedded SGLang);\n'
-        f"  - point at a server: {BASE_URL_ENV}=http://HOST:PORT "
-        f"(and {RUNTIME_ENV}=sglang-remote for SGLang's native API);\n"
-        f"  - download weights (huggingface-cli download Qwen/{Path(model).name}) or pass "
-        "a local model directory as model=...;\n"
-        "  - for tests and demos: Agent(runtime=ScriptedRuntime([...]))."
+        f"  - download the weights: hf download {hf_id} (or pass a local model directory as "
+        "the model);\n"
+        "  - for demos without a model: --script completions.jsonl on the command line, "
+        "runtime=ScriptedRuntime([...]) in Python."
     )

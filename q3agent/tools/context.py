@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -34,3 +34,19 @@ class RunContext(Generic[DepsT]):
     """The call being executed (set by the executor)."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Free-form values the application wants tools to see (shared by all calls of a run)."""
+    progress_sink: ProgressSink | None = field(default=None, repr=False)
+    """Where :meth:`report_progress` goes (the agent loop turns it into stream events)."""
+
+    def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Say how far the running call has got; a ``ToolProgress`` event in the run's stream.
+
+        Does nothing outside an agent run (no sink).
+        """
+        if self.progress_sink is not None:
+            self.progress_sink(self.tool_call, progress, total, message)
+
+
+ProgressSink = Callable[[ToolCall | None, float, float | None, str | None], None]
+"""Receives ``(call, progress, total, message)`` from :meth:`RunContext.report_progress`."""

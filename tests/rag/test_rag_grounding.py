@@ -107,6 +107,12 @@ def test_cli_ingest_then_search_json(
     assert _cli(["rag", "search", "rebase conflict", "--store", store_dir]) == 0
     assert capsys.readouterr().out.startswith("[1] Rebasing a feature branch")
 
-    empty = str(tmp_path / "empty")
-    assert _cli(["rag", "search", "anything", "--store", empty]) == 2
+    missing = str(tmp_path / "missing")
+    assert _cli(["rag", "search", "anything", "--store", missing]) == 2
+    assert "no RAG store at" in capsys.readouterr().err
+    assert not Path(missing).exists()  # a mistyped --store is not created
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _cli(["rag", "search", "anything", "--store", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err

@@ -165,7 +165,10 @@ def web_server(tmp_path: Path) -> Iterator[str]:
 
 def test_urls_are_fetched_parsed_and_failures_reported(embedder: Any, web_server: str) -> None:
     store = RagStore.ephemeral(embedder=embedder)
-    report = ingest(store, [f"{web_server}/faq.html", f"{web_server}/missing.html"], progress=False)
+    with pytest.warns(UserWarning, match="404"):
+        report = ingest(
+            store, [f"{web_server}/faq.html", f"{web_server}/missing.html"], progress=False
+        )
     assert report.added == [f"{web_server}/faq.html"]
     assert len(report.failed) == 1 and "404" in report.failed[0][1]
     passage = Retriever(store).search("DK-7Q", 1)[0]
@@ -220,3 +223,16 @@ def test_qwen3_embedding_prompts_queries_only() -> None:
         "Query:"
     )
     assert resolve_model("all-MiniLM-L6-v2").query_prompt == ""
+
+
+def test_ingest_reports_inputs_it_could_not_read(embedder: Any, tmp_path: Path) -> None:
+    from q3agent.rag import IngestWarning, RagStore, ingest
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nAlpha text about error E-1.\n")
+    store = RagStore.ephemeral(embedder=embedder)
+    with pytest.warns(IngestWarning, match=r"missing\.pdf: no such file or directory"):
+        report = ingest(store, [docs, tmp_path / "missing.pdf"], progress=False)
+    assert not report.ok and len(report.added) == 1  # the readable input still went in
+    assert store.count() > 0

@@ -241,6 +241,39 @@ def test_no_sources_is_an_error_that_says_what_to_pass(question: str) -> None:
         agent.run(question)
 
 
+async def test_stage_lines_count_in_words_and_a_failed_stage_is_not_done() -> None:
+    from q3agent.research.progress import describe
+    from q3agent.serving.testing import ScriptedRuntime
+
+    events: list[ResearchEvent] = []
+    agent = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[DOCS])
+    try:
+        await agent.arun("What does Aurora cost per month?", on_event=events.append)
+    finally:
+        await agent.aclose()
+    plan = next(e for e in events if isinstance(e, StageFinished) and e.stage == "plan")
+    assert plan.detail == "1 sub-question" and not plan.failed
+
+    events.clear()
+    failing = ResearchAgent(None, runtime=ScriptedRuntime(["A brief."]), docs=[DOCS])
+    with pytest.raises(Exception, match="script is used up"):
+        await failing.arun("What does Aurora cost per month?", on_event=events.append)
+    await failing.aclose()
+    finished = [e for e in events if isinstance(e, StageFinished)]
+    assert [(e.stage, e.failed) for e in finished] == [
+        ("clarify", False), ("brief", False), ("plan", True)
+    ]  # fmt: skip
+    assert describe(finished[-1]).startswith("plan: stopped after")
+
+
+def test_an_unknown_model_fails_at_construction_not_mid_run() -> None:
+    from q3agent.qwen3.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="capability"):
+        ResearchAgent("Qwen3-9B", docs=[DOCS])
+    assert ResearchAgent("Qwen3-4B-Instruct-2507", docs=[DOCS]).capability == "non_thinking"
+
+
 def test_sync_runs_share_one_loop_and_close_releases_it() -> None:
     agent = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[DOCS])
     try:

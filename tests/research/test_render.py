@@ -8,8 +8,10 @@ import pypdf
 import pytest
 
 from q3agent.research.render import (
+    column_widths,
     count_tables,
     normalize_tables,
+    pdf_ready_html,
     to_html,
     to_pdf,
     write_report,
@@ -85,3 +87,68 @@ def test_write_report_picks_the_format_from_the_suffix(
 ) -> None:
     path = write_report(REPORT, tmp_path / name)
     assert marker in path.read_bytes()
+
+
+LONG_FINDING = (
+    "Aurora answers a top-10 nearest-neighbour query over one million 768-dimensional vectors "
+    "in 4.2 ms at the median on a single 16-core node."
+)
+RICH_REPORT = """# Findings
+
+Aurora is fast [1], see [the guide](https://aurora.example/guide); [9] is not a source.
+
+```python
+def latency(ms: float) -> str:
+    return f"{ms} ms"
+```
+
+| System | Reported finding | Source |
+| --- | --- | --- |
+| `Aurora` | LONG | [1] |
+| **Borealis** | Costs roughly [520 dollars](https://b.example) a month. | [2] |
+
+## Sources
+
+1. Aurora guide — <https://aurora.example/guide>
+2. Borealis — `/docs/borealis.md`
+""".replace("LONG", LONG_FINDING)
+
+
+def pdf_text_and_links(path: Path) -> tuple[str, list[str]]:
+    reader = pypdf.PdfReader(path)
+    text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+    links = [
+        str(annot.get_object()["/A"]["/URI"])
+        for page in reader.pages
+        for annot in page.get("/Annots") or []
+        if "/A" in annot.get_object()
+    ]
+    return text, links
+
+
+def test_pdf_renders_code_in_tables_code_blocks_and_links(tmp_path: Path) -> None:
+    target = to_pdf(RICH_REPORT, tmp_path / "report.pdf")  # <code> in a cell used to fail
+    text, links = pdf_text_and_links(target)
+    assert "Aurora" in text and "Borealis" in text and "4.2 ms" in text
+    assert 'def latency(ms: float) -> str: return f"{ms} ms"' in text  # the code block
+    assert "https://aurora.example/guide" in links
+
+
+def test_pdf_columns_are_sized_by_their_text() -> None:
+    rows = [["System", "Reported finding", "Source"], ["Aurora", LONG_FINDING, "[1]"]]
+    system, finding, source = column_widths(rows)
+    assert finding > 60 and finding > 4 * source
+    assert abs(system + finding + source - 100) < 0.5
+    assert system * 174 / 100 >= len("System") * 2.2  # the longest word fits unbroken
+    fragment = pdf_ready_html(to_html(RICH_REPORT))
+    table = fragment.split("<table")[1].split("</table>")[0]
+    assert '<th width="' in table and "<code>" not in table and "<strong>" not in table
+
+
+def test_html_citations_link_to_their_sources() -> None:
+    page = to_html(RICH_REPORT)
+    assert 'fast <a class="cite" href="#source-1">[1]</a>' in page
+    assert '<td><a class="cite" href="#source-2">[2]</a></td>' in page
+    assert '<li id="source-1">' in page and '<li id="source-2">' in page
+    assert "[9] is not a source" in page  # no such source: left as text
+    assert 'f"{ms} ms"' in page  # code untouched

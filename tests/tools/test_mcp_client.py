@@ -214,8 +214,10 @@ async def test_in_memory_results_structured_error_and_image_note() -> None:
             await tools["demo.divide"].call({"a": 1, "b": 0}, ctx())
         chart = await tools["demo.chart"].call({}, ctx())
     assert chart.startswith("Sales went up.")
-    assert "[image returned by the tool (image/png, 2.0 KB); not shown]" in chart
+    assert "[image: image/png, 2.0 KB; not shown as text]" in chart
     assert "iVBOR" not in chart  # no base64 in the prompt
+    (image,) = chart.media
+    assert image.kind == "image" and image.mime_type == "image/png" and len(image.data) == 2008
 
 
 @pytest.mark.parametrize("protocol", ["auto", "legacy"])
@@ -245,7 +247,7 @@ async def test_allow_block_and_approval_settings() -> None:
     assert not tools["calc.add"].requires_approval
 
 
-def test_render_notes_for_resources_and_links() -> None:
+def test_embedded_text_resources_reach_the_model_and_links_are_noted() -> None:
     result = mcp_types.CallToolResult(
         content=[
             mcp_types.TextContent(type="text", text="See attached."),
@@ -266,7 +268,8 @@ def test_render_notes_for_resources_and_links() -> None:
     text = render_mcp_result(result)
     assert text.splitlines() == [
         "See attached.",
-        "[embedded resource file:///tmp/report.md (text/markdown, 450 characters); not shown]",
+        "[resource file:///tmp/report.md (text/markdown)]",
+        *["# Report"] * 50,
         "[resource link: file:///tmp/data.csv (data.csv, text/csv)]",
     ]
 

@@ -1,0 +1,70 @@
+"""``q3agent research`` from the command line: sources checked first, nothing finished lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pypdf
+
+from tests.cli.conftest import REPO, Cli
+
+DOCS = REPO / "tests" / "research" / "fixtures" / "docs"
+QUESTION = "How do the Aurora, Borealis and Cirrus vector databases compare on query latency?"
+
+
+def test_no_sources_is_one_line_in_cli_words(q3agent: Cli) -> None:
+    done = q3agent("research", QUESTION, "--fixture-runtime")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "--docs PATH" in done.stderr and "docs=[" not in done.stderr
+
+
+def test_no_model_is_one_line_before_any_work(q3agent: Cli) -> None:
+    done = q3agent("research", QUESTION, "--docs", str(DOCS))
+    assert done.returncode == 2
+    assert "No runtime can serve 'Qwen3-30B-A3B'" in done.stderr
+    assert "Traceback" not in done.stderr and "✓" not in done.stderr
+
+
+def test_a_mistyped_store_is_an_error_and_creates_nothing(q3agent: Cli, tmp_path: Path) -> None:
+    done = q3agent("research", QUESTION, "--store", "kb-typo", "--fixture-runtime", cwd=tmp_path)
+    assert done.returncode == 2 and "no RAG store at kb-typo" in done.stderr
+    assert not (tmp_path / "kb-typo").exists()
+
+
+def test_pdf_report_is_written_after_its_markdown(q3agent: Cli, tmp_path: Path) -> None:
+    done = q3agent(
+        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", "report.pdf",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Sources" in markdown
+    text = "".join(p.extract_text() for p in pypdf.PdfReader(tmp_path / "report.pdf").pages)
+    assert "Sources" in text
+    assert "3 sub-questions" in done.stderr
+
+
+def test_a_failed_pdf_keeps_the_markdown_and_says_where(q3agent: Cli, tmp_path: Path) -> None:
+    (tmp_path / "report.pdf").mkdir()  # the PDF cannot be written there
+    done = q3agent(
+        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", "report.pdf",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "could not write report.pdf" in done.stderr
+    assert "the Markdown report is in report.md" in " ".join(done.stderr.split())
+    assert "## Sources" in (tmp_path / "report.md").read_text()
+    summary = json.loads(done.stdout)  # --json: stdout is the summary alone
+    assert summary["status"] == "complete" and summary["sources"]
+
+
+def test_a_failing_model_marks_its_stage_failed(q3agent: Cli, tmp_path: Path) -> None:
+    script = tmp_path / "one.jsonl"
+    script.write_text(json.dumps("A brief.") + "\n")  # the plan stage finds the script used up
+    done = q3agent("research", QUESTION, "--docs", str(DOCS), "--script", str(script))
+    assert done.returncode == 1
+    assert "✓ brief" in done.stderr
+    assert "✗ plan: stopped after" in done.stderr and "✓ plan" not in done.stderr
+    assert "error:" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,93 @@
+"""The scripted-token logits processor's logic (the part that runs without vLLM) and the
+server command line; tests/engine runs them inside a real vLLM server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from q3agent.qwen3.thinking import EARLY_STOP_TEXT
+from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+from q3agent.serving import testing_vllm
+from q3agent.serving.testing_vllm import forced_token, script_body, server_command
+
+TOK = Qwen3Tokenizer.offline()
+QUERY = "<|im_start|>user\nAdd 2 and 3.<|im_end|>\n<|im_start|>assistant\n"
+THINKING = '<think>\nLet me add.\n</think>\n\n<tool_call>\n{"name": "add"}\n</tool_call><|im_end|>'
+ANSWER = "It is 5.<|im_end|>"
+
+
+def _script(*turns: str) -> list[int]:
+    return script_body([TOK.encode_trusted(t) for t in turns])["vllm_xargs"]["q3agent_script"]
+
+
+def _generate(prompt: str, script: list[int], limit: int = 200) -> str:
+    """Greedy 'generation' from the forced tokens alone, until <|im_end|> or ``limit``."""
+    prompt_ids, out = TOK.encode_trusted(prompt), []
+    while len(out) < limit:
+        token = forced_token(prompt_ids, out, script)
+        assert token is not None
+        out.append(token)
+        if token == TOK.im_end_id:
+            break
+    return TOK.decode(out)
+
+
+def test_qwen3_ids_match_the_tokenizer() -> None:
+    assert TOK.im_start_id == testing_vllm.IM_START_ID
+    assert TOK.im_end_id == testing_vllm.IM_END_ID
+    assert TOK.think_end_id == testing_vllm.THINK_END_ID
+    assert TOK.encode_trusted("<|im_start|>assistant\n")[1] == testing_vllm.ASSISTANT_ID
+    assert {TOK.encode_trusted(s)[0] for s in ("\n", "\n\n", "\n\n\n")} == set(
+        testing_vllm.NEWLINE_IDS
+    )
+
+
+def test_a_thinking_turn_is_written_in_full() -> None:
+    assert _generate(QUERY, _script(THINKING)) == THINKING
+
+
+def test_a_budget_continuation_resumes_at_the_answer() -> None:
+    cut = "<think>\nLet me"
+    continued = QUERY + cut + EARLY_STOP_TEXT
+    assert EARLY_STOP_TEXT.endswith("</think>\n\n")
+    assert _generate(continued, _script(THINKING)) == THINKING.split("</think>\n\n")[1]
+
+
+def test_a_non_thinking_prompt_gets_the_answer_part() -> None:
+    prompt = QUERY + "<think>\n\n</think>\n\n"
+    assert _generate(prompt, _script(THINKING)) == THINKING.split("</think>\n\n")[1]
+    assert _generate(prompt, _script(ANSWER)) == ANSWER
+
+
+def test_the_turn_is_found_by_counting_assistant_headers() -> None:
+    second = (
+        QUERY + "It is 5.<|im_end|>\n<|im_start|>user\nAgain.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert _generate(second, _script(ANSWER, "Still 5.<|im_end|>")) == "Still 5.<|im_end|>"
+    # a turn past the script ends at once instead of letting the random model ramble
+    assert _generate(second, _script(ANSWER)) == "<|im_end|>"
+    assert forced_token(TOK.encode_trusted("no chat here"), [], _script(ANSWER)) is None
+
+
+def test_plain_text_that_spells_a_header_is_not_a_turn() -> None:
+    prompt_ids = [*TOK.encode_trusted(QUERY), *TOK.encode("<|im_start|>assistant\n")]
+    script = _script(ANSWER, "Wrong turn.<|im_end|>")
+    # still the first turn (whose answer the spelled text already overran), not "Wrong turn."
+    assert forced_token(prompt_ids, [], script) == TOK.im_end_id
+
+
+def test_the_server_command_loads_the_processor_and_reports_cached_tokens() -> None:
+    command = server_command(Path("/models/tiny"), 18099, served_model_name="tiny")
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    for flag in ("--enable-prefix-caching", "--enable-prompt-tokens-details", "--enforce-eager"):
+        assert flag in command
+    assert command[command.index("--logits-processors") + 1].endswith(":ScriptedTokens")
+    assert command[command.index("--max-model-len") + 1] == "40960"
+
+
+def test_a_missing_engine_venv_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("Q3AGENT_ENGINE_VENV", "/nonexistent/engine-venv")
+    reason = testing_vllm.engine_missing_reason()
+    assert reason is not None and ".ci/engines.sh" in reason
