@@ -64,6 +64,7 @@ from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_
 from q3agent.tools.base import Tool
 from q3agent.tools.context import RunContext
 from q3agent.tools.executor import ApprovalCallback, ToolResult, execute_tool_calls
+from q3agent.tools.function import FunctionTool
 
 ToolChoice = Literal["auto", "required"] | str
 """``auto``: the model decides; ``required``: the first step must call a tool; a tool name:
@@ -318,6 +319,16 @@ async def _run_tools(
     return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
 
 
+def _may_report_progress(s: LoopSettings, calls: Sequence[ToolCall | ToolCallError]) -> bool:
+    """Whether a call of this step can report progress: any tool but a function tool that
+    takes no ``RunContext`` (MCP tools forward their server's progress notifications)."""
+    for call in calls:
+        tool = s.tools.get(call.name) if isinstance(call, ToolCall) else None
+        if tool is not None and not (isinstance(tool, FunctionTool) and not tool.takes_context):
+            return True
+    return False
+
+
 async def _run_tools_reporting(
     s: LoopSettings,
     conv: Conversation,
@@ -325,6 +336,9 @@ async def _run_tools_reporting(
     ctx: RunContext[Any],
 ) -> AsyncGenerator[ToolProgress | list[ToolResult], None]:
     """:func:`_run_tools`, yielding the tools' progress reports as they arrive, then the results."""
+    if not _may_report_progress(s, calls):  # the common step: no task or stream to set up
+        yield await _run_tools(s, conv, calls, ctx)
+        return
     send, receive = anyio.create_memory_object_stream[ToolProgress](math.inf)
 
     def sink(call: ToolCall | None, progress: float, total: float | None, msg: str | None) -> None:

@@ -594,3 +594,31 @@ def test_an_unknown_model_name_is_an_error_unless_its_capability_is_given() -> N
     assert Agent("my-finetune", runtime=ScriptedRuntime([]), capability="hybrid").capability == (
         "hybrid"
     )
+
+
+async def test_a_function_tool_taking_the_run_context_streams_its_progress() -> None:
+    from q3agent.events import ToolProgress
+
+    @tool
+    def crawl(ctx: RunContext[None], pages: int) -> str:
+        """Crawl some pages.
+
+        Args:
+            pages: How many.
+        """
+        for page in range(1, pages + 1):
+            ctx.report_progress(page, pages, f"page {page}")
+        return f"crawled {pages}"
+
+    runtime = ScriptedRuntime([call("crawl", pages=3), call("add", a=1, b=2), "Done."])
+    agent = Agent(runtime=runtime, tools=[crawl, add], policy=NeverThink())
+    events = [e async for e in agent.stream("Crawl three pages, then add.")]
+
+    progress = [e for e in events if isinstance(e, ToolProgress)]
+    assert [(p.step, p.name, p.progress, p.total) for p in progress] == [
+        (0, "crawl", 1, 3),
+        (0, "crawl", 2, 3),
+        (0, "crawl", 3, 3),
+    ]
+    assert crawl.takes_context and not add.takes_context
+    assert events[-1].result.answer == "Done."  # type: ignore[attr-defined]
