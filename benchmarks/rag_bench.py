@@ -9,6 +9,8 @@ Run: ``HF_HUB_OFFLINE=1 python benchmarks/rag_bench.py [--ingest-chunks N] [--si
    takes hours, so these stores are filled with random unit vectors and synthetic text: the
    timing measures the store and BM25, not embedding quality.
 3. Recall@5 of hybrid, dense and BM25 on the labeled fixture queries.
+4. The query embedding on its own (p50/p90 of one ``embed_queries([q])`` at a time), so the
+   embedding's share of the hybrid figure is visible apart from the store.
 """
 
 from __future__ import annotations
@@ -147,6 +149,29 @@ def query_latency(size: int, queries: int) -> None:
         print(f"  {mode:13s} p50 {statistics.median(times) * 1000:7.1f} ms")
 
 
+def query_embedding_latency(queries: int) -> None:
+    """One query's embedding on its own (no store): ``embed_queries([q])`` one at a time."""
+    import numpy as np
+
+    from q3agent.rag import shared_embedder
+
+    embedder = shared_embedder()
+    rng = np.random.default_rng(1)
+    probes = [f"{' '.join(rng.choice(WORDS, size=5))} NR-{int(rng.integers(10**6)):06d}"
+              for _ in range(queries + 5)]  # fmt: skip
+    for probe in probes[:5]:  # warm-up
+        embedder.embed_queries([probe])
+    times = []
+    for probe in probes[5:]:
+        t0 = time.perf_counter()
+        embedder.embed_queries([probe])
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    print(f"query embedding alone ({queries} queries, {embedder.query_threads} torch thread):")
+    print(f"  p50 {statistics.median(times) * 1000:7.1f} ms, p90 "
+          f"{times[int(len(times) * 0.9)] * 1000:7.1f} ms")  # fmt: skip
+
+
 def recall_at_5() -> None:
     from q3agent.rag import RagStore, Retriever, ingest, shared_embedder
 
@@ -175,6 +200,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
     recall_at_5()
+    query_embedding_latency(max(args.queries, 100))
     ingest_throughput(args.ingest_docs)
     for size in (int(s) for s in args.sizes.split(",") if s):
         query_latency(size, args.queries)

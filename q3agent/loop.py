@@ -64,6 +64,7 @@ from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_
 from q3agent.tools.base import Tool
 from q3agent.tools.context import RunContext
 from q3agent.tools.executor import ApprovalCallback, ToolResult, execute_tool_calls
+from q3agent.tools.function import FunctionTool
 
 ToolChoice = Literal["auto", "required"] | str
 """``auto``: the model decides; ``required``: the first step must call a tool; a tool name:
@@ -102,7 +103,7 @@ class Conversation:
     builder: PromptBuilder
     messages: list[Message] = field(default_factory=list)
     needs_render: bool = True
-    previous_ids: tuple[int, ...] = ()
+    previous_ids: Sequence[int] = ()
     """The last prompt of a builder that was replaced (to report the divergence)."""
     recorder: SessionRecorder | None = None
     """Persists the conversation as it happens (``Agent.session(store=...)``)."""
@@ -318,6 +319,16 @@ async def _run_tools(
     return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
 
 
+def _may_report_progress(s: LoopSettings, calls: Sequence[ToolCall | ToolCallError]) -> bool:
+    """Whether a call of this step can report progress: any tool but a function tool that
+    takes no ``RunContext`` (MCP tools forward their server's progress notifications)."""
+    for call in calls:
+        tool = s.tools.get(call.name) if isinstance(call, ToolCall) else None
+        if tool is not None and not (isinstance(tool, FunctionTool) and not tool.takes_context):
+            return True
+    return False
+
+
 async def _run_tools_reporting(
     s: LoopSettings,
     conv: Conversation,
@@ -325,6 +336,9 @@ async def _run_tools_reporting(
     ctx: RunContext[Any],
 ) -> AsyncGenerator[ToolProgress | list[ToolResult], None]:
     """:func:`_run_tools`, yielding the tools' progress reports as they arrive, then the results."""
+    if not _may_report_progress(s, calls):  # the common step: no task or stream to set up
+        yield await _run_tools(s, conv, calls, ctx)
+        return
     send, receive = anyio.create_memory_object_stream[ToolProgress](math.inf)
 
     def sink(call: ToolCall | None, progress: float, total: float | None, msg: str | None) -> None:
@@ -449,7 +463,8 @@ async def run_task(
             prompt_open = s.capability == "thinking_only"
             if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
                 conv.builder.append_text("<think>\n", trusted=True)
-            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok)
+            # streamed deltas are parsed as they come; otherwise the whole completion, once
+            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok) if stream else None
             constraint = _constraint(s, step)
             constrained = constraint is not None
             request = GenerationRequest(
@@ -471,6 +486,7 @@ async def run_task(
                 stream=stream,
             ):
                 if isinstance(item, TextDelta):
+                    assert parser is not None  # runtimes yield deltas only when streaming
                     for ev in _stream_events(parser, item, constrained=constrained):
                         if isinstance(ev, ParsedReasoning):
                             yield ReasoningDelta(step, ev.text)
@@ -519,12 +535,11 @@ async def run_task(
                     conv.builder.reopen_generation(enable_thinking=_template_thinking(s, mode))
                     step += 1
                     continue
+                message = _assistant(parsed)
                 conv.builder.append_generation(
-                    generation.token_ids,
-                    message=_assistant(parsed),
-                    finish_reason=generation.finish_reason,
+                    generation.token_ids, message=message, finish_reason=generation.finish_reason
                 )
-                conv.add(_assistant(parsed))
+                conv.add(message)
                 record = _step_record(
                     step, mode, generation, parsed, started_at, latency, diverged_at=diverged
                 )
@@ -537,12 +552,11 @@ async def run_task(
                 break
 
             # 3. tool calls: run them concurrently, answer each in call order
+            message = _assistant(parsed)
             conv.builder.append_generation(
-                generation.token_ids,
-                message=_assistant(parsed),
-                finish_reason=generation.finish_reason,
+                generation.token_ids, message=message, finish_reason=generation.finish_reason
             )
-            conv.add(_assistant(parsed))
+            conv.add(message)
             ctx = RunContext(deps=s.deps, run_id=run_id, step=step, messages=tuple(conv.messages))
             results = []
             async for progress_or_results in _run_tools_reporting(s, conv, calls, ctx):
@@ -598,7 +612,7 @@ async def run_task(
         status=status,
         detail=detail,
         run_id=run_id,
-        prompt_ids=conv.builder.ids,
+        prompt_ids=conv.builder.ids.to_tuple(),
         error=error,
     )
     yield FinalResult(result)

@@ -9,6 +9,7 @@ tool call.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Any
 
@@ -17,8 +18,10 @@ from q3agent.result import RunResult
 _NS = 1_000_000_000
 
 
+@functools.cache
 def telemetry_available() -> bool:
-    """Whether the OpenTelemetry API can be imported."""
+    """Whether the OpenTelemetry API can be imported (looked up once per process: every run
+    asks, and the lookup searches the import path)."""
     return importlib.util.find_spec("opentelemetry") is not None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -91,6 +92,24 @@ async def test_every_prompt_extends_the_previous_prompt_and_completion() -> None
         assert after.prompt_ids[: len(before.prompt_ids)] == before.prompt_ids
     # from the second request on, everything but the new tool turn was a cache hit
     assert all(s.usage.cached_tokens > 0 for s in result.steps[1:])
+    for before, step in zip(result.steps, result.steps[1:], strict=False):
+        assert step.usage.cached_tokens == before.usage.total_tokens  # prompt + completion
+
+
+async def test_the_test_runtime_prefix_cache_serves_what_tuple_prompts_share(
+    tokenizer: Any,
+) -> None:
+    from q3agent.serving.base import GenerationRequest
+
+    runtime = ScriptedRuntime(["One.", "Two.", "Three."], tokenizer=tokenizer)
+    first = tuple(tokenizer.encode_trusted("<|im_start|>user\nhi<|im_end|>\n"))
+    out = (await runtime.generate(GenerationRequest(prompt_ids=first))).token_ids
+    grown = (*first, *out, *tokenizer.encode("more"))
+    second = await runtime.generate(GenerationRequest(prompt_ids=grown))
+    assert second.usage.cached_tokens == len(first) + len(out)
+    changed = (*grown[:3], 0, *grown[4:])  # differs from the cached prompt at index 3
+    third = await runtime.generate(GenerationRequest(prompt_ids=changed))
+    assert third.usage.cached_tokens == 3
 
 
 async def test_prompt_ids_are_previous_prompt_plus_returned_completion_ids() -> None:
@@ -575,3 +594,31 @@ def test_an_unknown_model_name_is_an_error_unless_its_capability_is_given() -> N
     assert Agent("my-finetune", runtime=ScriptedRuntime([]), capability="hybrid").capability == (
         "hybrid"
     )
+
+
+async def test_a_function_tool_taking_the_run_context_streams_its_progress() -> None:
+    from q3agent.events import ToolProgress
+
+    @tool
+    def crawl(ctx: RunContext[None], pages: int) -> str:
+        """Crawl some pages.
+
+        Args:
+            pages: How many.
+        """
+        for page in range(1, pages + 1):
+            ctx.report_progress(page, pages, f"page {page}")
+        return f"crawled {pages}"
+
+    runtime = ScriptedRuntime([call("crawl", pages=3), call("add", a=1, b=2), "Done."])
+    agent = Agent(runtime=runtime, tools=[crawl, add], policy=NeverThink())
+    events = [e async for e in agent.stream("Crawl three pages, then add.")]
+
+    progress = [e for e in events if isinstance(e, ToolProgress)]
+    assert [(p.step, p.name, p.progress, p.total) for p in progress] == [
+        (0, "crawl", 1, 3),
+        (0, "crawl", 2, 3),
+        (0, "crawl", 3, 3),
+    ]
+    assert crawl.takes_context and not add.takes_context
+    assert events[-1].result.answer == "Done."  # type: ignore[attr-defined]

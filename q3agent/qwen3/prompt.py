@@ -21,8 +21,11 @@ everywhere, as long as the model's ids are the canonical tokenization of its tex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import islice
+from typing import overload
 
 from q3agent.qwen3.chat_format import (
     Segment,
@@ -44,7 +47,87 @@ from q3agent.qwen3.messages import (
 )
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
-__all__ = ["PromptBuilder", "PromptStateError", "PromptUpdate"]
+__all__ = ["PromptBuilder", "PromptIds", "PromptStateError", "PromptUpdate"]
+
+
+class PromptIds(Sequence[int]):
+    """A read-only prompt: the first ``len`` ids of a builder's append-only id list.
+
+    Handing one out costs nothing (no copy of the history), which keeps the agent loop's
+    per-step CPU independent of the prompt's length. It stays valid because the builder only
+    ever appends to the list it shares; anything else (a re-render, a switched generation
+    prompt) starts a new list. It behaves as a tuple of ints for reading: it compares and
+    hashes equal to the tuple of the same ids, slicing and ``+`` give tuples, and ``tuple()``
+    or ``list()`` make a copy where one is needed (a runtime sending JSON to a server).
+    """
+
+    __slots__ = ("_ids", "_len")
+
+    def __init__(self, ids: list[int], length: int | None = None) -> None:
+        """View ``ids[:length]`` (all of ``ids`` by default); the caller only ever appends."""
+        self._ids = ids
+        self._len = len(ids) if length is None else length
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[int, ...]: ...
+    def __getitem__(self, index: int | slice) -> int | tuple[int, ...]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._len)
+            return tuple(self._ids[start:stop:step])
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("prompt index out of range")
+        return self._ids[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return islice(self._ids, self._len)  # appends made while iterating are not seen
+
+    def __reversed__(self) -> Iterator[int]:
+        return islice(reversed(self._ids), len(self._ids) - self._len, None)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PromptIds):
+            if other._ids is self._ids:
+                return other._len == self._len
+            return self._len == other._len and self._ids[: self._len] == other._ids[: other._len]
+        if isinstance(other, tuple):
+            return self._len == len(other) and self.to_tuple() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.to_tuple())
+
+    def __add__(self, other: tuple[int, ...] | PromptIds) -> tuple[int, ...]:
+        if isinstance(other, PromptIds):
+            return self.to_tuple() + other.to_tuple()
+        if not isinstance(other, tuple):
+            return NotImplemented
+        return self.to_tuple() + other
+
+    def __radd__(self, other: tuple[int, ...]) -> tuple[int, ...]:
+        if not isinstance(other, tuple):
+            return NotImplemented
+        return other + self.to_tuple()
+
+    def extends(self, other: PromptIds) -> bool:
+        """Whether ``other`` is a prefix of this prompt, known without comparing ids: both
+        come from the same builder list (appended to since ``other`` was handed out)."""
+        return other._ids is self._ids and other._len <= self._len
+
+    def to_tuple(self) -> tuple[int, ...]:
+        """The ids as a tuple: one copy, for keeping the prompt beyond the conversation."""
+        if self._len == len(self._ids):
+            return tuple(self._ids)
+        return tuple(self._ids[: self._len])
+
+    def __repr__(self) -> str:
+        return f"PromptIds(<{self._len} ids>)"
 
 
 class PromptStateError(RuntimeError):
@@ -60,7 +143,7 @@ class PromptUpdate:
     stays valid.
     """
 
-    ids: tuple[int, ...]
+    ids: PromptIds
     diverged_at: int | None
     rerendered: bool
 
@@ -103,10 +186,7 @@ class PromptBuilder:
         self._tok = tokenizer
         self._tools = list(tools) if tools else None
         self._system = system
-        self._ids: list[int] = []
-        self._shared: tuple[int, ...] = ()  # the last tuple handed out, while still current
-        self._rewrites = 0  # counts changes other than appends (the list is append-only else)
-        self._shared_at = 0
+        self._ids: list[int] = []  # only ever appended to: PromptIds share it (see ids)
         self._messages: list[Message] = []
         self._model_output: set[int] = set()  # message indices holding raw decoded output
         self._turn: _OpenTurn | None = None
@@ -115,16 +195,13 @@ class PromptBuilder:
     # -- views ---------------------------------------------------------------------------------
 
     @property
-    def ids(self) -> tuple[int, ...]:
+    def ids(self) -> PromptIds:
         """The current prompt (including any ids generated in the open assistant turn).
 
-        One tuple is built per change and shared by every reader until the next change, so
-        reading the prompt (for the request, the record, the caller) costs no copy per read.
+        A read-only view that later appends do not change, handed out without copying the
+        history: reading the prompt every step (for the request, the caller) costs O(1).
         """
-        if len(self._shared) != len(self._ids) or self._shared_at != self._rewrites:
-            self._shared = tuple(self._ids)
-            self._shared_at = self._rewrites
-        return self._shared
+        return PromptIds(self._ids)
 
     @property
     def messages(self) -> tuple[Message, ...]:
@@ -141,9 +218,7 @@ class PromptBuilder:
 
     # -- building ------------------------------------------------------------------------------
 
-    def start(
-        self, messages: Sequence[MessageLike], *, enable_thinking: bool | None
-    ) -> tuple[int, ...]:
+    def start(self, messages: Sequence[MessageLike], *, enable_thinking: bool | None) -> PromptIds:
         """Render the history and the generation prompt; returns the prompt ids.
 
         Calling it again starts over with a new history.
@@ -156,7 +231,6 @@ class PromptBuilder:
         self._messages = history
         self._model_output = set()
         self._ids = []
-        self._rewrites += 1
         self._rerender(enable_thinking)
         return self.ids
 
@@ -190,7 +264,7 @@ class PromptBuilder:
             turn.message = message
         turn.finish_reason = finish_reason
 
-    def append_text(self, text: str, *, trusted: bool = False) -> tuple[int, ...]:
+    def append_text(self, text: str, *, trusted: bool = False) -> PromptIds:
         """Append text to the open assistant turn (say, the thinking-budget early stop).
 
         With ``trusted=True`` control-token strings (``</think>``) become control tokens.
@@ -201,7 +275,7 @@ class PromptBuilder:
         self._extend_turn(turn, ids)
         return self.ids
 
-    def append_ids(self, ids: Sequence[int]) -> tuple[int, ...]:
+    def append_ids(self, ids: Sequence[int]) -> PromptIds:
         """Append ids to the open assistant turn; returns the full prompt ids."""
         turn = self._open_turn("append_ids")
         self._extend_turn(turn, list(ids))
@@ -209,7 +283,7 @@ class PromptBuilder:
 
     def append_tool_results(
         self, results: Sequence[ToolMessage | MessageLike], *, enable_thinking: bool | None
-    ) -> tuple[int, ...]:
+    ) -> PromptIds:
         """Close the assistant turn, add one user turn of ``<tool_response>`` blocks (one per
         result, in order) and the next generation prompt. Returns the full prompt ids."""
         if not results:
@@ -259,7 +333,7 @@ class PromptBuilder:
             self._query_start = start
         return PromptUpdate(self.ids, None, rerendered=False)
 
-    def reopen_generation(self, *, enable_thinking: bool | None) -> tuple[int, ...]:
+    def reopen_generation(self, *, enable_thinking: bool | None) -> PromptIds:
         """Replace the open generation prompt's thinking switch before anything was generated.
 
         The agent uses it to regenerate a draft answer with thinking: the ids keep everything up
@@ -272,8 +346,7 @@ class PromptBuilder:
                 "reopen_generation(): the model already generated in this turn; only an "
                 "untouched generation prompt can be switched"
             )
-        del self._ids[turn.body_start :]
-        self._rewrites += 1
+        self._ids = self._ids[: turn.body_start]  # a new list: views handed out stay valid
         _head, *tail = generation_prompt_segments(enable_thinking)
         self._ids.extend(encode_segments(self._tok, tail))
         return self.ids
@@ -346,9 +419,8 @@ class PromptBuilder:
         # Encode once, in two halves split at the last query's turn head: it starts with a
         # control token, so the halves concatenate to exactly the full encoding.
         cut = self._last_query_segment(segments)
-        before = encode_segments(self._tok, segments[:cut])
+        before = _encode_head(self._tok, segments[:cut])
         self._ids = before + encode_segments(self._tok, segments[cut:])
-        self._rewrites += 1
         self._query_start = len(before)
         self._open_generation(enable_thinking)
 
@@ -364,3 +436,21 @@ class PromptBuilder:
 
 
 _USER_TURN_HEAD = Segment("<|im_start|>user\n", True)
+
+_CACHED_HEAD_CHARS = 32_768
+"""Conversation heads up to this many characters (the system turn with its tool list, which
+every task of an agent starts with) are encoded once per process and remembered."""
+
+
+def _encode_head(tokenizer: Qwen3Tokenizer, segments: Sequence[Segment]) -> list[int]:
+    """:func:`encode_segments` of the part before the last query, remembered when short."""
+    if sum(len(text) for text, _ in segments) > _CACHED_HEAD_CHARS:
+        return encode_segments(tokenizer, segments)
+    return list(_encode_head_cached(tokenizer, tuple(segments)))
+
+
+@lru_cache(maxsize=64)
+def _encode_head_cached(
+    tokenizer: Qwen3Tokenizer, segments: tuple[Segment, ...]
+) -> tuple[int, ...]:
+    return tuple(encode_segments(tokenizer, segments))

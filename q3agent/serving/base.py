@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from q3agent.qwen3.messages import Message
+    from q3agent.qwen3.prompt import PromptIds
     from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
 FinishReason = Literal["stop", "length", "abort"]
@@ -65,11 +66,13 @@ class GenerationRequest:
     """What the loop asks a runtime for.
 
     ``prompt_ids`` is the normal form: the append-only prompt built by
-    :class:`q3agent.qwen3.prompt.PromptBuilder`. ``messages``/``tools`` travel alongside for
-    runtimes that can only take a chat request (an OpenAI ``/v1/chat/completions`` server).
+    :class:`q3agent.qwen3.prompt.PromptBuilder`, as a tuple or as the builder's
+    :class:`~q3agent.qwen3.prompt.PromptIds` (a read-only view that reads like a tuple, handed
+    over without copying the history). ``messages``/``tools`` travel alongside for runtimes
+    that can only take a chat request (an OpenAI ``/v1/chat/completions`` server).
     """
 
-    prompt_ids: tuple[int, ...]
+    prompt_ids: tuple[int, ...] | PromptIds
     sampling: SamplingParams = field(default_factory=SamplingParams)
     constraint: OutputConstraint | None = None
     messages: tuple[Message, ...] = ()

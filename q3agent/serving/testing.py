@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 
 import anyio
 
+from q3agent.qwen3.prompt import PromptIds
 from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import (
@@ -45,8 +46,8 @@ class RecordedRequest:
         self._text: str | None = None
 
     @property
-    def prompt_ids(self) -> tuple[int, ...]:
-        """The prompt's token ids, as the runtime received them."""
+    def prompt_ids(self) -> tuple[int, ...] | PromptIds:
+        """The prompt's token ids, as the runtime received them (reads like a tuple)."""
         return self.request.prompt_ids
 
     @property
@@ -80,8 +81,9 @@ class _TestRuntimeBase(ABC):
         """Seconds each request sleeps (on the event loop) before answering."""
         self.simulate_prefix_cache = simulate_prefix_cache
         self.requests: list[RecordedRequest] = []
-        self._cached: tuple[int, ...] = ()
-        self._pending: tuple[tuple[int, ...], list[int]] | None = None
+        self._cached: tuple[tuple[int, ...] | PromptIds, tuple[int, ...]] = ((), ())
+        """(last prompt, its completion): what the simulated prefix cache holds."""
+        self._pending: tuple[tuple[int, ...] | PromptIds, list[int]] | None = None
         """(prompt, every id the script planned) of a completion cut short, for resuming."""
         self._planned: list[int] = []
 
@@ -203,8 +205,8 @@ class _TestRuntimeBase(ABC):
         self._pending = (request.prompt_ids, list(ids)) if cut_early else None
         cached = 0
         if self.simulate_prefix_cache:
-            cached = _common_prefix(self._cached, request.prompt_ids)
-            self._cached = request.prompt_ids + tuple(out)
+            cached = _cached_prefix_of(self._cached, request.prompt_ids)
+            self._cached = (request.prompt_ids, tuple(out))
         usage = Usage(
             prompt_tokens=len(request.prompt_ids),
             completion_tokens=len(out),
@@ -225,6 +227,24 @@ class _TestRuntimeBase(ABC):
         )
 
 
+def _cached_prefix_of(
+    cached: tuple[tuple[int, ...] | PromptIds, tuple[int, ...]],
+    prompt: tuple[int, ...] | PromptIds,
+) -> int:
+    """How much of ``prompt`` a prefix cache holding the last prompt and its completion
+    serves. A builder's prompt that extends the last one is known to share it whole (the
+    builder only appends), so only the completion is compared, as an engine's radix tree
+    walks only what is new; other prompts are compared from the start."""
+    last, out = cached
+    if isinstance(prompt, PromptIds) and isinstance(last, PromptIds) and prompt.extends(last):
+        shared = len(last)
+    else:
+        shared = _common_prefix(last, prompt)
+    if shared < len(last):
+        return shared
+    return shared + _common_prefix(out, prompt[shared : shared + len(out)])
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the common prefix, compared in blocks (prompts share long prefixes)."""
     n = min(len(a), len(b))
@@ -232,9 +252,11 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while lo < n and a[lo : lo + block] == b[lo : lo + block]:
         lo += block
     hi = min(lo + block, n)
-    while lo < hi and a[lo] == b[lo]:
-        lo += 1
-    return min(lo, n)
+    tail_a, tail_b = a[lo:hi], b[lo:hi]  # one slice each: a PromptIds indexes slowly
+    same = 0
+    while same < len(tail_a) and tail_a[same] == tail_b[same]:
+        same += 1
+    return min(lo + same, n)
 
 
 class ScriptedRuntime(_TestRuntimeBase):

@@ -297,67 +297,75 @@ async def execute_tool_calls(
             result = ToolResult(call.id, tool.name, content, True, "timeout")
         finish(slot, dataclasses.replace(result, duration_s=duration))
 
-    async with anyio.create_task_group() as tg:
-        awaiting_approval: list[tuple[int, ToolCall, Tool, Any]] = []
-        for slot, item in enumerate(items):
-            if isinstance(item, ToolCallError):
-                finish(slot, _parse_error(item))
-                continue
-            tool = tools.get(item.name)
-            if tool is None:
-                finish(slot, _unknown_tool(item, tools))
-                continue
-            try:
-                arguments = tool.validate(item.arguments)
-            except ToolArgumentsError as exc:
-                content = _invalid_arguments(item, tool, exc)
-                finish(
-                    slot,
-                    ToolResult(item.id, tool.name, content, True, "invalid_arguments", exc),
-                )
-                continue
-            except Exception as exc:
-                content = f"Error: could not check the arguments of '{tool.name}': {exc}"
-                finish(slot, ToolResult(item.id, tool.name, content, True, "exception", exc))
-                continue
-            if tool.requires_approval:
-                awaiting_approval.append((slot, item, tool, arguments))
-            else:
-                tg.start_soon(run, slot, item, tool, arguments)
+    awaiting_approval: list[tuple[int, ToolCall, Tool, Any]] = []
+    ready: list[tuple[int, ToolCall, Tool, Any]] = []
+    for slot, item in enumerate(items):
+        if isinstance(item, ToolCallError):
+            finish(slot, _parse_error(item))
+            continue
+        tool = tools.get(item.name)
+        if tool is None:
+            finish(slot, _unknown_tool(item, tools))
+            continue
+        try:
+            arguments = tool.validate(item.arguments)
+        except ToolArgumentsError as exc:
+            content = _invalid_arguments(item, tool, exc)
+            finish(
+                slot,
+                ToolResult(item.id, tool.name, content, True, "invalid_arguments", exc),
+            )
+            continue
+        except Exception as exc:
+            content = f"Error: could not check the arguments of '{tool.name}': {exc}"
+            finish(slot, ToolResult(item.id, tool.name, content, True, "exception", exc))
+            continue
+        if tool.requires_approval:
+            awaiting_approval.append((slot, item, tool, arguments))
+        else:
+            ready.append((slot, item, tool, arguments))
 
-        async def approve_then_run() -> None:
-            for slot, call, tool, arguments in awaiting_approval:
-                if approve is None:
-                    logger.warning(
-                        "tool %r requires approval but no approval callback is configured; "
-                        "the call was denied",
-                        tool.name,
-                    )
-                    finish(
-                        slot,
-                        _denied(
-                            call,
-                            "this tool requires approval and no approval callback is configured",
-                        ),
-                    )
-                    continue
-                verdict = await _ask_approval(approve, call, tool)
-                if verdict is True:
-                    tg.start_soon(run, slot, call, tool, arguments)
-                else:
-                    reason = verdict if isinstance(verdict, str) and verdict.strip() else ""
-                    finish(
-                        slot,
-                        _denied(
-                            call,
-                            f"the user denied it ({reason.strip()})"
-                            if reason
-                            else "the user denied it",
-                        ),
-                    )
+    if len(ready) == 1 and not awaiting_approval:
+        await run(*ready[0])  # the common single call: no task group needed
+    elif ready or awaiting_approval:
+        async with anyio.create_task_group() as tg:
+            for job in ready:
+                tg.start_soon(run, *job)
 
-        if awaiting_approval:
-            tg.start_soon(approve_then_run)
+            async def approve_then_run() -> None:
+                for slot, call, tool, arguments in awaiting_approval:
+                    if approve is None:
+                        logger.warning(
+                            "tool %r requires approval but no approval callback is configured; "
+                            "the call was denied",
+                            tool.name,
+                        )
+                        finish(
+                            slot,
+                            _denied(
+                                call,
+                                "this tool requires approval and no approval callback is "
+                                "configured",
+                            ),
+                        )
+                        continue
+                    verdict = await _ask_approval(approve, call, tool)
+                    if verdict is True:
+                        tg.start_soon(run, slot, call, tool, arguments)
+                    else:
+                        reason = verdict if isinstance(verdict, str) and verdict.strip() else ""
+                        finish(
+                            slot,
+                            _denied(
+                                call,
+                                f"the user denied it ({reason.strip()})"
+                                if reason
+                                else "the user denied it",
+                            ),
+                        )
+
+            if awaiting_approval:
+                tg.start_soon(approve_then_run)
 
     done: list[ToolResult] = []
     for result in results:

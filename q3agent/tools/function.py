@@ -418,6 +418,12 @@ class FunctionTool(Tool, Generic[P, R]):
             ) from exc
         self.parameters = clean_schema(raw_schema, strict=strict)
 
+    @property
+    def takes_context(self) -> bool:
+        """Whether the function declares a ``RunContext`` parameter (only then can it report
+        progress or read the run)."""
+        return self._context_param is not None
+
     def validate(self, arguments: dict[str, Any]) -> BaseModel:
         """Validate the model's arguments with the signature's pydantic model.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from q3agent.qwen3.messages import (
     ToolMessage,
     UserMessage,
 )
-from q3agent.qwen3.prompt import PromptBuilder, PromptStateError
+from q3agent.qwen3.prompt import PromptBuilder, PromptIds, PromptStateError
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
 EARLY_STOP = (
@@ -320,3 +321,42 @@ def test_reopen_generation_switches_an_untouched_generation_prompt(
     builder.append_generation(tokenizer.encode("Yes."))
     with pytest.raises(PromptStateError, match="already generated"):
         builder.reopen_generation(enable_thinking=True)
+
+
+def test_reading_the_prompt_copies_no_history_and_earlier_prompts_stay_as_they_were(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    document = "The quarterly report lists revenue by region. " * 2_000  # ~18K tokens
+    builder = PromptBuilder(tokenizer, TOOLS)
+    first = builder.start([UserMessage(content=document)], enable_thinking=False)
+    frozen = tuple(first)
+    builder.append_generation(tokenizer.encode_trusted('<tool_call>\n{"name": "search"}\n'))
+    after_call = builder.ids
+    later = builder.append_tool_results([ToolMessage(content="no results")], enable_thinking=False)
+
+    # a prompt read every step is a view, not a copy of the ~18K-token history
+    assert isinstance(later, PromptIds)
+    assert sys.getsizeof(later) < 200 < sys.getsizeof(frozen)
+    # it reads as the tuple of its ids: equality, hashing, slicing, +, reversed
+    assert later == tuple(later) and hash(later) == hash(tuple(later))
+    assert later[: len(first)] == frozen and later[-1] == tuple(later)[-1]
+    assert later + (1, 2) == (*later, 1, 2) and (1,) + later == (1, *later)  # noqa: RUF005
+    assert list(reversed(first)) == list(reversed(frozen))
+    assert later != list(later)  # as a tuple: never equal to a list
+    # prompts handed out earlier do not see what was appended since
+    assert first == frozen and len(first) < len(after_call) < len(later)
+    assert list(first) == list(frozen) and len(list(after_call)) == len(after_call)
+
+
+def test_a_switched_generation_prompt_leaves_the_prompt_handed_out_before_unchanged(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    builder = PromptBuilder(tokenizer)
+    quick = builder.start([UserMessage(content="Is 91 prime?")], enable_thinking=False)
+    frozen = tuple(quick)
+
+    builder.reopen_generation(enable_thinking=True)
+    builder.append_generation(tokenizer.encode("Hmm"))
+
+    assert quick == frozen
+    assert tokenizer.decode(quick).endswith("<think>\n\n</think>\n\n")

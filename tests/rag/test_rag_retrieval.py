@@ -214,6 +214,25 @@ def test_query_encoding_uses_its_own_thread_count_and_restores_torch(embedder: A
     assert np.allclose(one, default, atol=1e-5)
 
 
+def test_a_single_query_embeds_exactly_as_sentence_transformers_encode_does(
+    embedder: Any,
+) -> None:
+    import numpy as np
+
+    query = "how do I reset the gripper after a torque fault?"
+    for prompt in ("", "query: "):  # with and without a query prompt (Qwen3-Embedding's case)
+        encoded = embedder.model.encode(
+            [query], prompt=prompt or None, normalize_embeddings=True, convert_to_numpy=True
+        )
+        single = embedder._encode([query], prompt, 1)
+        assert single.dtype == np.float32 and single.shape == (1, embedder.dimension)
+        assert np.allclose(single, encoded, atol=1e-6)
+    # the single-query path and the batch path agree
+    batch = embedder.embed_queries([query, "battery voltage"])
+    assert np.allclose(embedder.embed_queries([query])[0], batch[0], atol=1e-5)
+    assert embedder.model.training is False
+
+
 def test_stores_opened_without_an_embedder_share_the_process_embedder() -> None:
     from q3agent.rag import RagStore, shared_embedder
 
