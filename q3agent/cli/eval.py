@@ -186,6 +186,7 @@ def resolve_config(
     return EvalConfig(
         categories=categories,
         model=choice.model,
+        capability=choice.capability,
         mode=pick("mode", "fc"),
         thinking=thinking,
         thinking_budget=budgets[0] if budgets and len(budgets) == 1 else None,

@@ -233,7 +233,7 @@ async def run_multi_turn(
     from q3agent.eval.bfcl_runner import EntryResult
 
     tok = runtime.tokenizer
-    capability = model_capability(config.model)
+    capability = model_capability(config.model, config.capability)
     functions = list(entry.functions)
     builder = PromptBuilder(tok, to_qwen3_tools(functions))
     run = MultiTurnRun()

@@ -47,7 +47,7 @@ from q3agent.eval.bfcl_settings import (
 from q3agent.eval.oracle import bind_entry
 from q3agent.eval.scoring import CategoryScore, Verdict, check_ast, v3_summary
 from q3agent.loop import parse_generation
-from q3agent.policy.base import Policy, RunState
+from q3agent.policy.base import Policy, RunState, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.qwen3.chat_format import render_ids
 from q3agent.qwen3.messages import ToolCall, to_messages
@@ -90,6 +90,8 @@ class EvalConfig:
 
     categories: tuple[str, ...] = ("all",)
     model: str | None = None
+    capability: ThinkingCapability | None = None
+    """What the model can do when the registry does not know ``model`` (``--capability``)."""
     mode: Mode = "fc"
     thinking: Thinking = "off"
     thinking_budget: int | None = None
@@ -429,7 +431,7 @@ async def _run_single_turn(
     else:
         messages = [dict(m) for m in entry.turns[0]]
         tools = to_qwen3_tools(entry.functions)
-    capability = model_capability(config.model)
+    capability = model_capability(config.model, config.capability)
     task = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     mode = policy.decide(
         RunState(

@@ -111,8 +111,13 @@ def step_sampling(
     return sampling
 
 
-def model_capability(model: str | None) -> ThinkingCapability:
-    """What the model can do (thinking modes), from the registry; a hybrid Qwen3 otherwise."""
+def model_capability(
+    model: str | None, capability: ThinkingCapability | None = None
+) -> ThinkingCapability:
+    """What the model can do (thinking modes): ``capability`` when given, else the registry's
+    entry; a hybrid Qwen3 otherwise."""
+    if capability is not None:
+        return capability
     if model is None:
         return "hybrid"
     from q3agent.qwen3.models import get_model

@@ -129,3 +129,22 @@ def test_the_report_preset_runs_multi_turn_on_a_yarn_engine_of_its_own() -> None
     assert engine_phases(report) == [(SINGLE_TURN_CATEGORIES, None), (MULTI_TURN_CATEGORIES, 65536)]
     bfcl = resolve_config(parser.parse_args(["eval", "bfcl", "--preset", "bfcl"]), everything)
     assert engine_phases(bfcl) == [(everything, None)]
+
+
+def test_a_model_outside_the_registry_is_evaluated_with_the_capability_given() -> None:
+    """``--capability`` reaches the harness: a fine-tune the registry does not know is
+    evaluated as what the user says it is, in single- and multi-turn alike."""
+    import argparse
+
+    from q3agent.cli.eval import add_eval_commands, resolve_config
+    from q3agent.eval.bfcl_settings import model_capability
+
+    parser = argparse.ArgumentParser()
+    add_eval_commands(parser.add_subparsers())
+    args = parser.parse_args(
+        ["eval", "bfcl", "--model", "my-qwen3-finetune", "--capability", "non_thinking"]
+    )
+    config = resolve_config(args, ("simple",))
+    assert config.model == "my-qwen3-finetune"
+    assert config.capability == "non_thinking"
+    assert model_capability(config.model, config.capability) == "non_thinking"
