@@ -473,8 +473,8 @@ def build_mcp_server(
             raise ServerToolError(str(exc)) from exc
         except Exception as exc:
             raise ServerToolError(
-                f"the agent failed: {type(exc).__name__}: {exc}. Check the server's model and "
-                "runtime configuration."
+                f"the agent failed: {type(exc).__name__}: {str(exc).rstrip('.')}. Check the "
+                "server's model and runtime configuration."
             ) from exc
         return mcp_types.CallToolResult(
             content=[mcp_types.TextContent(type="text", text=render_ask(result))],
