@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from q3agent._lazy import lazy_getattr
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "Agent": "q3agent.agent",
