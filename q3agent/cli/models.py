@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from q3agent.qwen3.models import MODELS, registry_table
@@ -26,7 +27,11 @@ def print_models_table(console: Console | None = None, *, gpu_memory_gb: float =
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False)
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal and not os.environ.get("COLUMNS"):
+            # piped or redirected with no width asked for: no terminal to fit, keep rows whole
+            console = Console(highlight=False, width=max(console.width, 110))
     gpus_key = f"gpus_{gpu_memory_gb:g}gb"
     rows = registry_table(gpu_memory_gb)
     table = Table(
