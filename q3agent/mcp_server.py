@@ -613,26 +613,13 @@ def load_agent_factory(spec: str) -> AgentFactory:
 
 
 def read_script(path: str) -> list[str]:
-    """Completions for a ScriptedRuntime: a JSONL file of strings or ``{"text": ...}`` lines."""
-    completions: list[str] = []
+    """Completions for ``--runtime-script`` (see ``testing.load_completions``)."""
+    from q3agent.serving.testing import ScriptFileError, load_completions
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ServeConfigError(f"{path}:{number} is not JSON: {exc}") from None
-                text = item.get("text") if isinstance(item, dict) else item
-                if not isinstance(text, str):
-                    raise ServeConfigError(
-                        f'{path}:{number} must be a JSON string or {{"text": "..."}}'
-                    )
-                completions.append(text)
-    except FileNotFoundError:
-        raise ServeConfigError(f"--runtime-script file {path} does not exist") from None
-    return completions
+        return load_completions(path)
+    except ScriptFileError as exc:
+        raise ServeConfigError(f"--runtime-script: {exc}") from None
 
 
 async def make_served_agent(

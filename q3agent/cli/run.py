@@ -47,21 +47,13 @@ def load_object(spec: str, *, flag: str = "--tools") -> Any:
 
 
 def load_script(path: str | Path) -> list[str]:
-    """Completions for a ScriptedRuntime: a JSONL file of strings or ``{"completion": ...}``."""
-    completions: list[str] = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LoadError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if isinstance(item, dict):
-            item = item.get("completion")
-        if not isinstance(item, str):
-            raise LoadError(f'{path}:{number}: expected a JSON string or {{"completion": "..."}}')
-        completions.append(item)
-    return completions
+    """Completions for ``--script`` (see :func:`q3agent.serving.testing.load_completions`)."""
+    from q3agent.serving.testing import ScriptFileError, load_completions
+
+    try:
+        return load_completions(path)
+    except ScriptFileError as exc:
+        raise LoadError(str(exc)) from None
 
 
 def run_command(args: argparse.Namespace) -> int:

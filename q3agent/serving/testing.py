@@ -9,8 +9,10 @@ what a GPU run would, only with the model's words chosen by the test.
 from __future__ import annotations
 
 import inspect
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 
 import anyio
 
@@ -31,6 +33,38 @@ Completion = str | Generation
 """What a scripted step yields: raw completion text, or a full :class:`Generation`."""
 
 CompletionFn = Callable[[GenerationRequest], Completion | Awaitable[Completion]]
+
+
+class ScriptFileError(ValueError):
+    """A script file for a :class:`ScriptedRuntime` that cannot be read; says where and why."""
+
+
+def load_completions(path: str | Path) -> list[str]:
+    """Raw completions for a :class:`ScriptedRuntime` from a JSONL file (``--script``).
+
+    Each non-blank line is a JSON string or an object with the completion under
+    ``"completion"`` (or ``"text"``). Raises :class:`ScriptFileError` naming the file and line.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ScriptFileError(f"cannot read the script {path}: {exc.strerror or exc}") from None
+    completions: list[str] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ScriptFileError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        if isinstance(item, dict):
+            item = item.get("completion", item.get("text"))
+        if not isinstance(item, str):
+            raise ScriptFileError(
+                f'{path}:{number}: expected a JSON string or {{"completion": "..."}}'
+            )
+        completions.append(item)
+    return completions
 
 
 class ScriptExhaustedError(AssertionError):
