@@ -15,7 +15,7 @@ from q3agent.events import Event, FinalResult
 from q3agent.loop import Conversation, LoopSettings, ToolChoice, run_task
 from q3agent.memory.context_window import NATIVE_CONTEXT, ContextWindow
 from q3agent.memory.recorder import SessionRecorder
-from q3agent.memory.sessions import SessionStore
+from q3agent.memory.sessions import Session, SessionStore, session_store
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import PlanAct
 from q3agent.qwen3.messages import AssistantMessage, Message, SystemMessage
@@ -139,15 +139,23 @@ class Agent:
         *,
         store: SessionStore | str | os.PathLike[str] | None = None,
         session_id: str | None = None,
+        wait: bool | float = False,
+        lease_ttl: float | None = None,
     ) -> AgentSession:
         """A conversation that keeps its history (and prompt ids) across tasks.
 
-        With ``store`` (a :class:`~q3agent.memory.sessions.SessionStore` or a SQLite path) the
-        conversation is persisted as it happens under ``session_id`` and reloaded when the same
-        id is opened again; :meth:`AgentSession.resume` continues a task that was interrupted
-        (even by ``kill -9``) without re-running the tool calls that had completed.
+        With ``store`` (a :class:`~q3agent.memory.sessions.SessionStore`, a SQLite path, or a
+        URL: ``sqlite:///sessions.db``, ``postgresql://…``) the conversation is persisted as
+        it happens under ``session_id`` and reloaded when the same id is opened again;
+        :meth:`AgentSession.resume` continues a task that was interrupted (even by
+        ``kill -9``) without re-running the tool calls that had completed. The session is
+        leased to this process until :meth:`AgentSession.close`: another worker opening it
+        gets :class:`~q3agent.memory.sessions.SessionBusy`, or waits with ``wait=True`` (or
+        up to ``wait`` seconds); a killed holder's lease lapses after ``lease_ttl`` seconds.
         """
-        return AgentSession(self, history, store=store, session_id=session_id)
+        return AgentSession(
+            self, history, store=store, session_id=session_id, wait=wait, lease_ttl=lease_ttl
+        )
 
     def _window(self, runtime: Runtime) -> ContextWindow | None:
         if self.context_window != "auto":
@@ -209,6 +217,8 @@ class AgentSession:
         *,
         store: SessionStore | str | os.PathLike[str] | None = None,
         session_id: str | None = None,
+        wait: bool | float = False,
+        lease_ttl: float | None = None,
     ) -> None:
         self.agent = agent
         self.extra_tools: dict[str, Tool] = {}
@@ -218,15 +228,34 @@ class AgentSession:
         self._history = list(history)
         self._recorder: SessionRecorder | None = None
         self.session_id = session_id or uuid.uuid4().hex
+        self._saved: Session | None = None
+        self._own_store: SessionStore | None = None
         if store is not None:
-            sessions = store if isinstance(store, SessionStore) else SessionStore(store)
-            saved = sessions.open(self.session_id)
+            sessions = session_store(store)
+            if sessions is not store:
+                self._own_store = sessions
+            saved = self._saved = sessions.open(
+                self.session_id, lease=True, wait=wait, lease_ttl=lease_ttl
+            )
             state = saved.load()
             if state.messages:
                 self._history = list(state.messages)
             elif self._history:
                 saved.append_messages(self._history)
             self._recorder = SessionRecorder(saved, state.next_step)
+
+    def close(self) -> None:
+        """Release the persisted session's lease (and close a store opened from a path)."""
+        if self._saved is not None:
+            self._saved.close()
+        if self._own_store is not None:
+            self._own_store.close()
+
+    def __enter__(self) -> AgentSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def interrupted(self) -> bool:

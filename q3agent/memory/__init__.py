@@ -18,7 +18,17 @@ from q3agent.memory.long_term import (
     llm_decider,
     similarity_decider,
 )
-from q3agent.memory.sessions import Session, SessionError, SessionState, SessionStore
+from q3agent.memory.sessions import (
+    Lease,
+    LeaseLost,
+    Session,
+    SessionBusy,
+    SessionError,
+    SessionState,
+    SessionStore,
+    SQLiteSessionStore,
+    session_store,
+)
 
 __all__ = [
     "NATIVE_CONTEXT",
@@ -27,16 +37,21 @@ __all__ = [
     "ContextWindow",
     "Decider",
     "FitResult",
+    "Lease",
+    "LeaseLost",
     "LongTermMemory",
     "MemoryDecision",
     "MemoryFact",
+    "SQLiteSessionStore",
     "Session",
+    "SessionBusy",
     "SessionError",
     "SessionState",
     "SessionStore",
     "Summarize",
     "context_window",
     "llm_decider",
+    "session_store",
     "similarity_decider",
     "summary_request",
 ]
