@@ -96,8 +96,10 @@ class PostgresSessionStore(SessionStore):
         url: str,
         *,
         lease_ttl: float = DEFAULT_LEASE_TTL,
+        owner: str | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
+        self.owner = owner
         try:
             import psycopg
         except ImportError as exc:

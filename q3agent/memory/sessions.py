@@ -218,6 +218,8 @@ class SessionStore:
     location: str
     """Where the sessions are (a file path or a URL without its password), for messages."""
     lease_ttl: float
+    owner: str | None = None
+    """The worker name leases are taken under (default ``host:pid:tag``, see :meth:`open`)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SessionStore:
         if cls is SessionStore:
@@ -276,7 +278,7 @@ class SessionStore:
         session = Session(self, session_id)
         if lease:
             session.lease = self._acquire(
-                session_id, owner or local_owner(), lease_ttl or self.lease_ttl, wait
+                session_id, owner or self.owner or local_owner(), lease_ttl or self.lease_ttl, wait
             )
             weakref.finalize(session, session.lease.release)
         return session
@@ -658,8 +660,10 @@ class SQLiteSessionStore(SessionStore):
         *,
         busy_timeout: float = 5.0,
         lease_ttl: float = DEFAULT_LEASE_TTL,
+        owner: str | None = None,
     ) -> None:
         self.path = sqlite_path(path)
+        self.owner = owner
         self.location = str(self.path)
         self.lease_ttl = lease_ttl
         self._busy_timeout = busy_timeout
