@@ -49,6 +49,8 @@ from mcp.server.mcpserver import MCPServer as SDKServer
 from mcp.server.mcpserver.exceptions import ToolError as ServerToolError
 from pydantic import BaseModel, Field
 
+from q3agent.errors import UsageError
+
 # The tool functions below are introspected by the MCP SDK, which resolves their (string)
 # annotations in this module's globals: Context, mcp_types, Annotated and Field must live here.
 
@@ -87,7 +89,7 @@ _MAX_CHARS_PER_TOKEN = 16
 """Only a task's first ``limit * 16`` characters are tokenized to find that it is too long."""
 
 
-class ServeConfigError(Exception):
+class ServeConfigError(UsageError):
     """The server cannot start as configured; the message says what to change."""
 
 

@@ -11,22 +11,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from q3agent import __version__
+from q3agent.cli.exits import FAILURE, INTERRUPTED, exit_status
+from q3agent.cli.interrupts import sigterm_as_interrupt
 from q3agent.cli.options import ENVIRONMENT_HELP, add_runtime_options
-
-USAGE_ERRORS: tuple[str, ...] = (
-    "UnknownModelError",
-    "SettingsError",
-    "RuntimeUnavailableError",
-    "ServeConfigError",
-    "FileNotFoundError",
-    "NotADirectoryError",
-    "StoreError",
-    "EmbeddingModelNotFoundError",
-    "BfclUnavailableError",
-    "LoadError",
-    "ResearchUsageError",
-)
-"""Exceptions that mean "change the command or the set-up" (exit status 2, not 1)."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -55,20 +42,42 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("task")
+    run.add_argument("task", help="what the agent should do (quote it)")
     add_runtime_options(run)
-    run.add_argument("--script", help="JSONL of raw completions for a ScriptedRuntime (demo)")
+    run.add_argument(
+        "--script",
+        metavar="JSONL",
+        help="answer from scripted completions instead of a model (demos, tests)",
+    )
     run.add_argument(
         "--tools",
         action="append",
         help="MODULE:ATTR of a tool or list of tools (modules in the current directory too)",
     )
-    run.add_argument("--mcp-config", help='an {"mcpServers": …} JSON file')
-    run.add_argument("--thinking", choices=("on", "off", "policy"), default="policy")
-    run.add_argument("--budget", type=int, default=4096, help="thinking budget with --thinking on")
-    run.add_argument("--system", help="system prompt")
-    run.add_argument("--max-steps", type=int, default=20)
-    run.add_argument("--trace", help="append a JSONL trace of the run to this file")
+    run.add_argument("--mcp-config", metavar="FILE", help='an {"mcpServers": …} JSON file')
+    run.add_argument(
+        "--thinking",
+        choices=("on", "off", "policy"),
+        default="policy",
+        help="on: think every step; off: never; policy: plan with thinking, act without "
+        "(default policy)",
+    )
+    run.add_argument(
+        "--thinking-budget",
+        dest="budget",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="reasoning tokens per step with --thinking on (default 4096)",
+    )
+    run.add_argument(  # the old name
+        "--budget", dest="budget", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    run.add_argument("--system", metavar="TEXT", help="system prompt (default: none)")
+    run.add_argument(
+        "--max-steps", type=int, default=20, metavar="N", help="model steps at most (default 20)"
+    )
+    run.add_argument("--trace", metavar="FILE", help="append a JSONL trace of the run to this file")
     run.add_argument(
         "--json", action="store_true", help="print only the result as JSON on stdout (steps go "
         "to stderr)"
@@ -140,19 +149,15 @@ def describe_error(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def exit_status(exc: BaseException) -> int:
-    """2 for mistakes in the command or the set-up, 1 for failures while running."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return 2 if names & set(USAGE_ERRORS) else 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``q3agent`` command.
 
     Failures print one ``error:`` line on stderr (``-v`` adds the traceback) and exit
-    non-zero: 2 for a mistake in the command or set-up, 1 for a failure while running.
+    non-zero as :mod:`q3agent.cli.exits` says: 2 for a mistake in the command or set-up, 1 for
+    a failure while running, 130 for Ctrl-C or SIGTERM (handled alike).
     """
     args = build_parser().parse_args(argv)
+    sigterm_as_interrupt()
     verbose = bool(getattr(args, "verbose", False))
     if not verbose:
         quiet_libraries()
@@ -160,12 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:
         if verbose:
             traceback.print_exc()
         status = exit_status(exc)
-        hint = "" if verbose or status == 2 else " (run with -v for the traceback)"
+        hint = "" if verbose or status != FAILURE else " (run with -v for the traceback)"
         print(f"error: {describe_error(exc)}{hint}", file=sys.stderr)
         return status
     return code

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
+
+from q3agent.cli.exits import FAILURE, INTERRUPTED, OK, USAGE
 from q3agent.cli.options import ModelChoice, add_runtime_options, resolve_model_choice
+from q3agent.cli.outputs import check_output_dir
 
 if TYPE_CHECKING:
-    from q3agent.eval.bfcl_runner import EvalConfig, EvalReport
+    from q3agent.eval.bfcl_runner import EntryResult, EvalConfig, EvalReport
     from q3agent.serving.base import Runtime
 
 __all__ = [
@@ -129,7 +134,12 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     bfcl.add_argument("--limit", type=int, default=None, help="First N entries per category.")
     bfcl.add_argument(
-        "--out", default="bfcl-results", help="Output directory (scores.json + JSONL per category)."
+        "--out",
+        default="bfcl-results",
+        metavar="DIR",
+        help="Output folder: each entry is written to <category>.jsonl as it finishes, "
+        "scores.json at the end; run the same command again to resume an interrupted run "
+        "(default bfcl-results).",
     )
     bfcl.add_argument("--concurrency", type=int, default=64, help="Entries in flight at once.")
     bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
@@ -251,7 +261,7 @@ def report_failures(report: EvalReport) -> int:
     """Print inference errors (count and reasons) on stderr; the exit code the run earns."""
     failures = report.failures
     if not failures:
-        return 0
+        return OK
     total = len(report.results)
     what = "every entry" if len(failures) == total else f"{len(failures)} of {total} entries"
     print(
@@ -262,62 +272,132 @@ def report_failures(report: EvalReport) -> int:
     print(report.failure_summary(), file=sys.stderr)
     print(
         "Fix the runtime (see the reasons; every entry's error is in the JSONL files) and run "
-        "again.",
+        "the same command again: only the failed entries run again.",
         file=sys.stderr,
     )
-    return 3
+    return FAILURE
+
+
+class EvalProgress:
+    """Progress lines on stderr while entries run: how many are scored of how many, and the
+    rate; at least one line every ``every`` seconds while the model is busy, one per tenth of
+    the entries otherwise."""
+
+    def __init__(self, every: float = 15.0) -> None:
+        self.every = every
+        self.planned = 0
+        self.resumed = 0
+        self.done = 0
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.next_mark = 0
+
+    def start(self, planned: int, resumed: int) -> None:
+        """A new batch of entries (a phase or a budget) was loaded."""
+        self.planned, self.resumed, self.done = planned, resumed, resumed
+        self.started = self.last_line = time.monotonic()
+        self.next_mark = resumed + max(1, planned // 10)
+        if resumed:
+            self._line(f"resuming: {resumed} of {planned} entries finished earlier")
+        else:
+            self._line(f"running {planned} entries")
+
+    def entry(self, result: EntryResult) -> None:
+        """One entry finished."""
+        self.done += 1
+        if self.done >= self.next_mark or self.done == self.planned:
+            self.next_mark = self.done + max(1, self.planned // 10)
+            self._line(self._status())
+
+    async def heartbeat(self) -> None:
+        """A line every ``every`` seconds without one (a slow model is not a hung run)."""
+        while True:
+            await anyio.sleep(self.every)
+            if time.monotonic() - self.last_line >= self.every and self.done < self.planned:
+                self._line(self._status() + ", waiting for the model")
+
+    def _status(self) -> str:
+        ran = self.done - self.resumed
+        elapsed = time.monotonic() - self.started
+        rate = ran / elapsed if elapsed > 0 else 0.0
+        return f"{self.done}/{self.planned} entries scored ({rate:.1f}/s, {elapsed:.0f} s)"
+
+    def _line(self, text: str) -> None:
+        self.last_line = time.monotonic()
+        print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def run_bfcl_command(args: argparse.Namespace) -> int:
     """Run ``q3agent eval bfcl`` with parsed arguments; returns the process exit code.
 
-    0: every entry was scored; 3: some entries failed with inference errors (reported on
-    stderr); 1: bfcl-eval or the runtime is unavailable; 2: a bad option.
+    0: every entry was scored; 1: some entries failed with inference errors (reported on
+    stderr; a rerun with the same ``--out`` runs them again); 2: a bad option or bfcl-eval
+    missing; 130: interrupted (Ctrl-C or SIGTERM): partial scores are printed and the finished
+    entries stay in ``--out``, where the same command resumes.
     """
-    import anyio
-
-    from q3agent.eval.bfcl_data import BfclUnavailableError, resolve_categories
+    from q3agent.eval.bfcl_data import resolve_categories
     from q3agent.eval.bfcl_runner import (
-        EntryResult,
         EvalReport,
+        ResultsLog,
         run_bfcl,
         run_budget_sweep,
         sweep_table,
     )
-    from q3agent.serving.base import RuntimeUnavailableError
 
     try:
         categories = tuple(resolve_categories(args.categories))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     choice = resolve_model_choice(args)
     budgets: list[int] | None = args.thinking_budget
     config = resolve_config(args, categories, choice)
-    out = Path(args.out)
-    done = 0
-    started = time.perf_counter()
+    out = check_output_dir(args.out, "--out")
+    progress = EvalProgress()
+    cancel = anyio.Event()
 
-    def progress(result: EntryResult) -> None:
-        nonlocal done
-        done += 1
-        if done % 100 == 0:
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            print(f"  {done} entries scored ({rate:.1f}/s)", file=sys.stderr)
+    async def on_interrupt() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:  # SIGTERM arrives here too (cli.interrupts)
+                print(
+                    "interrupted: scoring the entries that finished…", file=sys.stderr, flush=True
+                )
+                cancel.set()
+                return
 
-    async def main() -> int:
-        print(config.describe())
-        if budgets and len(budgets) > 1:
-            runtime = make_runtime(choice)
-            try:
-                sweep = await run_budget_sweep(runtime, config, budgets)
-            finally:
-                await runtime.aclose()
-            for budget, report in sweep:
-                report.write(out / f"budget-{budget}")
-            print(sweep_table(sweep))
-            print(f"results written to {out}")
-            return max(report_failures(report) for _, report in sweep)
+    def interrupted_note(report: EvalReport, where: Path) -> None:
+        print(
+            f"interrupted: {len(report.results)} of {report.planned} entries finished and are "
+            f"kept in {where}; run the same command again to resume",
+            file=sys.stderr,
+        )
+
+    async def sweep() -> int:
+        assert budgets is not None
+        runtime = make_runtime(choice)
+        try:
+            reports = await run_budget_sweep(
+                runtime,
+                config,
+                budgets,
+                out_dir=out,
+                cancel=cancel,
+                on_result=progress.entry,
+                on_start=progress.start,
+            )
+        finally:
+            await runtime.aclose()
+        for budget, report in reports:
+            report.write(out / f"budget-{budget}")
+        print(sweep_table(reports))
+        print(f"results written to {out}")
+        if reports and reports[-1][1].interrupted:
+            interrupted_note(reports[-1][1], out / f"budget-{reports[-1][0]}")
+            return INTERRUPTED
+        return max(report_failures(report) for _, report in reports)
+
+    async def single() -> int:
+        log = ResultsLog.open(out, config)
         parts: list[EvalReport] = []
         for phase_categories, engine_context in engine_phases(config):
             runtime = make_runtime(choice, engine_context)
@@ -327,22 +407,39 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             try:
                 parts.append(
                     await run_bfcl(
-                        runtime, replace(config, categories=phase_categories), on_result=progress
+                        runtime,
+                        replace(config, categories=phase_categories),
+                        on_result=progress.entry,
+                        on_start=progress.start,
+                        log=log,
+                        cancel=cancel,
                     )
                 )
             finally:
                 await runtime.aclose()
+            if parts[-1].interrupted:
+                break
         report = EvalReport.merge(config, parts)
         report.write(out)
         print(report.table())
         print(f"results written to {out}")
+        if report.interrupted:
+            interrupted_note(report, out)
+            return INTERRUPTED
         return report_failures(report)
 
-    try:
-        return anyio.run(main)
-    except (BfclUnavailableError, RuntimeUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    async def main() -> int:
+        print(config.describe())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_interrupt)
+            tg.start_soon(progress.heartbeat)
+            try:
+                code = await (sweep() if budgets and len(budgets) > 1 else single())
+            finally:
+                tg.cancel_scope.cancel()
+        return code
+
+    return anyio.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:

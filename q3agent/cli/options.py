@@ -151,6 +151,8 @@ def resolve_model_choice(args: argparse.Namespace) -> ModelChoice:
     if runtime_flag == "auto" or (flags.base_url and flags.kind is None):
         env = replace(env, kind=None)  # a URL or "auto" on the command line beats the env's kind
     settings = flags.over(env)
+    if settings.base_url:
+        check_base_url(settings.base_url, "--base-url" if flags.base_url else f"${BASE_URL_ENV}")
     model = getattr(args, "model", None) or os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
     raw_capability = getattr(args, "capability", None) or os.environ.get(CAPABILITY_ENV, "")
     capability = raw_capability.strip() or None
@@ -168,3 +170,27 @@ def resolve_model_choice(args: argparse.Namespace) -> ModelChoice:
         settings=settings,
         runtime_flag=runtime_flag,
     )
+
+
+def check_base_url(url: str, source: str) -> None:
+    """Refuse a server URL that cannot work before anything connects (no retries, no waits).
+
+    ``source`` names where the value came from (``--base-url`` or its variable).
+    """
+    from urllib.parse import urlsplit
+
+    example = "http://127.0.0.1:8000"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise SettingsError(
+            f"{source} {url!r} is not a valid URL ({exc}); e.g. {example}"
+        ) from None
+    if parts.scheme not in ("http", "https"):
+        hint = f"http://{url}" if "://" not in url else example
+        raise SettingsError(f"{source} {url!r} needs http:// or https:// and a host, e.g. {hint}")
+    if not parts.hostname:
+        raise SettingsError(f"{source} {url!r} has no host name; e.g. {example}")
+    if port == 0:
+        raise SettingsError(f"{source} {url!r}: port 0 is not a server's port; e.g. {example}")

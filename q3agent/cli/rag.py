@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from q3agent.cli.exits import FAILURE, OK, USAGE
+from q3agent.errors import UsageError
 from q3agent.rag.embeddings import DEFAULT_EMBEDDING_MODEL
 
 
@@ -18,10 +20,12 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="store directory (default: the per-user data dir, see `q3agent rag --help`)",
     )
     parser.add_argument(
-        "--url",
+        "--chroma-url",
+        dest="url",
         metavar="URL",
         help="use a Chroma server instead of a directory (`chroma run --path DIR --port 8000`)",
     )
+    parser.add_argument("--url", dest="url", help=argparse.SUPPRESS)  # the old name
     parser.add_argument(
         "--collection", default=None, help="collection name (default: q3agent-docs)"
     )
@@ -43,7 +47,7 @@ def add_rag_commands(subparsers: Any) -> None:
         help="ingest documents into a RAG store and search it",
         description="Ingest files, folders and URLs into a Chroma store and search it "
         "(dense + BM25 hybrid). One process may use a store directory at a time; share one "
-        "between processes with `chroma run --path DIR --port 8000` and --url.",
+        "between processes with `chroma run --path DIR --port 8000` and --chroma-url.",
     )
     commands = rag.add_subparsers(dest="rag_command", required=True, metavar="COMMAND")
 
@@ -81,7 +85,7 @@ def add_rag_commands(subparsers: Any) -> None:
     search.set_defaults(func=run_search)
 
 
-class MissingStoreError(FileNotFoundError):
+class MissingStoreError(UsageError, FileNotFoundError):
     """``--store`` names a directory that does not exist (and the command would not create it)."""
 
 
@@ -111,9 +115,24 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> Any:
     )
 
 
+class MissingInputError(UsageError, FileNotFoundError):
+    """None of the paths given to ``rag ingest`` exists (checked before the model loads)."""
+
+
+def _check_inputs(paths: list[str]) -> None:
+    """Fail before the model loads (and before a store is created) when no input exists; an
+    input missing among others is reported with the others ingested (docs/rag.md)."""
+    missing = [p for p in paths if "://" not in p and not Path(p).exists()]
+    if missing and len(missing) == len(paths):
+        raise MissingInputError(
+            f"no such file or folder: {', '.join(missing)}; nothing was ingested (check the "
+            "paths; URLs need http:// or https://)"
+        )
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return USAGE
 
 
 def _plural(count: int, noun: str) -> str:
@@ -126,6 +145,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from q3agent.rag.ingest import Ingestor
     from q3agent.rag.store import StoreError
 
+    _check_inputs(args.paths)
     try:
         with _open_store(args, create=True) as store:
             ingestor = Ingestor(store, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap)
@@ -146,7 +166,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             "fix the paths or URLs and run the same command again (done ones are skipped)",
             file=sys.stderr,
         )
-    return 1 if report.failed else 0
+    return FAILURE if report.failed else OK
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -156,6 +176,8 @@ def run_search(args: argparse.Namespace) -> int:
     from q3agent.rag.retrieval import CrossEncoderReranker, Retriever
     from q3agent.rag.store import StoreError
 
+    if not args.query.strip():
+        raise UsageError('the query is empty: q3agent rag search "WORDS OR A QUESTION"')
     where = None
     if args.where:
         try:

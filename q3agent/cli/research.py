@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from q3agent.cli.exits import FAILURE, INTERRUPTED, OK
 from q3agent.cli.options import add_runtime_options
+from q3agent.cli.outputs import check_output_file, write_with_fallback
+from q3agent.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -90,7 +93,7 @@ def _clarifier(console: Console) -> Any:
     return ask
 
 
-class ResearchUsageError(ValueError):
+class ResearchUsageError(UsageError, ValueError):
     """A ``q3agent research`` command that cannot start; the message says what to add."""
 
 
@@ -141,8 +144,16 @@ def run_research_command(args: argparse.Namespace) -> int:
     from q3agent.serving.base import Runtime
 
     console = Console(stderr=True, highlight=False)
+    if not args.question.strip():
+        raise ResearchUsageError(
+            'the research question is empty: q3agent research "QUESTION" --docs PATH'
+        )
     if args.format in ("html", "pdf") and not args.out:
         raise ResearchUsageError(f"--format {args.format} needs --out FILE")
+    markdown_path, rendered_path, fmt = _report_paths(args)
+    for path in (rendered_path, markdown_path):  # before any work: a finished run is never lost
+        if path is not None:
+            check_output_file(path, "--out")
     _check_sources(args)
     choice = resolve_model_choice(args)
     runtime: Runtime
@@ -190,15 +201,19 @@ def run_research_command(args: argparse.Namespace) -> int:
         unsupported="remove" if args.remove_unsupported else "flag",
     )
 
+    interrupted = False
+
     async def main() -> Report:
         cancel = anyio.Event()
         display = _ProgressDisplay(console)
         async with anyio.create_task_group() as tg:
 
             async def on_interrupt() -> None:
+                nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT) as signals:
-                    async for _ in signals:
+                    async for _ in signals:  # SIGTERM arrives here too (cli.interrupts)
                         console.print("[yellow]interrupted: writing the partial report…[/]")
+                        interrupted = True
                         cancel.set()
                         return
 
@@ -216,14 +231,17 @@ def run_research_command(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    markdown_path, rendered_path, fmt = _report_paths(args)
+    rendered = True
     if markdown_path is None:
         if not args.json:
             print(report.markdown)
     else:
-        write_report(report.markdown, markdown_path, "md")
-        console.print(f"report written to {markdown_path}")
-    rendered = True
+        try:
+            write_report(report.markdown, markdown_path, "md")
+            console.print(f"report written to {markdown_path}")
+        except OSError:  # checked before the run, yet failed now: keep the report elsewhere
+            markdown_path = write_with_fallback(report.markdown, markdown_path)
+            rendered = False
     if rendered_path is not None:
         try:
             write_report(report.markdown, rendered_path, fmt)  # type: ignore[arg-type]
@@ -237,9 +255,11 @@ def run_research_command(args: argparse.Namespace) -> int:
     console.print(report.summary())
     if args.json:
         print(json.dumps(_summary_json(report), indent=2))
+    if interrupted:
+        return INTERRUPTED
     if not rendered:
-        return 1
-    return 0 if report.complete else 1
+        return FAILURE
+    return OK if report.complete else FAILURE
 
 
 def _summary_json(report: Report) -> dict[str, Any]:

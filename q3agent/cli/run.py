@@ -8,13 +8,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from q3agent.cli.exits import FAILURE, INTERRUPTED, OK
+from q3agent.cli.outputs import check_output_file
+from q3agent.errors import UsageError
+from q3agent.serving.settings import MAX_TOKENS_ENV
 
-class LoadError(ValueError):
+if TYPE_CHECKING:
+    from q3agent.result import RunResult
+
+
+class LoadError(UsageError, ValueError):
     """A ``MODULE:ATTRIBUTE`` that cannot be imported; the message says which part failed."""
 
 
@@ -46,6 +54,21 @@ def load_object(spec: str, *, flag: str = "--tools") -> Any:
     return obj
 
 
+def check_tools(spec: str, loaded: Any) -> list[Any]:
+    """The tools ``--tools spec`` names (one, or a list of them), checked before any work."""
+    from q3agent.tools.base import Tool
+
+    items = list(loaded) if isinstance(loaded, list | tuple) else [loaded]
+    for item in items:
+        if not (isinstance(item, Tool) or callable(item) or hasattr(item, "list_tools")):
+            what = "a module" if isinstance(item, type(sys)) else f"a {type(item).__name__}"
+            raise LoadError(
+                f"--tools {spec} is {what}, not a tool: name a function, a Tool or a list of "
+                "them, e.g. --tools mytools:multiply"
+            )
+    return items
+
+
 def load_script(path: str | Path) -> list[str]:
     """Completions for ``--script`` (see :func:`q3agent.serving.testing.load_completions`)."""
     from q3agent.serving.testing import ScriptFileError, load_completions
@@ -57,7 +80,8 @@ def load_script(path: str | Path) -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``q3agent run``: 0 when the agent answered, 1 when the run ended otherwise."""
+    """``q3agent run``: 0 when the agent answered, 1 when the run ended otherwise, 130 when
+    interrupted (the ``--trace`` is written first)."""
     from q3agent.agent import Agent
     from q3agent.cli.options import resolve_model_choice
     from q3agent.events import (
@@ -70,28 +94,35 @@ def run_command(args: argparse.Namespace) -> int:
     )
     from q3agent.policy.base import Policy
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
-    from q3agent.result import RunResult
     from q3agent.serving.base import Runtime
     from q3agent.serving.testing import ScriptedRuntime
 
     # With --json, stdout carries the JSON result alone; the steps go to stderr.
     console = Console(highlight=False, stderr=bool(args.json))
+    if not args.task.strip():
+        raise UsageError('the task is empty: q3agent run "TASK", e.g. q3agent run "What is 2+2?"')
+    if args.trace:
+        check_output_file(args.trace, "--trace")
     choice = resolve_model_choice(args)
-    runtime: Runtime = (
-        ScriptedRuntime(load_script(args.script)) if args.script else choice.build_runtime()
-    )
     tools: list[Any] = []
     for spec in args.tools or ():
         loaded = load_object(spec)
-        tools.extend(loaded if isinstance(loaded, list | tuple) else [loaded])
+        tools.extend(check_tools(spec, loaded))
     servers: list[Any] = []
     if args.mcp_config:
-        from q3agent.tools.mcp import ask_on_terminal, load_mcp_config
+        from q3agent.tools.mcp import MCPServerError, ask_on_terminal, load_mcp_config
 
-        servers = list(load_mcp_config(args.mcp_config))
+        try:
+            servers = list(load_mcp_config(args.mcp_config))
+        except MCPServerError as exc:  # reading the file: nothing has started yet
+            raise LoadError(f"--mcp-config: {exc}") from None
         for server in servers:  # servers may ask the user for input on the terminal
             if server.elicitation is None and sys.stdin.isatty():
                 server.elicitation = ask_on_terminal
+    # the model last: everything above is checked before a model loads
+    runtime: Runtime = (
+        ScriptedRuntime(load_script(args.script)) if args.script else choice.build_runtime()
+    )
     policy: Policy = (
         AlwaysThink(args.budget)
         if args.thinking == "on"
@@ -99,16 +130,21 @@ def run_command(args: argparse.Namespace) -> int:
         if args.thinking == "off"
         else PlanAct()
     )
-    agent = Agent(
-        choice.model,
-        runtime=runtime,
-        capability=choice.capability,
-        tools=tools,
-        mcp_servers=servers,
-        policy=policy,
-        system_prompt=args.system,
-        max_steps=args.max_steps,
-    )
+    from q3agent.tools.base import ToolDefinitionError
+
+    try:
+        agent = Agent(
+            choice.model,
+            runtime=runtime,
+            capability=choice.capability,
+            tools=tools,
+            mcp_servers=servers,
+            policy=policy,
+            system_prompt=args.system,
+            max_steps=args.max_steps,
+        )
+    except ToolDefinitionError as exc:
+        raise LoadError(f"--tools: {exc}") from None
 
     async def main() -> RunResult:
         final: RunResult | None = None
@@ -145,10 +181,34 @@ def run_command(args: argparse.Namespace) -> int:
         f"{u.completion_tokens} (reasoning {u.reasoning_tokens})"
         + (f"\n[yellow]{escape(result.detail)}[/]" if result.detail and result.ok else "")
     )
-    if not result.ok:  # why the run ended without an answer: one line on stderr
-        print(f"error: the run ended with status {result.status}: {result.detail}", file=sys.stderr)
+    interrupted = result.status == "cancelled"  # only Ctrl-C or SIGTERM cancels the CLI's run
     if args.trace:
         result.write_trace(args.trace)
+    if interrupted:
+        kept = f"; the steps so far are in {args.trace}" if args.trace else ""
+        print(f"interrupted after {len(result.steps)} steps{kept}", file=sys.stderr)
+    elif truncated_answer(result):
+        print(
+            f"warning: the answer was cut off at the completion-token limit "
+            f"({result.usage.completion_tokens} tokens in this run); raise --max-tokens "
+            f"(${MAX_TOKENS_ENV}) for the whole answer",
+            file=sys.stderr,
+        )
+    if not result.ok and not interrupted:  # why the run ended without an answer: one line
+        print(f"error: the run ended with status {result.status}: {result.detail}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
-    return 0 if result.ok else 1
+    if interrupted:
+        return INTERRUPTED
+    return OK if result.ok else FAILURE
+
+
+def truncated_answer(result: RunResult) -> bool:
+    """Whether the run's answer was cut at the completion-token limit (finish ``length``)."""
+    flag = getattr(result, "truncated", None)  # the result's own flag, where it has one
+    if flag is not None:
+        return bool(flag)
+    if str(result.status) == "truncated":
+        return True
+    last = result.steps[-1] if result.steps else None
+    return last is not None and last.finish_reason == "length"

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from q3agent.errors import UsageError
+
 __all__ = [
     "CATEGORY_GROUPS",
     "MAX_STEPS_PER_TURN",
@@ -86,7 +88,7 @@ MAX_STEPS_PER_TURN = 20
 """BFCL's ``MAXIMUM_STEP_LIMIT``: a turn with more tool-calling steps is force-terminated."""
 
 
-class BfclUnavailableError(RuntimeError):
+class BfclUnavailableError(UsageError, RuntimeError):
     """``bfcl-eval`` (or a module its checkers import) is not installed."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import anyio
 
+from q3agent.errors import UsageError
 from q3agent.eval.bfcl_convert import decoded_calls, to_qwen3_tools
 from q3agent.eval.bfcl_data import (
     MAX_STEPS_PER_TURN,
@@ -61,6 +62,8 @@ __all__ = [
     "EntryResult",
     "EvalConfig",
     "EvalReport",
+    "ResultsLog",
+    "ResumeMismatchError",
     "bfcl_eval_version",
     "data_fingerprint",
     "model_capability",
@@ -160,6 +163,15 @@ class EvalConfig:
         return self.context_length
 
 
+_USAGE_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "requests",
+)
+
+
 @dataclass
 class EntryResult:
     """One scored entry: its verdict and everything needed to see why."""
@@ -186,6 +198,27 @@ class EntryResult:
     def inference_error(self) -> bool:
         """Whether the entry failed before it could be scored (a request or runtime error)."""
         return (self.verdict.error_type or "").endswith("inference_error")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EntryResult:
+        """The result one line of a results file holds (the inverse of :meth:`to_json`)."""
+        bfcl = data.get("bfcl_decoder")
+        usage = data.get("usage") or {}
+        return cls(
+            id=str(data["id"]),
+            category=str(data["category"]),
+            verdict=Verdict(bool(data["valid"]), data.get("error"), data.get("error_type")),
+            prompt=data.get("prompt") or "",
+            raw_output=data.get("raw_output"),
+            calls=data.get("calls"),
+            messages=data.get("messages"),
+            usage=Usage(**{k: int(usage.get(k, 0)) for k in _USAGE_FIELDS}),
+            latency_s=float(data.get("latency_s") or 0.0),
+            bfcl_verdict=None
+            if bfcl is None
+            else Verdict(bool(bfcl["valid"]), bfcl.get("error"), bfcl.get("error_type")),
+            bfcl_calls=None if bfcl is None else bfcl.get("calls"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of the results file)."""
@@ -228,6 +261,12 @@ class EvalReport:
     bfcl_scores: dict[str, CategoryScore] = field(default_factory=dict)
     bfcl_summary: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    planned: int | None = None
+    """Entries the run set out to score (``None``: all of ``results``)."""
+    resumed: int = 0
+    """Entries of ``results`` read back from an earlier run's files (not run now)."""
+    interrupted: bool = False
+    """Ctrl-C or SIGTERM stopped the run; ``results`` holds the entries that finished."""
 
     @classmethod
     def merge(cls, config: EvalConfig, parts: Sequence[EvalReport]) -> EvalReport:
@@ -243,6 +282,9 @@ class EvalReport:
             summary["complete"] = bfcl_summary["complete"] = False
         hashes = {k: v for p in parts for k, v in p.data.get("per_category_sha256", {}).items()}
         data = _fingerprint(hashes)
+        interrupted = any(p.interrupted for p in parts)
+        if interrupted:
+            summary["complete"] = bfcl_summary["complete"] = False
         return cls(
             config,
             parts[0].model_name,
@@ -253,12 +295,16 @@ class EvalReport:
             bfcl_scores=bfcl_scores,
             bfcl_summary=bfcl_summary,
             data=data,
+            planned=sum(p.planned if p.planned is not None else len(p.results) for p in parts),
+            resumed=sum(p.resumed for p in parts),
+            interrupted=interrupted,
         )
 
     @property
     def entries_per_s(self) -> float:
-        """Entries scored per second of wall time."""
-        return len(self.results) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Entries scored per second of wall time (those run now, not those resumed)."""
+        ran = len(self.results) - self.resumed
+        return ran / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def failures(self) -> list[EntryResult]:
@@ -296,6 +342,10 @@ class EvalReport:
             "summary": self.summary,
             "bfcl_decoder": {"categories": table(self.bfcl_scores), "summary": self.bfcl_summary},
             "inference_errors": len(self.failures),
+            "entries": len(self.results),
+            "entries_planned": self.planned if self.planned is not None else len(self.results),
+            "entries_resumed": self.resumed,
+            "interrupted": self.interrupted,
             "elapsed_s": round(self.elapsed_s, 3),
             "entries_per_s": round(self.entries_per_s, 3),
         }
@@ -316,7 +366,13 @@ class EvalReport:
                 other_value = self.bfcl_summary.get(key)
                 bfcl = f"{other_value * 100:>10.2f}%" if other_value is not None else ""
                 lines.append(f"{key.upper():<26}{value * 100:>9.2f}%{bfcl}")
-        if not self.summary.get("complete"):
+        if self.interrupted:
+            planned = self.planned if self.planned is not None else len(self.results)
+            lines.append(
+                f"(interrupted: partial scores over the {len(self.results)} of {planned} "
+                "entries that finished)"
+            )
+        elif not self.summary.get("complete"):
             lines.append("(not every v3 category was run in full: the overall figure covers")
             lines.append(" only what ran and is not comparable with the leaderboard)")
         if self.data:
@@ -324,9 +380,10 @@ class EvalReport:
                 f"data: bfcl-eval {self.data.get('bfcl_eval_version')}, "
                 f"sha256 {str(self.data.get('sha256'))[:16]}"
             )
+        resumed = f" ({self.resumed} from an earlier run)" if self.resumed else ""
         lines.append(
-            f"{len(self.results)} entries in {self.elapsed_s:.1f}s "
-            f"({self.entries_per_s:.1f} entries/s)"
+            f"{len(self.results)} entries{resumed}; {len(self.results) - self.resumed} in "
+            f"{self.elapsed_s:.1f}s ({self.entries_per_s:.1f} entries/s)"
         )
         return "\n".join(lines)
 
@@ -343,6 +400,115 @@ class EvalReport:
                     fh.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
         (root / "scores.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
         return root
+
+
+SETTINGS_FILE = "settings.json"
+"""The file in ``--out`` recording the settings its results were run with (for resuming)."""
+
+_RESUME_KEYS = (
+    "model",
+    "capability",
+    "mode",
+    "thinking",
+    "thinking_budget",
+    "max_tokens",
+    "temperature",
+    "max_steps_per_turn",
+    "sampling",
+    "holdout",
+    "context_length",
+    "multi_turn_context_length",
+)
+"""The settings that change an entry's result: a run resumes only when they all match."""
+
+
+class ResumeMismatchError(UsageError):
+    """``--out`` holds results run with other settings; the message names the differences."""
+
+
+def resume_settings(config: EvalConfig) -> dict[str, Any]:
+    """What ``settings.json`` records: every setting that changes a result, and the data."""
+    settings: dict[str, Any] = {key: getattr(config, key) for key in _RESUME_KEYS}
+    settings["bfcl_eval_version"] = bfcl_eval_version()
+    return settings
+
+
+class ResultsLog:
+    """The results folder of one run, written as entries finish so that nothing is lost.
+
+    Each finished entry is appended at once to ``<category>.jsonl``; ``settings.json`` says
+    what the entries were run with. Opening a folder that already holds results of the same
+    settings resumes it: :attr:`finished` holds the entries that need not run again (those
+    that failed with an inference error are run again). A folder of other settings is an
+    error rather than a mix.
+    """
+
+    def __init__(self, root: Path, finished: dict[str, EntryResult]) -> None:
+        self.root = root
+        self.finished = finished
+        """Entry id → result read back from an earlier run."""
+
+    @classmethod
+    def open(cls, root: str | Path, config: EvalConfig) -> ResultsLog:
+        """Open (creating it when new) the results folder ``root`` for ``config``."""
+        folder = Path(root)
+        settings = resume_settings(config)
+        settings_path = folder / SETTINGS_FILE
+        finished: dict[str, EntryResult] = {}
+        if settings_path.is_file():
+            try:
+                saved = json.loads(settings_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ResumeMismatchError(
+                    f"--out {root}: {SETTINGS_FILE} cannot be read ({exc}); use another --out"
+                ) from None
+            differ = [k for k in settings if saved.get(k) != settings[k]]
+            if differ:
+                what = ", ".join(f"{k} {saved.get(k)!r} there, {settings[k]!r} now" for k in differ)
+                raise ResumeMismatchError(
+                    f"--out {root} holds results run with other settings ({what}); use "
+                    f"another --out, or delete {root} to start over"
+                )
+            for path in sorted(folder.glob("*.jsonl")):
+                for result in _read_results(path):
+                    if result.inference_error:
+                        finished.pop(result.id, None)  # failed for the runtime: run it again
+                    else:
+                        finished[result.id] = result
+            return cls(folder, finished)
+        if any(folder.glob("*.jsonl")):
+            raise ResumeMismatchError(
+                f"--out {root} holds results without {SETTINGS_FILE} (an older q3agent): use "
+                f"another --out, or delete {root} to start over"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        return cls(folder, finished)
+
+    def append(self, result: EntryResult) -> None:
+        """Add one finished entry to its category's file (written through at once)."""
+        line = json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n"
+        with (self.root / f"{result.category}.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(line)
+
+
+def _read_results(path: Path) -> list[EntryResult]:
+    """The whole lines of a results file; a last line cut short by a kill is dropped (and
+    removed from the file, so that the next append starts on a line of its own)."""
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with path.open("r+b") as fh:
+            fh.truncate(len(whole))
+    results = []
+    for line in whole.decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            results.append(EntryResult.from_json(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # not a result line: that entry is simply run again
+    return results
 
 
 def bfcl_eval_version() -> str:
@@ -530,11 +696,18 @@ async def run_bfcl(
     *,
     entries: Sequence[BfclEntry] | None = None,
     on_result: Callable[[EntryResult], None] | None = None,
+    log: ResultsLog | None = None,
+    cancel: anyio.Event | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Run the configured categories (or the given entries) concurrently and score them.
 
     An entry whose requests fail is recorded as an inference error with the reason (the run
-    goes on); :attr:`EvalReport.failures` lists them.
+    goes on); :attr:`EvalReport.failures` lists them. With ``log``, entries it already holds
+    are not run again and every entry that finishes is appended to it at once. Setting
+    ``cancel`` stops the run: entries in flight are dropped and the report (``interrupted``)
+    scores the ones that finished. ``on_start(planned, resumed)`` is called once the entries
+    are loaded; ``on_result`` after each entry that finishes.
     """
     if entries is None:
         loaded: list[BfclEntry] = []
@@ -542,8 +715,13 @@ async def run_bfcl(
             loaded.extend(load_category(category, config.limit))
         entries = loaded
     policy = policy_for(config)
-    results: list[EntryResult | None] = [None] * len(entries)
+    finished = log.finished if log is not None else {}
+    results: list[EntryResult | None] = [finished.get(entry.id) for entry in entries]
+    resumed = sum(r is not None for r in results)
     limiter = anyio.CapacityLimiter(max(1, config.concurrency))
+    interrupted = False
+    if on_start is not None:
+        on_start(len(entries), resumed)
 
     async def one(index: int, entry: BfclEntry) -> None:
         async with limiter:
@@ -554,19 +732,33 @@ async def run_bfcl(
                 verdict = Verdict(False, [f"inference error: {error}"], "inference_error")
                 result = EntryResult(entry.id, entry.category, verdict, bfcl_verdict=verdict)
         results[index] = result
+        if log is not None:
+            log.append(result)
         if on_result is not None:
             on_result(result)
 
+    async def stop_on_cancel(scope: anyio.CancelScope) -> None:
+        nonlocal interrupted
+        assert cancel is not None
+        await cancel.wait()
+        interrupted = True
+        scope.cancel()
+
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
-        for index, entry in enumerate(entries):
-            tg.start_soon(one, index, entry)
+        if cancel is not None:
+            tg.start_soon(stop_on_cancel, tg.cancel_scope)
+        async with anyio.create_task_group() as work:
+            for index, entry in enumerate(entries):
+                if results[index] is None:
+                    work.start_soon(one, index, entry)
+        tg.cancel_scope.cancel()  # all entries done: stop the watcher
     elapsed = time.perf_counter() - started
     done = [r for r in results if r is not None]
     scores = _scores(entries, done, bfcl=False)
     bfcl_scores = _scores(entries, done, bfcl=True)
     summary, bfcl_summary = v3_summary(scores), v3_summary(bfcl_scores)
-    if config.limit is not None:
+    if config.limit is not None or interrupted:
         summary["complete"] = bfcl_summary["complete"] = False
     return EvalReport(
         config,
@@ -578,20 +770,50 @@ async def run_bfcl(
         bfcl_scores=bfcl_scores,
         bfcl_summary=bfcl_summary,
         data=data_fingerprint(entries),
+        planned=len(entries),
+        resumed=resumed,
+        interrupted=interrupted,
     )
 
 
 async def run_budget_sweep(
-    runtime: Runtime, config: EvalConfig, budgets: Sequence[int]
+    runtime: Runtime,
+    config: EvalConfig,
+    budgets: Sequence[int],
+    *,
+    out_dir: str | Path | None = None,
+    cancel: anyio.Event | None = None,
+    on_result: Callable[[EntryResult], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> list[tuple[int, EvalReport]]:
-    """Accuracy against thinking budget (the Qwen3 report's Figure 2): one run per budget."""
+    """Accuracy against thinking budget (the Qwen3 report's Figure 2): one run per budget.
+
+    With ``out_dir`` each budget's entries go to (and resume from) ``out_dir/budget-N``. After
+    ``cancel`` the interrupted budget's report is the last one returned.
+    """
     entries: list[BfclEntry] = []
     for category in resolve_categories(config.categories):
         entries.extend(load_category(category, config.limit))
     out: list[tuple[int, EvalReport]] = []
     for budget in budgets:
         run_config = replace(config, thinking="on", thinking_budget=budget)
-        out.append((budget, await run_bfcl(runtime, run_config, entries=entries)))
+        log = (
+            None
+            if out_dir is None
+            else ResultsLog.open(Path(out_dir) / f"budget-{budget}", run_config)
+        )
+        report = await run_bfcl(
+            runtime,
+            run_config,
+            entries=entries,
+            log=log,
+            cancel=cancel,
+            on_result=on_result,
+            on_start=on_start,
+        )
+        out.append((budget, report))
+        if report.interrupted:
+            break
     return out
 
 

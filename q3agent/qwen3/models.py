@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from q3agent.errors import UsageError
 from q3agent.serving.base import SamplingParams
 
 ThinkingMode = Literal["hybrid", "thinking_only", "non_thinking"]
@@ -276,7 +277,7 @@ for _spec in MODELS:
     _BY_KEY[_spec.hf_id.lower()] = _spec
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UsageError, ValueError):
     """A model name that is neither a registry name, an HF id, nor a directory with a config."""
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from q3agent.errors import UsageError
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -60,7 +62,7 @@ for _size in ("0.6B", "4B", "8B"):
     _KNOWN_MODELS[f"qwen3-embedding-{_size.lower()}"] = _spec
 
 
-class EmbeddingModelNotFoundError(RuntimeError):
+class EmbeddingModelNotFoundError(UsageError, RuntimeError):
     """The embedding model is neither bundled nor in the local Hugging Face cache."""
 
 

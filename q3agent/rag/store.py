@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from q3agent.errors import UsageError
 from q3agent.rag.embeddings import Embedder, shared_embedder
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]
 
 
-class StoreError(RuntimeError):
+class StoreError(UsageError, RuntimeError):
     """A RAG store could not be opened or used as asked."""
 
 

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from q3agent.errors import UsageError
+
 if TYPE_CHECKING:
     from q3agent.qwen3.messages import Message
     from q3agent.qwen3.prompt import PromptIds
@@ -227,7 +229,7 @@ class RuntimeError_(Exception):  # the trailing underscore avoids shadowing the 
     """Base class of errors a runtime raises; the message says what to do next."""
 
 
-class RuntimeUnavailableError(RuntimeError_):
+class RuntimeUnavailableError(RuntimeError_, UsageError):
     """The runtime cannot run here (no GPU, package missing, no weights, server down)."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 
+from q3agent.errors import UsageError
 from q3agent.qwen3.prompt import PromptIds
 from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
@@ -35,7 +36,7 @@ Completion = str | Generation
 CompletionFn = Callable[[GenerationRequest], Completion | Awaitable[Completion]]
 
 
-class ScriptFileError(ValueError):
+class ScriptFileError(UsageError, ValueError):
     """A script file for a :class:`ScriptedRuntime` that cannot be read; says where and why."""
 
 
