@@ -241,8 +241,12 @@ class _SGLangCodec:
         thinking_budget_processor: bool,
         default_thinking_budget: int | None,
         legacy_structural_tag: bool,
+        custom_logit_processor: str | None = None,
+        custom_params: Mapping[str, Any] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.custom_logit_processor = custom_logit_processor
+        self.custom_params = dict(custom_params or {})
         self.thinking_budget_processor = thinking_budget_processor
         self.default_thinking_budget = default_thinking_budget
         self.legacy_structural_tag = legacy_structural_tag
@@ -287,6 +291,9 @@ class _SGLangCodec:
                 self._processor_str = thinking_budget_processor_str()
             payload["custom_logit_processor"] = self._processor_str
             params["custom_params"] = {"thinking_budget": budget}
+        if self.custom_logit_processor is not None:
+            payload["custom_logit_processor"] = self.custom_logit_processor
+            params["custom_params"] = {**params.get("custom_params", {}), **self.custom_params}
         payload["rid"] = unique_rid(request.request_id)
         return payload
 
@@ -508,6 +515,8 @@ class _CodecOwner(ABC):
     _budget_processor: bool
     _thinking_budget: int | None
     _legacy_structural_tag: bool
+    _custom_logit_processor: str | None
+    _custom_params: Mapping[str, Any] | None
 
     @property
     @abstractmethod
@@ -522,6 +531,8 @@ class _CodecOwner(ABC):
                 thinking_budget_processor=self._budget_processor,
                 default_thinking_budget=self._thinking_budget,
                 legacy_structural_tag=self._legacy_structural_tag,
+                custom_logit_processor=self._custom_logit_processor,
+                custom_params=self._custom_params,
             )
         return self._codec
 
@@ -557,6 +568,10 @@ class SGLangRuntime(_CodecOwner):
     does), because an engine that dies any other way (``atexit``, a crash) takes every child
     of this process with it.
 
+    ``custom_logit_processor`` (a ``CustomLogitProcessor.to_str()`` string) is attached to
+    every request instead of the budget processor, with ``custom_params`` merged into each
+    request's ``custom_params`` (the engine needs ``enable_custom_logit_processor=True``).
+
     ``engine_factory`` replaces ``sglang.Engine`` (tests pass a fake engine); ``gpu_count`` and
     ``gpu_memory_gb`` replace GPU detection (to plan for another machine).
     """
@@ -572,6 +587,8 @@ class SGLangRuntime(_CodecOwner):
         enable_thinking_budget_processor: bool = False,
         thinking_budget: int | None = None,
         legacy_structural_tag: bool = False,
+        custom_logit_processor: str | None = None,
+        custom_params: Mapping[str, Any] | None = None,
         tokenizer: Qwen3Tokenizer | None = None,
         engine_factory: Callable[..., Any] | None = None,
         gpu_count: int | None = None,
@@ -594,6 +611,8 @@ class SGLangRuntime(_CodecOwner):
         self._tokenizer = tokenizer
         self._thinking_budget = thinking_budget
         self._legacy_structural_tag = legacy_structural_tag
+        self._custom_logit_processor = custom_logit_processor
+        self._custom_params = custom_params
         self._codec: _SGLangCodec | None = None
         self._engine: Any = None
         self._engine_pids: list[int] = []
@@ -690,7 +709,7 @@ class SGLangRuntime(_CodecOwner):
         if self._mem_fraction_static is not None:
             args["mem_fraction_static"] = self._mem_fraction_static
         args["schedule_policy"] = "lpm"
-        if self._budget_processor:
+        if self._budget_processor or self._custom_logit_processor is not None:
             args["enable_custom_logit_processor"] = True
         args.update(self._engine_kwargs)
         return args
@@ -807,8 +826,9 @@ class RemoteSGLangRuntime(_CodecOwner):
     exactly like the embedded runtime, so prefix caching works the same; behind
     ``sglang_router`` the router's cache-aware policy keeps a conversation on the worker that
     holds its prefix. Requests are retried with backoff on 429/5xx and connection failures
-    (:class:`~q3agent.serving._http.RetryPolicy`); the thinking-budget processor needs a server
-    started with ``--enable-custom-logit-processor``.
+    (:class:`~q3agent.serving._http.RetryPolicy`); the thinking-budget processor, and a
+    ``custom_logit_processor`` with its ``custom_params`` (as for :class:`SGLangRuntime`), need
+    a server started with ``--enable-custom-logit-processor``.
 
     ``tokenizer``: a :class:`Qwen3Tokenizer`, or a local model directory to load it from;
     default the offline build (all Qwen3 models share it). ``context_length`` overrides what
@@ -835,6 +855,8 @@ class RemoteSGLangRuntime(_CodecOwner):
         enable_thinking_budget_processor: bool = False,
         thinking_budget: int | None = None,
         legacy_structural_tag: bool = False,
+        custom_logit_processor: str | None = None,
+        custom_params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         context_length: int | None = None,
         router: bool = False,
@@ -859,6 +881,8 @@ class RemoteSGLangRuntime(_CodecOwner):
         self._budget_processor = enable_thinking_budget_processor
         self._thinking_budget = thinking_budget
         self._legacy_structural_tag = legacy_structural_tag
+        self._custom_logit_processor = custom_logit_processor
+        self._custom_params = custom_params
         self._codec: _SGLangCodec | None = None
 
     @property
