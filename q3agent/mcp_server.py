@@ -40,7 +40,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import mcp_types
@@ -50,6 +49,7 @@ from mcp.server.mcpserver.exceptions import ToolError as ServerToolError
 from pydantic import BaseModel, Field
 
 from q3agent.errors import UsageError
+from q3agent.url_grants import NormalURL, UnsafeURL, normalize_url
 
 # The tool functions below are introspected by the MCP SDK, which resolves their (string)
 # annotations in this module's globals: Context, mcp_types, Annotated and Field must live here.
@@ -67,6 +67,7 @@ __all__ = [
     "AskResult",
     "AskSource",
     "BearerTokenMiddleware",
+    "PortInUse",
     "ReadPolicy",
     "ServeConfigError",
     "ServedAgent",
@@ -93,20 +94,12 @@ class ServeConfigError(UsageError):
     """The server cannot start as configured; the message says what to change."""
 
 
+class PortInUse(ServeConfigError):
+    """The HTTP port is taken by another program (a set-up mistake: pick another port)."""
+
+
 class SourceRefused(ValueError):
     """A client asked a served tool to read a path or URL the operator did not allow."""
-
-
-def _url_parts(url: str) -> tuple[str, str, int | None, str] | None:
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
-        return None
-    default = 443 if parts.scheme == "https" else 80
-    return parts.scheme, parts.hostname.lower(), port or default, parts.path or "/"
 
 
 @dataclass(frozen=True)
@@ -114,8 +107,11 @@ class ReadPolicy:
     """The folders and URL prefixes served tools may read; nothing else is read.
 
     Paths are resolved (symlinks followed) before the check, so a link inside an allowed folder
-    that points outside it is refused; URLs match on scheme, host, port and path prefix, and
-    every redirect hop is checked too. An empty policy allows nothing.
+    that points outside it is refused. URLs are compared in their normal form
+    (:func:`q3agent.url_grants.normalize_url`: decoded path with dot segments resolved, host
+    and port normalised) on scheme, host, port and path prefix; a URL without one normal form
+    is refused, the normal form is what gets fetched, and every redirect hop is checked too.
+    An empty policy allows nothing.
     """
 
     folders: tuple[Path, ...] = ()
@@ -136,11 +132,13 @@ class ReadPolicy:
             resolved.append(path)
         prefixes: list[str] = []
         for url in urls:
-            if _url_parts(url) is None:
+            try:
+                normalize_url(url)
+            except UnsafeURL as exc:
                 raise ServeConfigError(
-                    f"--allow-url {url!r} is not an http(s) URL prefix; give e.g. "
-                    "https://docs.example.com/"
-                )
+                    f"--allow-url {url!r} is not a usable http(s) URL prefix ({exc}); give "
+                    "e.g. https://docs.example.com/"
+                ) from None
             prefixes.append(url.strip())
         return cls(tuple(resolved), tuple(prefixes))
 
@@ -152,29 +150,43 @@ class ReadPolicy:
     def _inside(self, path: Path) -> bool:
         return any(path == f or path.is_relative_to(f) for f in self.folders)
 
-    def check_url(self, url: str) -> None:
-        """Raise :class:`SourceRefused` unless ``url`` starts with an allowed prefix."""
-        parts = _url_parts(url)
-        for prefix in self.url_prefixes:
-            allowed = _url_parts(prefix)
-            if parts is not None and allowed is not None and parts[:3] == allowed[:3]:
-                base = allowed[3]
-                if parts[3] == base or parts[3].startswith(
-                    base if base.endswith("/") else base + "/"
-                ):
-                    return
+    def check_url(self, url: str) -> NormalURL:
+        """``url`` in normal form; :class:`SourceRefused` unless it lies under a prefix.
+
+        A URL that has no single normal form (encoded slashes, doubled encoding, user info,
+        backslashes ...) is refused with the reason.
+        """
         granted = ", ".join(self.url_prefixes) or "none; start the server with --allow-url"
+        try:
+            normal = normalize_url(url)
+        except UnsafeURL as exc:
+            why = str(exc).split(": ", 1)[-1]
+            raise SourceRefused(
+                f"{url}: outside the URL prefixes this server may read ({granted}): {why}, "
+                "which web servers read in different ways; write the URL plainly"
+            ) from None
+        for prefix in self.url_prefixes:
+            if normal.within(normalize_url(prefix)):
+                return normal
         raise SourceRefused(f"{url}: outside the URL prefixes this server may read ({granted})")
 
     def check_path(self, source: str) -> Path:
         """The resolved path; raise :class:`SourceRefused` unless it lies in an allowed folder.
 
-        A relative path is taken relative to the first allowed folder.
+        A relative path is taken relative to the first allowed folder. A path that cannot
+        name a file (a NUL byte, a symlink loop) is refused with the reason.
         """
-        raw = Path(source).expanduser()
-        if not raw.is_absolute() and self.folders:
-            raw = self.folders[0] / raw
-        path = raw.resolve()
+        if "\x00" in source:
+            raise SourceRefused(
+                f"{source!r}: a path cannot contain a NUL byte; give the file's plain path"
+            )
+        try:
+            raw = Path(source).expanduser()
+            if not raw.is_absolute() and self.folders:
+                raw = self.folders[0] / raw
+            path = raw.resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SourceRefused(f"{source!r}: not a readable path ({exc})") from None
         if not self._inside(path):
             granted = (
                 ", ".join(map(str, self.folders)) or "none; start the server with --allow-folder"
@@ -190,15 +202,19 @@ class ReadPolicy:
         refused: list[str] = []
         for source in sources:
             try:
-                if is_url(source):
-                    self.check_url(source)
-                    allowed.append(source)
+                if is_url(source.strip().lower()):
+                    allowed.append(self.check_url(source).url)
                     continue
                 path = self.check_path(source)
             except SourceRefused as exc:
                 refused.append(str(exc))
                 continue
-            if not path.is_dir():
+            try:
+                is_dir = path.is_dir()
+            except OSError as exc:  # e.g. a name too long for the file system
+                refused.append(f"{source!r}: not a readable path ({exc.strerror or exc})")
+                continue
+            if not is_dir:
                 allowed.append(str(path))
                 continue
             for file in walk_folder(path):
@@ -210,14 +226,21 @@ class ReadPolicy:
         return allowed, refused
 
     def http_client(self) -> Any:
-        """An httpx client that refuses any request (redirects included) outside the prefixes."""
+        """An httpx client that refuses any request (redirects included) outside the prefixes.
+
+        A request that is let through is sent with its path in normal form, so the server
+        reads the path that was checked.
+        """
         import httpx
 
         def check(request: httpx.Request) -> None:
             try:
-                self.check_url(str(request.url))
+                normal = self.check_url(str(request.url))
             except SourceRefused as exc:
                 raise httpx.RequestError(f"refused: {exc}", request=request) from None
+            target = httpx.URL(normal.url)
+            if target.raw_path != request.url.raw_path:
+                request.url = request.url.copy_with(raw_path=target.raw_path)
 
         return httpx.Client(follow_redirects=True, timeout=30.0, event_hooks={"request": [check]})
 
@@ -285,6 +308,15 @@ def _progress_tracker(ctx: Context) -> Callable[[float, float | None, str], Awai
         await ctx.report_progress(value, total, message)
 
     return report
+
+
+def _failed(what: str, exc: BaseException) -> str:
+    """One line for a served tool's unexpected failure: what failed and the exception's words.
+
+    (The MCP SDK would otherwise send only "Error executing tool NAME", without the reason.)
+    """
+    words = " ".join(str(exc).split()).rstrip(".") or "no message"
+    return f"{what} failed: {type(exc).__name__}: {words}"
 
 
 class TaskTooLong(ValueError):
@@ -494,7 +526,10 @@ def build_mcp_server(
             k: Annotated[int, Field(ge=1, le=50, description="How many passages.")] = 5,
         ) -> dict[str, list[dict[str, Any]]]:
             """Search the document store; returns the best passages with their sources."""
-            passages = await retriever.asearch(query, k)
+            try:
+                passages = await retriever.asearch(query, k)
+            except Exception as exc:
+                raise ServerToolError(_failed("the search", exc)) from exc
             return {
                 "passages": [
                     {
@@ -547,7 +582,11 @@ def build_mcp_server(
             totals["failed"].extend(refused)
             for i, source in enumerate(allowed):
                 await ctx.report_progress(i, len(allowed), f"ingesting {source}")
-                report = await ingestor.aingest([source], prune=False)
+                try:
+                    report = await ingestor.aingest([source], prune=False)
+                except Exception as exc:
+                    totals["failed"].append(f"{source}: {_failed('ingesting it', exc)}")
+                    continue
                 for key in ("added", "updated", "unchanged", "removed"):
                     totals[key].extend(getattr(report, key))
                 totals["failed"].extend(f"{s}: {why}" for s, why in report.failed)
@@ -804,7 +843,7 @@ def allowed_hosts_for(host: str, port: int, extra: Sequence[str] = ()) -> list[s
     if is_loopback(host):
         names.extend(["localhost", "127.0.0.1", "[::1]"])
     for item in extra:
-        item = item.strip()
+        item = item.strip().lower()  # host names are case-insensitive
         if item:
             names.append(item)
     allowed: list[str] = []
@@ -847,7 +886,73 @@ def http_app(
     app: ASGIApp = server.streamable_http_app(
         streamable_http_path=path, host=host, transport_security=security
     )
+    app = LowercaseHostMiddleware(app)
     return BearerTokenMiddleware(app, token) if token else app
+
+
+class LowercaseHostMiddleware:
+    """ASGI middleware: the ``Host`` and ``Origin`` headers lower-cased before they are checked.
+
+    Host names are case-insensitive (``LOCALHOST:8000`` is ``localhost:8000``), while the MCP
+    SDK's allowlist compares strings exactly.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [
+                (key, value.lower() if key.lower() in (b"host", b"origin") else value)
+                for key, value in scope.get("headers", [])
+            ]
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
+def bind_socket(host: str, port: int) -> Any:
+    """A listening TCP socket on ``host:port`` (port 0: a free one), bound before anything else.
+
+    Binding first means the Host allowlist is built for the port actually bound, and a busy
+    port is one clear error. Raises :class:`PortInUse` when the port is taken and
+    :class:`ServeConfigError` for any other reason the address cannot be bound.
+    """
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServeConfigError(
+            f"--host {host}: not an address of this machine ({exc.strerror}); use e.g. 127.0.0.1"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} on {host} is already in use by another program; stop it, or pick "
+                "another port with --port N (--port 0 takes a free one)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServeConfigError(
+                f"not allowed to listen on port {port} of {host} (ports below 1024 need "
+                "privileges); pick a port above 1024 with --port N"
+            ) from None
+        raise ServeConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host and --port"
+        ) from None
+    return sock
 
 
 async def serve(
@@ -863,7 +968,10 @@ async def serve(
 ) -> None:
     """Run ``server`` until stopped (stdin closed for stdio; Ctrl-C / SIGTERM for HTTP).
 
-    ``on_ready`` is called with the endpoint URL once the HTTP server accepts connections.
+    The HTTP socket is bound first (:func:`bind_socket`): with ``port=0`` the Host allowlist
+    names the port the system picked, and a port in use raises :class:`PortInUse` before the
+    server starts. ``on_ready`` is called with the endpoint URL once the HTTP server accepts
+    connections.
     """
     if transport == "stdio":
         await server.run_stdio_async()
@@ -873,21 +981,23 @@ async def serve(
     import uvicorn
 
     token = token or os.environ.get(TOKEN_ENV) or None
-    app = http_app(
-        server, host=host, token=token, path=path, port=port, allowed_hosts=allowed_hosts
-    )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    http_server = uvicorn.Server(config)
-    if on_ready is None:
-        await http_server.serve()
-        return
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(http_server.serve)
-        while not http_server.started:  # noqa: ASYNC110 - uvicorn has only this flag
-            await anyio.sleep(0.05)
-        bound = port
-        for listener in http_server.servers:
-            for sock in listener.sockets:
-                bound = int(sock.getsockname()[1])
-        shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{bound}{path}")
+    check_http_settings(host, token)
+    sock = bind_socket(host, port)
+    try:
+        bound = int(sock.getsockname()[1])
+        app = http_app(
+            server, host=host, token=token, path=path, port=bound, allowed_hosts=allowed_hosts
+        )
+        config = uvicorn.Config(app, host=host, port=bound, log_level="warning", lifespan="on")
+        http_server = uvicorn.Server(config)
+        if on_ready is None:
+            await http_server.serve(sockets=[sock])
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: http_server.serve(sockets=[sock]))
+            while not http_server.started:  # noqa: ASYNC110 - uvicorn has only this flag
+                await anyio.sleep(0.05)
+            shown = f"[{host.strip('[]')}]" if ":" in host else host
+            on_ready(f"http://{shown}:{bound}{path}")
+    finally:
+        sock.close()
