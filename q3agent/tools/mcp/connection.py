@@ -291,6 +291,15 @@ class MCPServer(ABC):
         """Extra text for error messages (a stdio server's stderr tail)."""
         return ""
 
+    def log_mark(self) -> int:
+        """Where the server's captured log ends now, for :meth:`log_since` (0 without one)."""
+        return 0
+
+    def log_since(self, mark: int) -> str:
+        """What the server logged after :meth:`log_mark` gave ``mark`` (a stdio server's
+        captured stderr; ``""`` for servers whose log q3agent cannot see)."""
+        return ""
+
     async def _cleanup(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release per-open resources (temp files) after the connection closed."""
 

@@ -12,6 +12,7 @@ from q3agent.tools.base import Tool, ToolError, Toolset
 from q3agent.tools.context import RunContext
 from q3agent.tools.mcp.connection import MCPServer, MCPServerError
 from q3agent.tools.mcp.content import MCPToolOutput, convert_result
+from q3agent.tools.mcp.server_log import crash_reason, is_bare_failure
 
 if TYPE_CHECKING:
     import mcp_types
@@ -77,13 +78,31 @@ class MCPTool(Tool):
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             ctx.report_progress(progress, total, message)
 
+        mark = self.server.log_mark()
         result = await self.server.call_tool(
             self.mcp_name, dict(arguments or {}), progress=progress
         )
         output = convert_result(result)
         if result.is_error:
-            raise ToolError(output.text)
+            raise ToolError(self._error_text(output.text, mark))
         return output
+
+    def _error_text(self, text: str, mark: int) -> str:
+        """The error for the model: the server's message, or its log's words when it sent none.
+
+        The MCP SDK's servers answer a tool that crashed with only "Error executing tool
+        NAME" and log the exception; for a stdio server the exception's own message is read
+        back from what it logged during the call.
+        """
+        if not is_bare_failure(text, self.mcp_name):
+            return text
+        reason = crash_reason(self.server.log_since(mark))
+        if reason:
+            return f"{text.rstrip('.')}: {reason} (from the MCP server's log)"
+        return (
+            f"{text.rstrip('.')} (the server {self.server.name!r} gave no reason). Check the "
+            "arguments against the tool's description, or try another way."
+        )
 
 
 def _missing_note(server: MCPServer, reason: str) -> str:

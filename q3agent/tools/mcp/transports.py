@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["MCPServerInProcess", "MCPServerSSE", "MCPServerStdio", "MCPServerStreamableHTTP"]
 
 _STDERR_TAIL_CHARS = 1500
+_LOG_SINCE_BYTES = 65_536
 
 
 class MCPServerStdio(MCPServer):
@@ -100,6 +101,27 @@ class MCPServerStdio(MCPServer):
                 size = f.tell()
                 f.seek(max(0, size - _STDERR_TAIL_CHARS))
                 return f.read().strip()
+        except OSError:
+            return ""
+
+    def log_mark(self) -> int:
+        """The size of the captured stderr now (0 when it is not captured)."""
+        if self._stderr_path is None:
+            return 0
+        try:
+            return os.path.getsize(self._stderr_path)
+        except OSError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        """The captured stderr written after ``mark`` (its last 64 KB at most)."""
+        if self._stderr_path is None:
+            return ""
+        try:
+            with open(self._stderr_path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(mark if mark <= size else 0, size - _LOG_SINCE_BYTES))
+                return f.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
 
