@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from q3agent.qwen3.messages import Message
     from q3agent.qwen3.prompt import PromptIds
     from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+    from q3agent.serving.engine_budget import EngineBudget
 
 FinishReason = Literal["stop", "length", "abort"]
 """``stop``: EOS or a stop string/id; ``length``: hit ``max_tokens``; ``abort``: cancelled."""
@@ -81,6 +82,9 @@ class GenerationRequest:
     tools: tuple[dict[str, Any], ...] = ()
     enable_thinking: bool | None = None
     request_id: str | None = None
+    engine_budget: EngineBudget | None = None
+    """A thinking budget for the engine to apply (set by the budget procedure only for runtimes
+    whose ``engine_budget`` is true; see :mod:`q3agent.serving.engine_budget`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,11 @@ class RuntimeWrapper:
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """The wrapped runtime's stream."""
         return self.inner.stream(request)
+
+    @property
+    def engine_budget(self) -> bool:
+        """Whether the wrapped runtime applies the thinking budget inside its engine."""
+        return getattr(self.inner, "engine_budget", False) is True
 
     @property
     def context_length(self) -> int | None:

@@ -9,6 +9,12 @@ the limited time by the user, … \\n</think>\\n\\n"). So reasoning tokens never
 budget, an answer of any length follows a short reasoning in the same request, and the
 continuation re-prefills only the early-stop text on a prefix-caching runtime.
 
+A runtime that applies the budget inside its engine (``engine_budget``, see
+:mod:`q3agent.serving.engine_budget`) gets the budget with the request and forces the
+early-stop text itself: the step stays one request with nothing re-prefilled. The ids after
+the budget are still checked as they stream: where they are not the early-stop ids (the
+engine did not apply it), the stream is cut and the step continues as above.
+
 Where the reasoning stands is read from ids (``<think>``, ``</think>``), never from an
 engine's text. A runtime whose ids are an untrusted re-encoding (``ids_exact=False``) is judged
 on the trusted encoding of its text instead; whatever it streamed past the cut is dropped from
@@ -28,6 +34,13 @@ from q3agent.serving.base import (
     Runtime,
     Usage,
     closing_stream,
+)
+from q3agent.serving.engine_budget import (
+    EngineBudget,
+    applies_budget_in_engine,
+    budget_params,
+    budget_variants,
+    follows_budget,
 )
 
 
@@ -152,7 +165,17 @@ async def generate_with_budget(
 
     limit = budget + (1 if model_opens_think else 0)
     total = request.sampling.max_tokens
+    in_engine = applies_budget_in_engine(runtime)
+    if in_engine:
+        engine_budget = EngineBudget(budget, model_opens_think)
+        request = replace(request, engine_budget=engine_budget)
+        params = budget_params(engine_budget, tok)
     watch = _Watch(tok, limit, prompt_open=not model_opens_think)
+
+    def forced_by_engine(ids: list[int]) -> bool:
+        """Whether the ids past the limit are the engine's early-stop ids (so far)."""
+        return in_engine and follows_budget(ids, limit, budget_variants(ids[:limit], params))
+
     decoder = tok.decoder()
     first: Generation | None = None
     cut_early = False
@@ -169,7 +192,7 @@ async def generate_with_budget(
                 if stream and chunk.text and not watch.ids:
                     yield TextDelta(chunk.text)
                 continue
-            hit = watch.feed(fresh)
+            hit = watch.feed(fresh) and not forced_by_engine(watch.ids)
             keep = watch.ids[: limit if hit else len(watch.ids)]
             if stream:
                 new = tuple(keep[shown:])
@@ -204,6 +227,18 @@ async def generate_with_budget(
             yield TextDelta(tail)
         yield _single(first)
         return
+    if not cut_early and forced_by_engine(view):  # the engine ended the reasoning itself
+        tail = decoder.flush() if stream and watch.ids else ""
+        if tail:
+            yield TextDelta(tail)
+        prompt_open = not model_opens_think
+        reasoning = count_reasoning_tokens(view[:limit], tok, prompt_open=prompt_open)
+        yield replace(
+            _single(first),
+            usage=replace(first.usage, reasoning_tokens=reasoning),
+            hit_budget=True,
+        )
+        return
 
     kept = first if cut_early else _cut(tok, first, limit)
     remaining = total - len(kept.token_ids)
@@ -216,6 +251,7 @@ async def generate_with_budget(
         prompt_ids=request.prompt_ids + kept.token_ids + extra_ids,
         sampling=request.sampling.with_(max_tokens=max(1, remaining - len(extra_ids))),
         request_id=None if request.request_id is None else f"{request.request_id}-cont",
+        engine_budget=None,
     )
     second: Generation | None = None
     async for item in _one(runtime, second_request, stream):

@@ -40,6 +40,7 @@ from q3agent.serving.base import (
     fit_to_context,
     stop_ids_for,
 )
+from q3agent.serving.engine_budget import budget_params, forced_budget_token
 
 if TYPE_CHECKING:
     import torch
@@ -101,6 +102,8 @@ class _Decode:
     """Prompt and completion ids, for the repetition penalty."""
     completion_ids: set[int] = field(default_factory=set)
     """Completion ids, for the presence penalty."""
+    budget_params: dict[str, Any] | None = None
+    """The in-engine thinking budget's parameters, when the request has one."""
 
     @property
     def done(self) -> bool:
@@ -192,6 +195,11 @@ class TransformersRuntime:
     def cached_token_ids(self) -> tuple[int, ...]:
         """The ids whose keys and values the cache holds now (the next request's reusable part)."""
         return tuple(self._cache_ids)
+
+    @property
+    def engine_budget(self) -> bool:
+        """True: the decode loop forces the budget's early-stop text itself (one request)."""
+        return True
 
     # -- protocol methods ----------------------------------------------------------------------
 
@@ -401,6 +409,18 @@ class TransformersRuntime:
     def _sample(self, state: _Decode, logits: torch.Tensor) -> int:
         import torch
 
+        budget = state.request.engine_budget
+        if budget is not None:  # the thinking budget's early-stop ids, forced in the loop
+            if state.budget_params is None:
+                state.budget_params = budget_params(budget, self.tokenizer)
+            tok = self.tokenizer
+            forced = forced_budget_token(
+                state.generated,
+                state.budget_params,
+                lambda ids: len(text := tok.decode(ids)) - len(text.rstrip("\n")),
+            )
+            if forced is not None:
+                return forced
         sampling = state.request.sampling
         if state.matcher is not None and state.bitmask is not None:
             import xgrammar as xgr

@@ -49,6 +49,14 @@ class Recording(RuntimeWrapper):
                 yield chunk
 
 
+class AbortAndContinue(Recording):
+    """Hides the runtime's in-engine budget, so the budget procedure cuts and continues."""
+
+    @property
+    def engine_budget(self) -> bool:
+        return False
+
+
 class Short:
     """A fixed mode with a small output cap (a random model never stops on its own)."""
 
@@ -105,7 +113,7 @@ async def test_constrained_random_model_calls_a_tool_that_the_agent_executes(
 async def test_thinking_budget_on_a_real_model_cuts_reasoning_and_continues(
     tiny_model_dir: Path,
 ) -> None:
-    runtime = Recording(TransformersRuntime(tiny_model_dir))
+    runtime = AbortAndContinue(TransformersRuntime(tiny_model_dir))  # see test_engine_budget
     agent = Agent(
         runtime=runtime,
         policy=Short(True, budget=6, max_tokens=30),
