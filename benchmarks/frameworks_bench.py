@@ -22,6 +22,7 @@ docs/comparison.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -76,9 +77,11 @@ def python_for(framework: str) -> Path:
 class Engine:
     """The engine under test: its URL, counters and prefix-cache reset."""
 
-    def __init__(self, kind: str, base_url: str) -> None:
+    def __init__(self, kind: str, base_url: str, model_dir: Path | None = None) -> None:
         self.kind = kind
         self.base_url = base_url.rstrip("/")
+        self.model_dir = model_dir
+        self._hf: Any = None
         self.http = httpx.Client(timeout=120)
 
     def counters(self) -> dict[str, float]:
@@ -87,9 +90,15 @@ class Engine:
             "prompt": r"^vllm:prompt_tokens_total\{",
             "cached": r"^vllm:prompt_tokens_cached_total\{",
             "generated": r"^vllm:generation_tokens_total\{",
-            "finished": r"^vllm:request_success_total\{",
             "running": r"^vllm:num_requests_running\{",
         }
+        if self.kind == "sglang":
+            wanted = {
+                "prompt": r"^sglang:prompt_tokens_total\{",
+                "cached": r"^sglang:cached_tokens_total\{",
+                "generated": r"^sglang:generation_tokens_total\{",
+                "running": r"^sglang:num_running_reqs\{",
+            }
         out = dict.fromkeys(wanted, 0.0)
         for line in text.splitlines():
             for key, pattern in wanted.items():
@@ -104,7 +113,8 @@ class Engine:
 
     def reset_cache(self) -> None:
         self.idle()
-        reply = self.http.post(f"{self.base_url}/reset_prefix_cache")
+        path = "flush_cache" if self.kind == "sglang" else "reset_prefix_cache"
+        reply = self.http.post(f"{self.base_url}/{path}")
         if reply.status_code != 200:
             raise SystemExit(
                 f"POST /reset_prefix_cache answered {reply.status_code}: start vLLM with "
@@ -118,7 +128,9 @@ class Engine:
 
         tok = Qwen3Tokenizer.offline()
         body = entry.body
-        if entry.path.endswith("chat/completions"):
+        if entry.path.endswith("chat/completions") and self.kind == "sglang":
+            text = self._render_locally(body)
+        elif entry.path.endswith("chat/completions"):
             req = {
                 "model": body.get("model", SERVED),
                 "messages": body.get("messages", []),
@@ -132,24 +144,81 @@ class Engine:
             text = tok.decode(prompt) if isinstance(prompt, list) else str(prompt)
         return text[: text.rfind(ASSISTANT_HEADER)]
 
+    def _render_locally(self, body: dict[str, Any]) -> str:
+        """The official template applied to a chat request (SGLang has no chat /tokenize)."""
+        from transformers import AutoTokenizer
+
+        if self._hf is None:
+            self._hf = AutoTokenizer.from_pretrained(str(self.model_dir))
+        messages = []
+        for m in body.get("messages", []):
+            m = dict(m)
+            for call in m.get("tool_calls") or []:
+                fn = call.get("function", {})
+                if isinstance(fn.get("arguments"), str):
+                    with contextlib.suppress(ValueError):
+                        fn["arguments"] = json.loads(fn["arguments"])
+            if m.get("reasoning") and not m.get("reasoning_content"):
+                m["reasoning_content"] = m["reasoning"]
+            messages.append(m)
+        return str(
+            self._hf.apply_chat_template(
+                messages,
+                tools=body.get("tools"),
+                tokenize=False,
+                add_generation_prompt=True,
+                **(body.get("chat_template_kwargs") or {}),
+            )
+        )
+
     def version(self) -> str:
+        path = "get_server_info" if self.kind == "sglang" else "version"
         try:
-            return str(self.http.get(f"{self.base_url}/version").json().get("version", "?"))
+            return str(self.http.get(f"{self.base_url}/{path}").json().get("version", "?"))
         except (httpx.HTTPError, ValueError):
             return "?"
 
 
-def start_vllm(port: int, scratch: Path) -> Any:
+def tiny_model(scratch: Path) -> Path:
     from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
-    from q3agent.serving.testing_vllm import VLLMServer
 
-    os.environ.update(ENGINE_ENV)
-    model = make_tiny_qwen3(
+    return make_tiny_qwen3(
         scratch / "tiny-qwen3",
         head_dim=VLLM_CPU_HEAD_DIM,
         max_position_embeddings=QWEN3_CONTEXT,
         chat_template=TEMPLATE,
     )
+
+
+SGLANG_FLAGS = (
+    "--served-model-name",
+    SERVED,
+    "--reasoning-parser",
+    "qwen3",
+    "--tool-call-parser",
+    "qwen25",
+    "--enable-metrics",
+)
+"""Beside the SGLang tier's CPU flags: what SGLang's docs give for Qwen3 with tools."""
+
+
+def start_sglang(port: int, scratch: Path) -> Any:
+    from q3agent.serving.testing_sglang import SGLangServer
+
+    server = SGLangServer(
+        tiny_model(scratch), port=port, extra_args=SGLANG_FLAGS, log_path=scratch / "sglang.log"
+    )
+    print(f"starting SGLang on :{port} (0.5-5 minutes on two cores; log {server.log_path})")
+    server.start()
+    server.wait_ready(timeout=900)
+    return server
+
+
+def start_vllm(port: int, scratch: Path) -> Any:
+    from q3agent.serving.testing_vllm import VLLMServer
+
+    os.environ.update(ENGINE_ENV)
+    model = tiny_model(scratch)
     server = VLLMServer(model, port=port, served_model_name=SERVED, log_path=scratch / "vllm.log")
     print(f"starting vLLM on :{port} (1.5-6 minutes on two cores; log {server.log_path})")
     server.start()
@@ -183,6 +252,17 @@ class Run:
     @property
     def startup_cpu(self) -> float:
         return self.process_cpu - self.work_cpu
+
+    def later_cpu_per_step(self) -> float | None:
+        """Client CPU per request after the first task (its first-use costs left out)."""
+        ends = self.report.get("task_ends") or []
+        if len(ends) < 2:
+            return None
+        first_end, first_cpu = ends[0]
+        later = [e for e in self.requests if e.started > first_end]
+        if not later:
+            return None
+        return (float(self.report.get("cpu", 0.0)) - first_cpu) / len(later)
 
 
 def run_one(framework: str, workload: str, engine: Engine, log: ProxyLog, proxy_port: int) -> Run:
@@ -343,10 +423,14 @@ def report(runs: list[Run], engine: Engine) -> str:
             if key == "d":
                 row += [f"{float(run.report.get('wall', 0)):.2f}", f"{run.process_cpu:.2f}"]
             else:
+                later = run.later_cpu_per_step()
                 row += [
                     f"{run.startup_cpu:.2f}",
                     f"{1000 * run.work_cpu / reqs:.0f}" if reqs else "-",
+                    f"{run.process_cpu:.2f}",
                 ]
+                if key in ("c", "e"):
+                    row.append("-" if later is None else f"{1000 * later:.0f}")
             if key == "e":
                 fails = panel_failures(run)
                 row.append("; ".join(fails) if fails else "")
@@ -365,7 +449,13 @@ def report(runs: list[Run], engine: Engine) -> str:
         ]
         if key in ("b", "c"):
             header.append("reasoning as template")
-        header += ["wall s", "client CPU s"] if key == "d" else ["start-up CPU s", "CPU ms/step"]
+        header += (
+            ["wall s", "client CPU s"]
+            if key == "d"
+            else ["start-up CPU s", "CPU ms/step", "client CPU s"]
+        )
+        if key in ("c", "e"):
+            header.append("CPU ms/step after task 1")
         if key == "e":
             header.append("failed cases")
         header.append("error")
@@ -384,7 +474,10 @@ def versions(runs: list[Run], engine: Engine) -> str:
     ]
     lines += [f"- {k} {v}" for k, v in sorted(seen.items())]
     lines.append(f"- Python {platform.python_version()}, {os.cpu_count()} CPUs")
-    lines.append(f"- settings: {', '.join(f'{k}={v}' for k, v in ENGINE_ENV.items())}")
+    if engine.kind == "sglang":
+        lines.append(f"- server flags beside the SGLang tier's CPU flags: {' '.join(SGLANG_FLAGS)}")
+    else:
+        lines.append(f"- settings: {', '.join(f'{k}={v}' for k, v in ENGINE_ENV.items())}")
     return "\n".join(lines)
 
 
@@ -402,13 +495,6 @@ def main() -> int:
     parser.add_argument("--workloads", default="a,b,c,d,e")
     parser.add_argument("--json", help="also write every run's raw report here")
     args = parser.parse_args()
-    if args.engine == "sglang":
-        print(
-            "--engine sglang is not wired yet: its launcher (q3agent/serving/testing_sglang.py)"
-            " has not landed; see docs/comparison.md",
-            file=sys.stderr,
-        )
-        return 2
     frameworks = [f for f in args.frameworks.split(",") if f]
     for f in frameworks:
         if not python_for(f).is_file():
@@ -421,10 +507,13 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="q3agent-frameworks-"))
     server = None
     if args.base_url:
-        engine = Engine(args.engine, args.base_url)
+        engine = Engine(args.engine, args.base_url, tiny_model(scratch))
+    elif args.engine == "sglang":
+        server = start_sglang(args.port, scratch)
+        engine = Engine(args.engine, server.base_url, server.model)
     else:
         server = start_vllm(args.port, scratch)
-        engine = Engine(args.engine, server.base_url)
+        engine = Engine(args.engine, server.base_url, server.model)
     log = ProxyLog()
     serve_in_thread(ForcingProxy(engine.base_url, log, engine=args.engine), args.proxy_port)
     runs: list[Run] = []

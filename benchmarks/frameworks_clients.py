@@ -42,6 +42,12 @@ MAX_STEPS = 8
 CALLS: list[list[tuple[str, dict[str, Any]]]] = []
 """Per task, the calls the tools received (in order)."""
 _calls_lock = threading.Lock()
+TASK_ENDS: list[tuple[float, float]] = []
+"""(time.monotonic(), process CPU) at the end of each task, for CPU per step after task 1."""
+
+
+def task_done() -> None:
+    TASK_ENDS.append((time.monotonic(), time.process_time() - _T0_CPU))
 
 
 def sampling(thinking: bool) -> dict[str, Any]:
@@ -94,6 +100,7 @@ class Q3Agent:
         for task in tasks:
             CALLS.append([])
             answers.append((await session.arun(task.text)).answer or "")
+            task_done()
         return answers
 
 
@@ -128,6 +135,7 @@ class PydanticAI:
             )
             history = result.all_messages()
             answers.append(str(result.output))
+            task_done()
         return answers
 
 
@@ -170,6 +178,7 @@ class OpenAIAgents:
             result = await self.Runner.run(agent, items, max_turns=MAX_STEPS)
             items = result.to_input_list()
             answers.append(str(result.final_output))
+            task_done()
         return answers
 
 
@@ -230,6 +239,7 @@ class QwenAgent:
                 pass
             messages.extend(responses)
             answers.append(str(responses[-1].get("content", "")) if responses else "")
+            task_done()
         return answers
 
     async def session(self, tasks: list[Task], budget: int | None) -> list[str]:
@@ -271,6 +281,7 @@ class Smolagents:
             else:
                 agent.model = model
             answers.append(str(agent.run(task.text, reset=len(answers) == 0)))
+            task_done()
         return answers
 
     async def session(self, tasks: list[Task], budget: int | None) -> list[str]:
@@ -322,6 +333,7 @@ async def _main(framework: str, workload: str, base_url: str) -> dict[str, Any]:
                 results.append({"answers": answers, "error": ""})
             except Exception as exc:  # a peer's failure is data: keep its reason
                 results.append({"answers": [], "error": f"{type(exc).__name__}: {exc}"[:300]})
+                task_done()
                 if len(CALLS) < len(results):
                     CALLS.append([])
         out["panel"] = results
@@ -341,6 +353,7 @@ async def _main(framework: str, workload: str, base_url: str) -> dict[str, Any]:
             out["error"] = ""
     out["wall"] = time.perf_counter() - start
     out["calls"] = CALLS
+    out["task_ends"] = TASK_ENDS
     out["cpu"] = time.process_time() - _T0_CPU
     out["versions"] = _versions(framework)
     return out

@@ -5,7 +5,9 @@ conversation the client sent (chat ``messages``, or a completions prompt as ids 
 takes its last turn (everything after the last assistant turn), looks up the scripted reply
 for the ``[[marker]]`` found there (:func:`frameworks_workloads.reply_for`) and adds to the
 request the engine's own forcing constraint for that reply: on vLLM the scripted-token logits
-processor's ``vllm_xargs`` (see :mod:`q3agent.serving.testing_vllm`). Nothing else in the
+processor's ``vllm_xargs`` (see :mod:`q3agent.serving.testing_vllm`), on SGLang its
+scripted-token ``custom_logit_processor`` with ``custom_params`` (see
+:mod:`q3agent.serving.testing_sglang`). Nothing else in the
 request is touched: sampling, tools, ``tool_choice``, streaming and the chat template kwargs
 all reach the engine as the client wrote them, and the engine's tokenizer, template,
 reasoning and tool parsers and prefix cache stay in the path.
@@ -147,8 +149,14 @@ class ForcingProxy:
         # reply at that count and a few around it (a client may merge or split turns)
         turns: list[list[int]] = [[] for _ in range(max(0, earlier - 2))]
         turns += [ids] * (earlier + 4 - len(turns))
-        extra = script_body(turns)["vllm_xargs"]
-        body["vllm_xargs"] = {**(body.get("vllm_xargs") or {}), **extra}
+        if self.engine == "sglang":
+            from q3agent.serving.testing_sglang import script_params, scripted_processor_str
+
+            body["custom_logit_processor"] = scripted_processor_str()
+            body["custom_params"] = {**(body.get("custom_params") or {}), **script_params(turns)}
+        else:
+            extra = script_body(turns)["vllm_xargs"]
+            body["vllm_xargs"] = {**(body.get("vllm_xargs") or {}), **extra}
         return reply
 
     async def handle(self, request: Request) -> Response:

@@ -405,8 +405,9 @@ _CALL_JSON = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
 
 def _required_form(key: str, reply: str, tool_names: frozenset[str]) -> str:
-    head, sep, body = reply.rpartition("</think>\n\n")
-    body = body.removesuffix(END)
+    # the engine's grammar starts right after </think> and admits no newline before the array
+    head, sep, body = reply.rpartition("</think>")
+    body = body.removesuffix(END).lstrip("\n")
     if key.startswith("panel "):
         calls = list(PANEL[int(key.split()[1]) - 1].calls)
     else:
