@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from q3agent import __version__
-from q3agent.cli.exits import FAILURE, INTERRUPTED, exit_status
+from q3agent.cli.exits import FAILURE, INTERRUPTED, OK, exit_status
 from q3agent.cli.interrupts import sigterm_as_interrupt
 from q3agent.cli.options import ENVIRONMENT_HELP, add_runtime_options
 
@@ -114,7 +114,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from q3agent.cli.models import print_models_table
 
     print_models_table()
-    return 0
+    return OK
 
 
 _PLUGINS: list[tuple[str, str]] = [

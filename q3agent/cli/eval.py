@@ -141,7 +141,9 @@ def add_eval_commands(subparsers: Any) -> None:
         "scores.json at the end; run the same command again to resume an interrupted run "
         "(default bfcl-results).",
     )
-    bfcl.add_argument("--concurrency", type=int, default=64, help="Entries in flight at once.")
+    bfcl.add_argument(
+        "--concurrency", type=int, default=64, help="Entries in flight at once (default 64)."
+    )
     bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
     bfcl.set_defaults(func=run_bfcl_command)
 

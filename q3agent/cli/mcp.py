@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from q3agent.cli.exits import FAILURE, INTERRUPTED, OK, USAGE
 from q3agent.cli.options import add_runtime_options
 
 if TYPE_CHECKING:
@@ -27,38 +28,52 @@ def add_mcp_commands(subparsers: Any) -> None:
         group.add_argument(
             "--stdio", metavar="COMMAND", help='a stdio server command line, e.g. "mcp-server-time"'
         )
-        p.add_argument("--timeout", type=float, default=60.0, help="seconds per tool call")
+        p.add_argument(
+            "--timeout", type=float, default=60.0, help="seconds per tool call (default 60)"
+        )
 
     tools = mcp_sub.add_parser(
         "tools", help="list tools with their JSON schemas (as the model will see them)"
     )
     source_options(tools)
-    tools.add_argument("--server", help="only this server of the config")
+    tools.add_argument("--server", metavar="NAME", help="only this server of the config")
     tools.add_argument("--json", action="store_true", help="print the tool schemas as JSON")
     tools.set_defaults(func=_cmd_tools)
 
     call = mcp_sub.add_parser("call", help="call one tool: q3agent mcp call SERVER.TOOL '{...}'")
     call.add_argument("tool", help="SERVER.TOOL (the server's name, a dot, the tool's MCP name)")
-    call.add_argument("arguments", nargs="?", default="{}", help="the arguments as a JSON object")
+    call.add_argument(
+        "arguments", nargs="?", default="{}", help="the arguments as a JSON object (default {})"
+    )
     source_options(call)
     call.add_argument("--json", action="store_true", help="print the raw MCP result as JSON")
     call.set_defaults(func=_cmd_call)
 
     serve = subparsers.add_parser(
         "serve-mcp",
-        help="serve a q3agent agent over MCP (tools: ask, rag_search, rag_ingest)",
+        help="serve a q3agent agent over MCP (tools: ask, rag_search, rag_ingest, research)",
         description=textwrap.dedent(
             """\
             Serve a q3agent agent as an MCP server. Tools: `ask` (run the agent, answer with
-            sources, progress notifications per step) and, with a RAG store, `rag_search` and
-            `rag_ingest`. Streamable HTTP binds to 127.0.0.1 unless --host says otherwise, and
-            any other address requires --token (or Q3AGENT_MCP_TOKEN)."""
+            sources, progress notifications per step); with --store, `rag_search`, and
+            `rag_ingest` for the folders and URLs --allow-folder/--allow-url grant; with
+            --research, `research`. Streamable HTTP binds to 127.0.0.1 unless --host says
+            otherwise, and any other address requires --token (or Q3AGENT_MCP_TOKEN)."""
         ),
     )
-    serve.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--path", default="/mcp", help="HTTP endpoint path")
+    serve.add_argument(
+        "--transport",
+        choices=("stdio", "streamable-http"),
+        default="stdio",
+        help="stdio (default; the client starts the server) or streamable-http",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind for HTTP (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port for HTTP; 0 picks a free one (default 8000)"
+    )
+    serve.add_argument("--path", default="/mcp", help="HTTP endpoint path (default /mcp)")
     serve.add_argument(
         "--token", help="bearer token HTTP clients must send (default: $Q3AGENT_MCP_TOKEN)"
     )
@@ -68,11 +83,28 @@ def add_mcp_commands(subparsers: Any) -> None:
     )  # fmt: skip
     add_runtime_options(serve)
     serve.add_argument(
-        "--runtime-script", help="JSONL of raw completions: a ScriptedRuntime (demos, tests)"
+        "--script",
+        dest="runtime_script",
+        metavar="JSONL",
+        help="answer from scripted completions instead of a model (demos, tests)",
     )
-    serve.add_argument("--mcp-config", help="MCP servers the served agent may use")
-    serve.add_argument("--rag-store", help="RAG store directory (enables rag_search/rag_ingest)")
-    serve.add_argument("--rag-url", help="Chroma server URL instead of --rag-store")
+    serve.add_argument("--runtime-script", dest="runtime_script", help=argparse.SUPPRESS)
+    serve.add_argument("--mcp-config", metavar="FILE", help="MCP servers the served agent may use")
+    serve.add_argument(
+        "--store",
+        dest="rag_store",
+        metavar="DIR",
+        help="an existing RAG store directory (made with `q3agent rag ingest`); enables "
+        "rag_search, and rag_ingest with --allow-folder/--allow-url",
+    )
+    serve.add_argument("--rag-store", dest="rag_store", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--chroma-url",
+        dest="rag_url",
+        metavar="URL",
+        help="a Chroma server instead of --store (`chroma run --path DIR --port 8000`)",
+    )
+    serve.add_argument("--rag-url", dest="rag_url", help=argparse.SUPPRESS)
     serve.add_argument(
         "--research", action="store_true", help="also serve `research` (deep-research reports)"
     )
@@ -103,9 +135,11 @@ def add_mcp_commands(subparsers: Any) -> None:
         default=16_000,
         help="longest `ask` task in tokens (default 16000)",
     )
-    serve.add_argument("--system", help="system prompt of the default agent")
-    serve.add_argument("--max-steps", type=int, default=20)
-    serve.add_argument("--name", default="q3agent", help="MCP server name")
+    serve.add_argument("--system", metavar="TEXT", help="system prompt of the default agent")
+    serve.add_argument(
+        "--max-steps", type=int, default=20, metavar="N", help="model steps per task (default 20)"
+    )
+    serve.add_argument("--name", default="q3agent", help="MCP server name (default q3agent)")
     serve.set_defaults(func=_cmd_serve)
 
 
@@ -122,7 +156,7 @@ def _servers(args: argparse.Namespace) -> list[MCPServer]:
 
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return USAGE
 
 
 def _cmd_tools(args: argparse.Namespace) -> int:
@@ -150,7 +184,7 @@ def _cmd_tools(args: argparse.Namespace) -> int:
         return _error(str(exc))
     if args.json:
         print(json.dumps([s for _, schemas in listed for s in schemas], indent=2))
-        return 0
+        return OK
     for server, schemas in listed:
         print(f"{server.name} ({server.describe()}): {len(schemas)} tool(s)")
         for schema in schemas:
@@ -161,7 +195,7 @@ def _cmd_tools(args: argparse.Namespace) -> int:
             params = json.dumps(fn["parameters"], indent=2, ensure_ascii=False)
             print(textwrap.indent(params, "    "))
         print()
-    return 0
+    return OK
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
@@ -205,7 +239,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         print(result.model_dump_json(by_alias=True, exclude_none=True, indent=2))
     else:
         print(render_mcp_result(result))
-    return 1 if result.is_error else 0
+    return FAILURE if result.is_error else OK
 
 
 def _serve_runtime(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -233,6 +267,26 @@ def _serve_runtime(args: argparse.Namespace) -> tuple[Any, Any]:
         return None, choice.capability
 
 
+def _check_store(args: argparse.Namespace) -> None:
+    """A ``--store`` that does not exist is a mistake unless rag_ingest may fill it."""
+    from pathlib import Path
+
+    from q3agent.mcp_server import ServeConfigError
+
+    if args.rag_store is None or Path(args.rag_store).expanduser().is_dir():
+        return
+    if args.allow_folder or args.allow_url:
+        print(
+            f"note: no RAG store at {args.rag_store} yet: a new one is made there for rag_ingest",
+            file=sys.stderr,
+        )
+        return
+    raise ServeConfigError(
+        f"no RAG store at {args.rag_store}: check --store, or make one with `q3agent rag "
+        f"ingest PATH --store {args.rag_store}` (or grant rag_ingest with --allow-folder DIR)"
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from q3agent.mcp_server import (
         ServeConfigError,
@@ -243,7 +297,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
 
     if args.agent and (args.model or args.runtime_script):
-        return _error("--agent builds its own agent: drop --model / --runtime-script")
+        return _error("--agent builds its own agent: drop --model / --script")
+    _check_store(args)
     runtime, capability = (None, None) if args.agent else _serve_runtime(args)
 
     def ready(url: str) -> None:
@@ -298,8 +353,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ServeConfigError as exc:
         return _error(str(exc))
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return INTERRUPTED
+    return OK
 
 
 def main(argv: list[str] | None = None) -> int:

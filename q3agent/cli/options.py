@@ -122,6 +122,19 @@ class ModelChoice:
     runtime_flag: str | None = None
     """``--runtime`` as given (``oracle`` and other command-specific runtimes included)."""
 
+    def limit(self, runtime: Runtime) -> Runtime:
+        """``runtime`` (a scripted or built-in one) under ``--max-tokens``/``--context-length``,
+        as :meth:`build_runtime`'s runtimes are."""
+        if self.settings.max_tokens is None and self.settings.context_length is None:
+            return runtime
+        from q3agent.serving.settings import LimitedRuntime
+
+        return LimitedRuntime(
+            runtime,
+            max_tokens=self.settings.max_tokens,
+            context_length=self.settings.context_length,
+        )
+
     def build_runtime(self) -> Runtime:
         """The runtime these settings name (may raise :class:`RuntimeUnavailableError`)."""
         from q3agent.serving.select import select_runtime

@@ -60,8 +60,15 @@ def add_rag_commands(subparsers: Any) -> None:
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or URL")
     _store_options(ingest)
-    ingest.add_argument("--chunk-tokens", type=int, default=256, help="chunk size in tokens")
-    ingest.add_argument("--overlap", type=int, default=None, help="overlap in tokens (15%%)")
+    ingest.add_argument(
+        "--chunk-tokens", type=int, default=256, help="chunk size in tokens (default 256)"
+    )
+    ingest.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="overlap in tokens (default 15%% of --chunk-tokens)",
+    )
     ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ingest.add_argument(
         "--no-prune", action="store_true", help="keep documents whose files were removed"
@@ -74,7 +81,10 @@ def add_rag_commands(subparsers: Any) -> None:
     search.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
     search.add_argument("--json", action="store_true", help="print JSON instead of text")
     search.add_argument(
-        "--mode", choices=["hybrid", "dense", "bm25"], default="hybrid", help="retrieval mode"
+        "--mode",
+        choices=["hybrid", "dense", "bm25"],
+        default="hybrid",
+        help="hybrid (default): dense and BM25 fused; dense; or bm25 (exact words)",
     )
     search.add_argument(
         "--rerank", metavar="MODEL", help="cross-encoder model (local dir or cached id)"
@@ -207,4 +217,4 @@ def run_search(args: argparse.Namespace) -> int:
         print(json.dumps(passages_json(passages, bank), ensure_ascii=False, indent=2))
     else:
         print(bank.format_passages(passages) if passages else "no results")
-    return 0
+    return OK

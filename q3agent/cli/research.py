@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import signal
 import sys
@@ -154,6 +155,11 @@ def run_research_command(args: argparse.Namespace) -> int:
     for path in (rendered_path, markdown_path):  # before any work: a finished run is never lost
         if path is not None:
             check_output_file(path, "--out")
+    if fmt == "pdf" and importlib.util.find_spec("fpdf") is None:
+        raise ResearchUsageError(
+            f"--out {args.out}: PDF output needs the fpdf2 package: run `pip install fpdf2`, "
+            "or write HTML (--out report.html) and print it to PDF from a browser"
+        )
     _check_sources(args)
     choice = resolve_model_choice(args)
     runtime: Runtime

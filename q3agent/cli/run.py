@@ -121,7 +121,9 @@ def run_command(args: argparse.Namespace) -> int:
                 server.elicitation = ask_on_terminal
     # the model last: everything above is checked before a model loads
     runtime: Runtime = (
-        ScriptedRuntime(load_script(args.script)) if args.script else choice.build_runtime()
+        choice.limit(ScriptedRuntime(load_script(args.script)))
+        if args.script
+        else choice.build_runtime()
     )
     policy: Policy = (
         AlwaysThink(args.budget)
@@ -186,7 +188,7 @@ def run_command(args: argparse.Namespace) -> int:
         result.write_trace(args.trace)
     if interrupted:
         kept = f"; the steps so far are in {args.trace}" if args.trace else ""
-        print(f"interrupted after {len(result.steps)} steps{kept}", file=sys.stderr)
+        print(f"interrupted ({len(result.steps)} steps finished){kept}", file=sys.stderr)
     elif truncated_answer(result):
         print(
             f"warning: the answer was cut off at the completion-token limit "

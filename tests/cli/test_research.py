@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pypdf
+import pytest
 
 from tests.cli.conftest import REPO, Cli
 
@@ -46,16 +47,48 @@ def test_pdf_report_is_written_after_its_markdown(q3agent: Cli, tmp_path: Path) 
     assert "3 sub-questions" in done.stderr
 
 
-def test_a_failed_pdf_keeps_the_markdown_and_says_where(q3agent: Cli, tmp_path: Path) -> None:
-    (tmp_path / "report.pdf").mkdir()  # the PDF cannot be written there
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        ("report.pdf", "--out report.pdf is a folder"),  # made a folder below
+        ("a-file/report.md", "is a file, not a folder"),
+        ("/sys/report.md", "cannot write in /sys"),
+    ],
+)
+def test_an_unusable_out_is_refused_before_any_work(
+    q3agent: Cli, tmp_path: Path, out: str, words: str
+) -> None:
+    (tmp_path / "report.pdf").mkdir()
+    (tmp_path / "a-file").write_text("")
     done = q3agent(
-        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", "report.pdf",
-        "--json", cwd=tmp_path,
+        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", out,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert words in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "✓" not in done.stderr  # no stage ran
+
+
+def test_a_late_write_failure_keeps_the_report_and_says_where(q3agent: Cli, tmp_path: Path) -> None:
+    """/dev/full passes every check and fails the write (no space left), as a full disk does."""
+    done = q3agent(
+        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", "/dev/full",
+        cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "could not write report.pdf" in done.stderr
-    assert "the Markdown report is in report.md" in " ".join(done.stderr.split())
-    assert "## Sources" in (tmp_path / "report.md").read_text()
+    line = next(x for x in done.stderr.splitlines() if x.startswith("error:"))
+    assert line.startswith("error: could not write /dev/full (No space left on device); the ")
+    fallback = Path(line.rsplit(" ", 1)[1])
+    assert fallback.parent == tmp_path and "## Sources" in fallback.read_text()
+
+
+def test_a_missing_out_folder_is_made(q3agent: Cli, tmp_path: Path) -> None:
+    done = q3agent(
+        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out",
+        "new/deeper/report.md", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "## Sources" in (tmp_path / "new" / "deeper" / "report.md").read_text()
     summary = json.loads(done.stdout)  # --json: stdout is the summary alone
     assert summary["status"] == "complete" and summary["sources"]
 
