@@ -514,6 +514,13 @@ def main() -> int:
     else:
         server = start_vllm(args.port, scratch)
         engine = Engine(args.engine, server.base_url, server.model)
+    if "q3agent" in frameworks:
+        # pip byte-compiles an installed package (the peers' venvs have their .pyc files); a
+        # checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile every q3agent
+        # module from source in every client process (~0.3-0.9 s of CPU, not q3agent's cost)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(ROOT / "q3agent")], check=False
+        )
     log = ProxyLog()
     serve_in_thread(ForcingProxy(engine.base_url, log, engine=args.engine), args.proxy_port)
     runs: list[Run] = []
