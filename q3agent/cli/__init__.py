@@ -169,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if verbose:
             traceback.print_exc()
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            inner = exc.exceptions[0]  # one error from a task group: report it, not the group
+            if not isinstance(inner, Exception):
+                break
+            exc = inner
         status = exit_status(exc)
         hint = "" if verbose or status != FAILURE else " (run with -v for the traceback)"
         print(f"error: {describe_error(exc)}{hint}", file=sys.stderr)

@@ -355,6 +355,8 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
     budgets: list[int] | None = args.thinking_budget
     config = resolve_config(args, categories, choice)
     out = check_output_dir(args.out, "--out")
+    # a folder of other settings is refused before any work; the sweep checks per budget
+    log = None if budgets and len(budgets) > 1 else ResultsLog.open(out, config)
     progress = EvalProgress()
     cancel = anyio.Event()
 
@@ -399,7 +401,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
         return max(report_failures(report) for _, report in reports)
 
     async def single() -> int:
-        log = ResultsLog.open(out, config)
+        assert log is not None
         parts: list[EvalReport] = []
         for phase_categories, engine_context in engine_phases(config):
             runtime = make_runtime(choice, engine_context)
@@ -432,13 +434,19 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         print(config.describe())
+        failure: Exception | None = None
+        code = OK
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_interrupt)
             tg.start_soon(progress.heartbeat)
             try:
                 code = await (sweep() if budgets and len(budgets) > 1 else single())
+            except Exception as exc:  # raised as itself below, not inside an exception group
+                failure = exc
             finally:
                 tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return code
 
     return anyio.run(main)
