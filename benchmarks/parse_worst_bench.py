@@ -54,6 +54,9 @@ def families(size: int, rng: random.Random) -> dict[str, str]:
         "pythonic-brackets": _fill("[f(", size),
         "pythonic-many-lists": _fill('[f(a="x")] and ', size),
         "pythonic-nested": _fill("[f(x=", size // 2) + ")]" * (size // 10),
+        "pythonic-prose-quotes": _fill("It's 'quoted' [f(a='x', b=\"it's\")] isn't it? ", size),
+        "pythonic-unclosed-in-prose": _fill("I'll call [f(a='x', ", size),
+        "pythonic-essay-then-list": _fill("It's long, isn't it, ", size, tail='[f(a="x")]'),
         "random-fragments": "".join(rng.choice(FRAGMENTS) for _ in range(size // 5))[:size],
     }
 

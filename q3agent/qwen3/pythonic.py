@@ -12,8 +12,11 @@ Where the calls are looked for, in order: reasoning is removed first (as
 (```` ```python ... ``` ````) are read if present; then the whole text, as one expression (a
 call, or a list/tuple of calls) or as lines that are each a call; finally every bracketed
 call list in the text (``[f(a=1)] and then [g(b=2)]``: calls wrapped in prose, several lists
-with prose between them), in order. Text that yields no call, prose for example, gives an
-empty list; calls with more than :data:`MAX_ELEMENTS` elements are one error item. Arguments
+with prose between them), in order. Prose is prose: quote characters in it (apostrophes,
+quoted words, an unclosed quotation) never hide a list that follows, because quotes are read
+as strings only inside a call list, and there only where a string can start (not in a word,
+as in ``it's``). Text that yields no call, prose for example, gives an empty list; calls with
+more than :data:`MAX_ELEMENTS` elements are one error item. Arguments
 nested deeper than :data:`~q3agent.qwen3.parsing.MAX_CALL_DEPTH` levels are an error item.
 The work is bounded: brackets are matched in one linear pass and at most a fixed number of
 candidate lists are compiled. Never raises.
@@ -33,8 +36,15 @@ __all__ = ["parse_pythonic"]
 _FENCE = "```"
 _LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 # a string runs to its closing quote or, unclosed, to the end of its line: linear, no retries
-_BRACKETS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|[\[\]]""")
 _STRINGS = re.compile(r"""\"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?""")
+# inside a call list: a string starts only where Python allows one (not after a letter, as in
+# "it's", except after a string prefix such as r or b); brackets outside strings
+_IN_LIST = re.compile(
+    r"""(?<![\w])[rRbBuUfF]{0,2}(?:"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?)|[\[\]]"""
+)
+_LIST_STRINGS = re.compile(
+    r"""(?<![\w])[rRbBuUfF]{0,2}(?:"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?)"""
+)
 _CALL_LIKE = re.compile(r"[A-Za-z_][\w.]*\s*\(")
 _MAX_CANDIDATES = 64
 MAX_ELEMENTS = 4096
@@ -121,28 +131,41 @@ def _fenced_blocks(text: str) -> list[str]:
     return blocks or [text]
 
 
+def _elements(code: str) -> int:
+    return sum(code.count(c) for c in ",([{")
+
+
+def _too_many(source: str, elements: int) -> list[ToolCall | ToolCallError]:
+    return [
+        ToolCallError(
+            raw=source[:2000],
+            error=f"the reply holds {elements:,} or more call elements, more than the "
+            f"{MAX_ELEMENTS:,} read at once; write fewer or smaller calls.",
+        )
+    ]
+
+
 def _calls_in(source: str) -> list[ToolCall | ToolCallError]:
-    if not source:
-        return []
-    bare = _STRINGS.sub('""', source)
-    if _CALL_LIKE.search(bare) is None:
+    if not source or _CALL_LIKE.search(source) is None:
         return []  # prose: nothing that could be a call
-    elements = sum(bare.count(c) for c in ",([{")
+    whole = _elements(_STRINGS.sub('""', source))
+    if whole <= MAX_ELEMENTS:  # the whole text as calls (it fails fast when it is prose)
+        nodes = _call_nodes(source)
+        if nodes is not None:
+            text = _Source(source)
+            return [_convert_call(node, text) for node in nodes]
+    closing = _closing_brackets(source)
+    if closing is None:
+        return _too_many(source, max(whole, MAX_ELEMENTS + 1))
+    spans = _outermost_lists(source, closing)
+    if not spans and whole > MAX_ELEMENTS:
+        return _too_many(source, whole)
+    elements = _elements(_LIST_STRINGS.sub('""', "\n".join(span for _, span in spans)))
     if elements > MAX_ELEMENTS:
-        return [
-            ToolCallError(
-                raw=source[:2000],
-                error=f"the reply holds {elements:,} call elements, more than the {MAX_ELEMENTS:,} "
-                "read at once; write fewer or smaller calls.",
-            )
-        ]
-    nodes = _call_nodes(source)
-    if nodes is not None:
-        text = _Source(source)
-        return [_convert_call(node, text) for node in nodes]
+        return _too_many(source, elements)
     items: list[ToolCall | ToolCallError] = []
     sources: dict[str, _Source] = {}  # one _Source per text (the lists may share one)
-    for span, found in _call_lists(source):
+    for span, found in _call_lists(source, spans, closing):
         text = sources.get(span) or sources.setdefault(span, _Source(span))
         items.extend(_convert_call(node, text) for node in found)
     return items
@@ -175,28 +198,64 @@ class _Source:
         return b"".join(parts).decode(errors="replace")
 
 
-def _call_lists(source: str) -> list[tuple[str, list[ast.expr]]]:
-    """Bracketed call lists in prose (``[f(...)] and [g(...)]``), outermost first, in order.
+def _closing_brackets(source: str) -> dict[int, int] | None:
+    """Where each ``[`` of a call list closes, matched in one linear pass over the text.
 
-    Brackets are matched in one pass; a candidate that does not compile is skipped (at most
-    ``_MAX_CANDIDATES`` of them), so the work stays linear in the text.
+    Outside call lists the text is prose and only the next ``[name(`` matters: its quote
+    characters are not strings. Inside a list, strings are skipped (brackets in them do not
+    count) and every ``[`` opens a nested pair. ``None`` when call lists hold more than
+    :data:`MAX_ELEMENTS` brackets (more than is read at once).
     """
     closing: dict[int, int] = {}
-    opened: list[int] = []
-    for match in _BRACKETS.finditer(source):
-        bracket = match.group()
-        if bracket == "[":
-            opened.append(match.start())
-        elif bracket == "]" and opened:
-            closing[opened.pop()] = match.start()
-    outermost: list[str] = []
+    brackets = 0
+    pos, size = 0, len(source)
+    while pos < size:
+        start = _LIST_START.search(source, pos)
+        if start is None:
+            break
+        opened = [start.start()]
+        brackets += 1
+        if brackets > MAX_ELEMENTS:
+            return None
+        pos = size  # unless the list closes, the rest of the text is inside it
+        for token in _IN_LIST.finditer(source, start.start() + 1):
+            char = source[token.start()]
+            if char == "[":
+                opened.append(token.start())
+                brackets += 1
+                if brackets > MAX_ELEMENTS:
+                    return None
+            elif char == "]":
+                closing[opened.pop()] = token.start()
+                if not opened:
+                    pos = token.end()
+                    break
+    return closing
+
+
+def _outermost_lists(source: str, closing: dict[int, int]) -> list[tuple[int, str]]:
+    """The outermost closed ``[name(...) ...]`` spans of the text (``closing`` from
+    :func:`_closing_brackets`), in order, with their start."""
+    spans: list[tuple[int, str]] = []
     after = 0
     for match in _LIST_START.finditer(source):
         start, end = match.start(), closing.get(match.start())
         if start >= after and end is not None:
-            outermost.append(source[start : end + 1])
+            spans.append((start, source[start : end + 1]))
             after = end + 1
-    together = _each_call_list("\n".join(outermost), len(outermost))
+    return spans
+
+
+def _call_lists(
+    source: str, spans: list[tuple[int, str]], closing: dict[int, int]
+) -> list[tuple[str, list[ast.expr]]]:
+    """Bracketed call lists in prose (``[f(...)] and [g(...)]``), outermost first, in order.
+
+    ``spans`` are :func:`_outermost_lists` of ``source`` and ``closing`` its brackets. A
+    candidate that does not compile is skipped, and the lists inside it are tried (at most
+    ``_MAX_CANDIDATES`` failures), so the work stays linear in the text.
+    """
+    together = _each_call_list("\n".join(span for _, span in spans), len(spans))
     if together is not None:  # the usual case: every list compiles, in one compile
         return together
     lists: list[tuple[str, list[ast.expr]]] = []

@@ -189,3 +189,60 @@ def test_more_calls_than_can_be_read_at_once_is_one_error() -> None:
     (error,) = parse_pythonic(text)
     assert isinstance(error, ToolCallError)
     assert "fewer or smaller calls" in error.error
+
+
+# Prose before (and after) a call list may hold any quote characters: apostrophes, quoted
+# words, quotations left open, typographic quotes, escaped quotes.
+PROSE_BEFORE = [
+    "I'll check that for you. ",
+    "Let's see what's available: ",
+    "It's the user's request, so ",
+    'He said "call it" and so ',
+    'He said "call it and so ',
+    "The '90s were great. ",
+    "Rock 'n' roll: ",
+    "The students' grades: ",
+    "She replied: 'sure, ",
+    "\u2018Curly\u2019 quotes and \u201csmart\u201d ones: ",
+    "Here's the call (it's a 'quick' one): ",
+    "Don't worry, I won't forget:\n",
+    "O'Brien's file:\n",
+    "Using `f` with 'single' and \"double\" quotes:\n",
+    "Escaped \\' and \\\" quotes: ",
+    "Two lines.\nIt's on the second one, isn't it? ",
+    "'",
+    '"',
+    "It's 5 o'clock; I'd say [this] fits: ",
+    'The tool "get_weather(city)" looks right, so: ',
+]
+PROSE_AFTER = ["", " That's all I'll need.", ' Then I\'ll say "done".', "\nLet's wait: 'ok"]
+CALL_LISTS = [
+    ('[get_weather(city="Paris")]', [("get_weather", {"city": "Paris"})]),
+    (
+        "[get_weather(city='Paris'), search(query=\"it's raining\", tags=['a', \"b's\"])]",
+        [
+            ("get_weather", {"city": "Paris"}),
+            ("search", {"query": "it's raining", "tags": ["a", "b's"]}),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("before", PROSE_BEFORE)
+@pytest.mark.parametrize("after", PROSE_AFTER)
+@pytest.mark.parametrize(("listed", "expected"), CALL_LISTS)
+def test_call_lists_after_prose_with_quotes(
+    before: str, after: str, listed: str, expected: list[tuple[str, dict[str, Any]]]
+) -> None:
+    assert calls(before + listed + after) == expected
+
+
+@pytest.mark.parametrize("between", ["I'll also ", ' and "then" ', " and 'then ", "\nIt's: "])
+def test_prose_with_quotes_between_two_call_lists(between: str) -> None:
+    text = f"First [f(a='x')]{between}[g(b=\"it's\")] done."
+    assert calls(text) == [("f", {"a": "x"}), ("g", {"b": "it's"})]
+
+
+def test_a_long_essay_with_many_commas_before_the_list_is_not_too_many_elements() -> None:
+    essay = "It's long, isn't it, " * 3000
+    assert calls(essay + '[f(a="x")]') == [("f", {"a": "x"})]
