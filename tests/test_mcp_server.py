@@ -629,3 +629,107 @@ def test_conformance_server_scenario(
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0 and " 0 failed" in output, output[-4000:]
+
+
+# --------------------------------------------------------------------------------------------
+# Binding: --port 0, a busy port, Host names in any case
+
+
+@contextmanager
+def serve_mcp_on_port_zero(args: list[str]) -> Iterator[str]:
+    """``serve-mcp --transport streamable-http --port 0 ARGS``; the URL it says it listens on."""
+    serve = ["-m", "q3agent.cli.mcp", "serve-mcp", "--transport", "streamable-http"]
+    proc = subprocess.Popen(
+        [sys.executable, *serve, *args, "--port", "0"],
+        env={k: v for k, v in subprocess_env().items() if k != "Q3AGENT_MCP_TOKEN"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("listening on "):
+                yield line.split()[2]
+                break
+        else:
+            pytest.fail("serve-mcp --port 0 did not start: " + "".join(lines))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+async def test_port_zero_serves_on_the_port_it_bound_and_host_names_ignore_case(
+    served_files: dict[str, str],
+) -> None:
+    with serve_mcp_on_port_zero(serve_args(served_files)[3:]) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert port != 0
+        headers = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient() as raw:
+            plain = await raw.post(url, json=INITIALIZE, headers=headers)
+            upper = await raw.post(
+                url,
+                json=INITIALIZE,
+                headers={
+                    **headers,
+                    "Host": f"LOCALHOST:{port}",
+                    "Origin": f"HTTP://LocalHost:{port}",
+                },
+            )
+            evil = await raw.post(
+                url, json=INITIALIZE, headers={**headers, "Host": f"EVIL.example.com:{port}"}
+            )
+        assert plain.status_code == 200, plain.text
+        assert upper.status_code == 200, upper.text
+        assert evil.status_code == 421
+
+
+async def test_a_busy_port_is_one_typed_error_before_serving() -> None:
+    from q3agent import Agent
+    from q3agent.errors import UsageError
+    from q3agent.mcp_server import PortInUse, serve
+    from q3agent.serving.testing import ScriptedRuntime
+
+    server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(PortInUse, match=f"port {port} on 127.0.0.1 is already in use") as info:
+            await serve(server, transport="streamable-http", host="127.0.0.1", port=port)
+    assert isinstance(info.value, ServeConfigError)
+    assert isinstance(info.value, UsageError)
+    assert "--port" in str(info.value)
+
+
+async def test_unreadable_ingest_paths_give_their_reason(tmp_path: Path) -> None:
+    from q3agent import Agent
+    from q3agent.mcp_server import ServedAgent
+    from q3agent.rag import Ingestor, RagStore, Retriever
+    from q3agent.serving.testing import ScriptedRuntime
+
+    store = RagStore.ephemeral()
+    served = ServedAgent(
+        Agent(runtime=ScriptedRuntime([])),
+        retriever=Retriever(store),
+        ingestor=Ingestor(store),
+        read_policy=ReadPolicy.of([tmp_path]),
+    )
+    try:
+        async with Client(build_mcp_server(served, lifespan_close=False)) as client:
+            for source in (f"{tmp_path}/a\x00b.md", "x" * 5000 + ".md"):
+                result = await client.call_tool("rag_ingest", {"sources": [source]})
+                assert result.is_error
+                text = result.content[0].text  # type: ignore[union-attr]
+                assert "NUL byte" in text or "not a readable path" in text, text
+    finally:
+        store.close()
