@@ -54,6 +54,11 @@ def capability_for(model: str | None, runtime: Runtime | None = None) -> Thinkin
         ) from None
 
 
+DEFAULT_MAX_TOKENS = 16_384
+"""Completion tokens per request unless ``max_tokens``, ``Q3AGENT_MAX_TOKENS`` or the runtime
+says otherwise: room for the largest built-in thinking budget (8,192) and a long answer."""
+
+
 class Agent:
     """A Qwen3 agent: a model, its tools, a thinking policy and the limits of a run.
 
@@ -69,6 +74,8 @@ class Agent:
     plain functions (wrapped with :func:`q3agent.tools.tool`), :class:`Tool` objects, or
     toolsets such as MCP servers passed in ``mcp_servers``, which are opened for each run and
     closed after it. ``policy`` decides per step whether to think (default :class:`PlanAct`).
+    ``max_tokens`` caps the completion tokens of each model request, thinking included (see
+    :meth:`completion_limit`); an answer cut there ends the run with status ``truncated``.
     """
 
     def __init__(
@@ -91,9 +98,14 @@ class Agent:
         capability: ThinkingCapability | None = None,
         context_window: ContextWindow | Literal["auto"] | None = "auto",
         parallel_tool_calls: bool = True,
+        max_tokens: int | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.max_tokens = max_tokens
+        """Completion-token cap per request; ``None``: see :meth:`completion_limit`."""
         self._portal = SyncPortal()
         """The event loop every sync call of this agent (and its sessions) runs on."""
         self.model = model
@@ -121,6 +133,27 @@ class Agent:
                 f"tool_choice={tool_choice!r} names no tool of this agent; "
                 f"use 'auto', 'required' or one of {sorted(self.tools)}"
             )
+
+    def completion_limit(self, runtime: Runtime | None = None) -> int:
+        """The most completion tokens one model request may produce (thinking included).
+
+        ``Agent(max_tokens=N)`` when given; else ``Q3AGENT_MAX_TOKENS`` when set; else the
+        limit the runtime was built with (``--max-tokens`` of the CLI); else
+        :data:`DEFAULT_MAX_TOKENS`, sized for interactive use (the built-in policies' largest
+        thinking budget plus a long answer) rather than the 32,768 the Qwen3 model cards
+        suggest for benchmark problems.
+        """
+        if self.max_tokens is not None:
+            return self.max_tokens
+        from q3agent.serving.settings import RuntimeSettings
+
+        from_env = RuntimeSettings.from_env().max_tokens
+        if from_env is not None:
+            return from_env
+        own = getattr(runtime, "max_tokens", None)
+        if isinstance(own, int) and not isinstance(own, bool) and own >= 1:
+            return own
+        return DEFAULT_MAX_TOKENS
 
     @property
     def runtime(self) -> Runtime:
@@ -371,6 +404,7 @@ class AgentSession:
                 deps=agent.deps,
                 tool_choice=agent.tool_choice,
                 parallel_tool_calls=agent.parallel_tool_calls,
+                max_tokens=agent.completion_limit(runtime),
             )
             events = run_task(settings, conversation, task, stream=stream, thinking=thinking)
             try:

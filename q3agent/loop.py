@@ -89,6 +89,8 @@ class LoopSettings:
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
     """False: a step's calls run one after another, in order (stateful environments)."""
+    max_tokens: int | None = None
+    """Most completion tokens per model request (thinking included); ``None``: the policy's."""
 
 
 @dataclass
@@ -446,6 +448,8 @@ async def run_task(
     tally.soft_switch = soft_switch(conv.messages)
     schemas = tuple(t.schema() for t in s.tools.values())
     step = 0
+    in_flight: int | None = None  # prompt tokens of the request in progress, None between
+    streamed = 0  # and the completion tokens it has streamed so far
     try:
         if pending:  # resuming: finish the interrupted step's tool calls first
             ctx = RunContext(deps=s.deps, run_id=run_id, step=0, messages=tuple(conv.messages))
@@ -467,9 +471,12 @@ async def run_task(
             parser = StreamParser(thinking_started=prompt_open, tokenizer=tok) if stream else None
             constraint = _constraint(s, step)
             constrained = constraint is not None
+            sampling = mode.sampling
+            if s.max_tokens is not None and sampling.max_tokens > s.max_tokens:
+                sampling = sampling.with_(max_tokens=s.max_tokens)
             request = GenerationRequest(
                 prompt_ids=conv.builder.ids,
-                sampling=mode.sampling,
+                sampling=sampling,
                 constraint=constraint,
                 messages=tuple(conv.messages),
                 tools=schemas,
@@ -478,6 +485,8 @@ async def run_task(
             )
             started, started_at = time.perf_counter(), time.time()
             generation: BudgetedGeneration | None = None
+            # what this request has cost so far, counted if the run is cancelled before it ends
+            in_flight, streamed = len(request.prompt_ids), 0
             async for item in generate_with_budget(
                 s.runtime,
                 request,
@@ -487,6 +496,7 @@ async def run_task(
             ):
                 if isinstance(item, TextDelta):
                     assert parser is not None  # runtimes yield deltas only when streaming
+                    streamed += len(item.token_ids)
                     for ev in _stream_events(parser, item, constrained=constrained):
                         if isinstance(ev, ParsedReasoning):
                             yield ReasoningDelta(step, ev.text)
@@ -501,6 +511,7 @@ async def run_task(
             parsed = parse_generation(
                 tok, generation, thinking_started=prompt_open, constrained=constrained
             )
+            in_flight = None
             tally.usage += generation.usage
             if mode.thinking:
                 tally.thinking_steps += 1
@@ -548,6 +559,8 @@ async def run_task(
                 steps.append(record)
                 yield StepEnd(record)
                 status, detail = "answer", ""
+                if generation.finish_reason == "length":
+                    status, detail = "truncated", _truncated_detail(request, generation)
                 answer, reasoning = parsed.content, parsed.reasoning
                 break
 
@@ -594,6 +607,8 @@ async def run_task(
                 )
     except anyio.get_cancelled_exc_class():
         status, detail = "cancelled", "the run was cancelled"
+        if in_flight is not None:  # the request it was waiting for ran (in part): count it
+            tally.usage += Usage(prompt_tokens=in_flight, completion_tokens=streamed, requests=1)
     except RuntimeError_ as exc:
         status, detail, error = "error", str(exc), exc
     except ContextOverflowError as exc:
@@ -616,6 +631,17 @@ async def run_task(
         error=error,
     )
     yield FinalResult(result)
+
+
+def _truncated_detail(request: GenerationRequest, generation: BudgetedGeneration) -> str:
+    """Why a ``truncated`` run ended: the answer reached the completion-token limit."""
+    used = generation.usage.completion_tokens or len(generation.token_ids)
+    return (
+        f"the answer was cut off at the completion-token limit ({used:,} tokens; a request "
+        f"asks for at most max_tokens={request.sampling.max_tokens:,}, and no more than the "
+        "context has room for); raise max_tokens (Agent(max_tokens=...), --max-tokens) or ask "
+        "for a shorter answer"
+    )
 
 
 def _retry_budget_spent(s: LoopSettings, tally: _Tally) -> str | None:

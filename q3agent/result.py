@@ -11,9 +11,11 @@ from q3agent.qwen3.messages import Message, ToolCall, ToolCallError, dump_messag
 from q3agent.serving.base import Usage
 from q3agent.tools.executor import ToolResult
 
-RunStatus = Literal["answer", "step_limit", "usage_limit", "cancelled", "error"]
-"""``answer``: the model answered; ``step_limit``/``usage_limit``: a limit stopped the run;
-``cancelled``: the driving task was cancelled; ``error``: a runtime or retry budget failed."""
+RunStatus = Literal["answer", "truncated", "step_limit", "usage_limit", "cancelled", "error"]
+"""``answer``: the model answered; ``truncated``: it answered, but the answer was cut at the
+completion-token limit (``max_tokens``, finish ``length``); ``step_limit``/``usage_limit``: a
+limit stopped the run; ``cancelled``: the driving task was cancelled; ``error``: a runtime or
+retry budget failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +114,17 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """Whether the model produced an answer."""
+        """Whether the model produced a whole answer (not cut at ``max_tokens``)."""
         return self.status == "answer"
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the answer was cut at the completion-token limit (status ``truncated``).
+
+        ``answer`` then holds what the model wrote before the limit; raise ``max_tokens``
+        (``Agent(max_tokens=...)``, ``--max-tokens``) or ask for a shorter answer.
+        """
+        return self.status == "truncated"
 
     @property
     def tool_calls(self) -> list[ToolCall]:

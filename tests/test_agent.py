@@ -622,3 +622,124 @@ async def test_a_function_tool_taking_the_run_context_streams_its_progress() -> 
     ]
     assert crawl.takes_context and not add.takes_context
     assert events[-1].result.answer == "Done."  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Output caps, truncated answers, usage of a cancelled request
+
+
+LONG_ANSWER = "The harbour opens at six, " + "and then it stays open all day, " * 40 + "end."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_cut_at_max_tokens_has_status_truncated(stream: bool) -> None:
+    agent = Agent(runtime=ScriptedRuntime([LONG_ANSWER]), policy=NeverThink(), max_tokens=12)
+    session = agent.session()
+    if stream:
+        result = [e async for e in session.stream("When does the harbour open?")][-1].result  # type: ignore[union-attr]
+    else:
+        result = await session.arun("When does the harbour open?")
+    assert result.status == "truncated"
+    assert result.truncated and not result.ok
+    assert result.answer.startswith("The harbour opens at six")
+    assert "end." not in result.answer
+    assert "max_tokens=12" in result.detail and "cut off" in result.detail
+    assert result.steps[-1].finish_reason == "length"
+    assert result.to_json()["status"] == "truncated"
+
+
+async def test_a_whole_answer_is_not_truncated() -> None:
+    result = await Agent(runtime=ScriptedRuntime([LONG_ANSWER]), policy=NeverThink()).arun("q")
+    assert result.status == "answer" and not result.truncated and result.ok
+
+
+async def test_the_completion_limit_reaches_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from q3agent.agent import DEFAULT_MAX_TOKENS
+    from q3agent.serving.settings import LimitedRuntime
+
+    monkeypatch.delenv("Q3AGENT_MAX_TOKENS", raising=False)
+
+    async def asked(agent: Agent) -> int:
+        await agent.arun("What is 1 + 2?")
+        runtime = agent.runtime
+        inner = getattr(runtime, "inner", runtime)
+        return int(inner.requests[-1].request.sampling.max_tokens)
+
+    def scripted() -> ScriptedRuntime:
+        return ScriptedRuntime(["3"])
+
+    # the default for interactive use, not the model cards' 32,768
+    assert await asked(Agent(runtime=scripted(), policy=NeverThink())) == DEFAULT_MAX_TOKENS
+    assert DEFAULT_MAX_TOKENS < 32_768
+    # the argument
+    assert await asked(Agent(runtime=scripted(), policy=NeverThink(), max_tokens=300)) == 300
+    # a runtime built with a limit (the CLI's --max-tokens)
+    limited = LimitedRuntime(scripted(), max_tokens=700)
+    assert await asked(Agent(runtime=limited, policy=NeverThink())) == 700
+    # the environment variable, also with runtime=...
+    monkeypatch.setenv("Q3AGENT_MAX_TOKENS", "500")
+    assert await asked(Agent(runtime=scripted(), policy=NeverThink())) == 500
+    assert await asked(Agent(runtime=scripted(), policy=NeverThink(), max_tokens=64)) == 64
+    monkeypatch.setenv("Q3AGENT_MAX_TOKENS", "lots")
+    from q3agent.errors import UsageError
+
+    with pytest.raises(UsageError, match="Q3AGENT_MAX_TOKENS"):
+        await Agent(runtime=scripted(), policy=NeverThink()).arun("q")
+    with pytest.raises(ValueError, match="max_tokens must be at least 1"):
+        Agent(runtime=scripted(), max_tokens=0)
+
+
+async def test_a_request_cancelled_while_generating_is_counted_in_usage() -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def never_answers(request: Any) -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    runtime = FunctionRuntime(never_answers)
+    agent = Agent(runtime=runtime, policy=NeverThink())
+    task = asyncio.ensure_future(agent.arun("Write a long story."))
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    result = await task
+
+    assert result.status == "cancelled"
+    assert result.usage.requests == 1
+    assert result.usage.prompt_tokens == len(runtime.requests[0].prompt_ids) > 0
+
+
+async def test_streamed_tokens_of_a_cancelled_request_are_counted() -> None:
+    import asyncio
+
+    from q3agent.serving.base import RuntimeWrapper
+
+    class Paced(RuntimeWrapper):
+        """The scripted stream with a pause between chunks, as a real engine has."""
+
+        async def stream(self, request: Any) -> Any:  # type: ignore[override]
+            async for chunk in self.inner.stream(request):
+                yield chunk
+                await asyncio.sleep(0)
+
+    agent = Agent(runtime=Paced(ScriptedRuntime([LONG_ANSWER])), policy=NeverThink())
+    seen = 0
+
+    async def drive() -> Any:
+        nonlocal seen
+        async for event in agent.session().stream("Tell me about the harbour."):
+            if isinstance(event, ContentDelta):
+                seen += 1
+                if seen == 3:  # three pieces in: stop the run
+                    asyncio.current_task().cancel()  # type: ignore[union-attr]
+            if isinstance(event, FinalResult):
+                return event.result
+        return None
+
+    result = await drive()
+    assert result is not None and result.status == "cancelled"
+    assert result.usage.requests == 1
+    assert result.usage.completion_tokens >= 3
+    assert result.usage.prompt_tokens > 0
