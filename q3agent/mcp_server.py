@@ -262,7 +262,10 @@ class AskResult(BaseModel):
     """What the ``ask`` tool returns (as structured content; the text is a readable version)."""
 
     answer: str
-    status: str = Field(description="answer, step_limit, usage_limit, cancelled or error")
+    status: str = Field(
+        description="answer, truncated (cut at max_tokens), step_limit, usage_limit, cancelled "
+        "or error"
+    )
     sources: list[AskSource] = Field(default_factory=list)
     steps: int = 0
     detail: str = ""
