@@ -3,7 +3,9 @@
 Dense vectors find paraphrases; BM25 finds the rare exact strings (error codes, part numbers,
 identifiers) that embeddings blur. Both rankings are merged with reciprocal rank fusion, an
 optional reranker reorders the fused candidates, and each result is a :class:`Passage` whose
-``id`` is the chunk's stable content hash, usable as a citation id.
+``id`` is the chunk's stable content hash, usable as a citation id. When the query names
+identifiers the corpus contains (``E-4012``, ``max_inflight_frames``, ``137``), passages that
+contain them exactly come first, whatever a near miss (``E-4013``) scores on meaning.
 """
 
 from __future__ import annotations
@@ -186,6 +188,18 @@ class Bm25Index:
         """Whether ``term`` occurs in the indexed texts."""
         return term in self._vocab
 
+    def exact_matches(self, terms: Sequence[str]) -> dict[str, int]:
+        """For each chunk that contains some of ``terms`` (BM25 terms), how many it contains."""
+        import numpy as np
+
+        known = [t for t in dict.fromkeys(terms) if t in self._vocab]
+        if not known or not self.ids:
+            return {}
+        counts = np.zeros(len(self.ids), dtype=np.int32)
+        for term in known:
+            counts += np.asarray(self._index.get_scores([term])) > 0
+        return {self.ids[i]: int(counts[i]) for i in np.nonzero(counts)[0]}
+
     def search(
         self, query: str, n: int, *, allowed: set[str] | None = None
     ) -> list[tuple[str, float]]:
@@ -276,8 +290,11 @@ class Retriever:
         candidates: int = 50,
         rrf_k: int = RRF_K,
         identifier_weight: float = 2.0,
+        exact_identifiers_first: bool = True,
     ) -> None:
         self.store = store
+        self.exact_identifiers_first = exact_identifiers_first
+        """Passages containing the query's identifiers exactly rank above those that do not."""
         self.reranker = reranker
         self.candidates = candidates
         self.rrf_k = rrf_k
@@ -331,19 +348,26 @@ class Retriever:
             dense = self.store.query(vector, pool, where=where)
         sparse: list[tuple[str, float]] = []
         bm25_weight = 1.0
+        exact: dict[str, int] = {}
         if mode in ("hybrid", "bm25"):
             allowed = self.store.ids_where(where) if where else None
             index = self.bm25()
             sparse = index.search(query, pool, allowed=allowed)
             # An identifier that occurs in the corpus makes this an exact-match question:
-            # embeddings blur "E-4012" into "some error code", so lexical ranks count more.
-            if any(index.knows(t) for t in identifier_terms(query)):
+            # embeddings blur "E-4012" into "some error code", so lexical ranks count more,
+            # and passages that contain the identifiers exactly come first.
+            named = [t for t in identifier_terms(query) if index.knows(t)]
+            if named:
                 bm25_weight = self.identifier_weight
+                if self.exact_identifiers_first:
+                    exact = index.exact_matches(named)
         dense_ids = [c.id for c in dense]
         sparse_ids = [i for i, _ in sparse]
         fused = reciprocal_rank_fusion(
             [dense_ids, sparse_ids], k=self.rrf_k, weights=[1.0, bm25_weight]
         )
+        if exact:  # stable: the fused order stays within each group
+            fused.sort(key=lambda item: -exact.get(item[0], 0))
         reranker = self._pick_reranker(rerank)
         keep = max(k * 3, 20) if reranker else k
         chosen = fused[:keep]

@@ -238,3 +238,34 @@ def test_stores_opened_without_an_embedder_share_the_process_embedder() -> None:
 
     first, second = RagStore.ephemeral(), RagStore.ephemeral()
     assert first.embedder is second.embedder is shared_embedder()
+
+
+def test_exact_identifiers_win_over_near_misses_in_hybrid_search(
+    embedder: Any, tmp_path: Path
+) -> None:
+    # Look-alike codes in look-alike texts: dense retrieval cannot tell them apart, and RRF
+    # alone let a near miss that dense liked outrank the exact match (recall@1 0.37 here).
+    import sys
+
+    from q3agent.rag import RagStore, ingest
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from near_miss import write_corpus
+
+    queries = write_corpus(tmp_path, members=6)
+    store = RagStore.ephemeral(embedder=embedder)
+    try:
+        ingest(store, [tmp_path], progress=False)
+        retriever = Retriever(store)
+        vectors = embedder.embed_queries([q for q, _ in queries])
+        missed = []
+        for (query, stem), vector in zip(queries, vectors, strict=True):
+            top = retriever.search(query, 1, query_embedding=vector)
+            if not top or _doc(top[0]) != stem:
+                missed.append((query, [_doc(p) for p in top]))
+        assert missed == []
+        # prose queries without identifiers are ranked as before (no exact-match pass)
+        plain = retriever.search("the gripper cannot close around the part", 3)
+        assert plain and all(p.bm25_rank is not None or p.dense_rank is not None for p in plain)
+    finally:
+        store.close()
