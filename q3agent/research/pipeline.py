@@ -167,20 +167,40 @@ class _MeteredRuntime(RuntimeWrapper):
             raise BudgetExhaustedError(f"research budget: {reason}")
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        """Generate through the wrapped runtime, counting usage."""
+        """Generate through the wrapped runtime, counting usage (a request cut off by a
+        cancellation or an error counts too: its prompt and one request)."""
         self._check()
-        generation = await self.inner.generate(request)
+        try:
+            generation = await self.inner.generate(request)
+        except BaseException:
+            self.ledger.add(Usage(prompt_tokens=len(request.prompt_ids), requests=1))
+            raise
         self.ledger.add(generation.usage)
         return generation
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        """Stream through the wrapped runtime, counting usage at the end."""
+        """Stream through the wrapped runtime, counting usage at the end (or, for a stream
+        cut off, its prompt, the tokens it streamed and one request)."""
         self._check()
-        async with closing_stream(self.inner.stream(request)) as chunks:
-            async for chunk in chunks:
-                if chunk.generation is not None:
-                    self.ledger.add(chunk.generation.usage)
-                yield chunk
+        counted = False
+        streamed = 0
+        try:
+            async with closing_stream(self.inner.stream(request)) as chunks:
+                async for chunk in chunks:
+                    streamed += len(chunk.token_ids)
+                    if chunk.generation is not None:
+                        counted = True
+                        self.ledger.add(chunk.generation.usage)
+                    yield chunk
+        finally:
+            if not counted:
+                self.ledger.add(
+                    Usage(
+                        prompt_tokens=len(request.prompt_ids),
+                        completion_tokens=streamed,
+                        requests=1,
+                    )
+                )
 
     async def aclose(self) -> None:
         """Nothing: the research agent owns the wrapped runtime."""

@@ -159,6 +159,28 @@ async def test_cancelling_returns_the_partial_report(
     assert_citations_resolve(report, pages_url)
 
 
+async def test_a_cancel_during_the_first_model_calls_counts_those_calls(
+    retriever: Any, pages_url: str, question: str
+) -> None:
+    runtime = ResearchFixtureRuntime(latency=600)  # the first call would take ten minutes
+    agent = make_agent(retriever, pages_url, runtime=runtime)
+    cancel = anyio.Event()
+
+    async def cancel_once_the_model_is_called() -> None:
+        while not runtime.requests:  # noqa: ASYNC110 - polling the runtime's public record
+            await anyio.sleep(0.01)
+        cancel.set()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_once_the_model_is_called)
+            report = await agent.arun(question, cancel=cancel)
+    assert report.status == "cancelled"
+    ran = runtime.requests  # every call that had started when the cancel came
+    assert report.usage.requests == len(ran) >= 1
+    assert report.usage.prompt_tokens == sum(len(r.prompt_ids) for r in ran) > 0
+
+
 async def test_cancelling_the_task_raises_with_the_partial_report(
     retriever: Any, pages_url: str, question: str
 ) -> None:
