@@ -119,7 +119,9 @@ class TransformersRuntime:
     happens in a worker thread, off the event loop. ``device`` defaults to ``cuda`` when
     available, else ``cpu`` (``"auto"`` spreads a large model over GPUs with accelerate);
     ``dtype`` defaults to bfloat16 on GPU and float32 on CPU. ``prefix_cache=False`` disables
-    KV reuse (every request prefills its whole prompt), for comparisons.
+    KV reuse (every request prefills its whole prompt), for comparisons. ``max_tokens`` caps
+    the completion tokens of every request (an :class:`~q3agent.Agent` on this runtime uses it
+    as its own limit unless given ``max_tokens``).
     """
 
     def __init__(
@@ -131,7 +133,12 @@ class TransformersRuntime:
         tokenizer: Qwen3Tokenizer | None = None,
         prefix_cache: bool = True,
         download: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.max_tokens = max_tokens
+        """Most completion tokens per request (``None``: as each request asks)."""
         self._model_ref = model
         self._device_arg = device
         self._dtype_arg = dtype
@@ -364,6 +371,8 @@ class TransformersRuntime:
         if request.constraint is not None:
             matcher, bitmask = self._grammar_matcher(request)
         room = max(0, loaded.max_positions - len(prompt))
+        if self.max_tokens is not None:
+            room = min(room, self.max_tokens)
         return _Decode(
             request=request,
             prompt=prompt,

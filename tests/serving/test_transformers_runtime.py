@@ -140,6 +140,21 @@ async def test_max_tokens_ends_with_length(runtime: TransformersRuntime, prompt:
     assert result.usage.prompt_tokens == len(prompt)
 
 
+async def test_the_runtimes_own_max_tokens_caps_every_request(
+    tiny_model_dir: Path, prompt: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from q3agent import Agent
+
+    monkeypatch.delenv("Q3AGENT_MAX_TOKENS", raising=False)
+    capped = TransformersRuntime(tiny_model_dir, device="cpu", max_tokens=4)
+    result = await capped.generate(request(prompt, max_tokens=50))
+    assert result.finish_reason == "length"
+    assert len(result.token_ids) == result.usage.completion_tokens == 4
+    assert Agent(runtime=capped).completion_limit(capped) == 4  # the agent's default follows
+    with pytest.raises(ValueError, match="max_tokens must be at least 1"):
+        TransformersRuntime(tiny_model_dir, max_tokens=0)
+
+
 async def test_stream_chunks_concatenate_to_the_final_text(
     runtime: TransformersRuntime, prompt: list[int]
 ) -> None:
