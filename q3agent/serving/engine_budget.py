@@ -30,6 +30,7 @@ overlap-scheduled SGLang), it cuts the stream there and falls back to abort-and-
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import pickle
@@ -241,6 +242,8 @@ class Q3AgentThinkingBudget(CustomLogitProcessor):
     """q3agent's thinking budget: forces the report's early-stop text at the budget."""
 
     def __call__(self, logits, custom_param_list=None):
+        if CHAIN is not None:  # the runtime's own processor first (the budget overrides it)
+            logits = CustomLogitProcessor.from_str(CHAIN)(logits, custom_param_list)
         for row, params in enumerate(custom_param_list or ()):
             if not params or LIMIT_ARG not in params:
                 continue
@@ -267,9 +270,14 @@ class _Eval:
         return (eval, (self.expression,))
 
 
-def sglang_processor_source() -> str:
-    """The Python source of the SGLang processor class and the functions it calls."""
-    names = {
+def sglang_processor_source(chain: str | None = None) -> str:
+    """The Python source of the SGLang processor class and the functions it calls.
+
+    ``chain``: another serialised ``CustomLogitProcessor`` (SGLang takes one per request) that
+    runs first on every step; the budget's forced ids override what it chose.
+    """
+    names: dict[str, object] = {
+        "CHAIN": chain,
         "LIMIT_ARG": LIMIT_ARG,
         "OPEN_ARG": OPEN_ARG,
         "THINK_ARG": THINK_ARG,
@@ -290,7 +298,8 @@ def sglang_processor_source() -> str:
     )
 
 
-def sglang_processor_str() -> str:
+@functools.lru_cache(maxsize=8)
+def sglang_processor_str(chain: str | None = None) -> str:
     """The SGLang ``custom_logit_processor`` value that loads :func:`sglang_processor_source`.
 
     SGLang loads the value as ``dill.loads(bytes.fromhex(json["callable"]))`` and calls the
@@ -298,7 +307,7 @@ def sglang_processor_str() -> str:
     by-value pickle of a class carries bytecode that only the same Python version can load;
     this pickle carries the source and evaluates it on the server (so it needs only SGLang).
     """
-    source = sglang_processor_source()
+    source = sglang_processor_source(chain)
     expression = (
         "(lambda ns: (exec(compile(ns['src'], 'q3agent_engine_budget', 'exec'), ns), "
         f"ns['Q3AgentThinkingBudget'])[1])({{'src': {source!r}, '__name__': "

@@ -68,6 +68,7 @@ from q3agent.serving.base import (
     fit_to_context,
     stop_ids_for,
 )
+from q3agent.serving.engine_budget import budget_params
 from q3agent.serving.sglang_runtime import tool_call_structural_tag
 
 if TYPE_CHECKING:
@@ -165,6 +166,10 @@ class OpenAICompatibleRuntime:
     ``return_token_ids``, and ``structured_outputs`` for tool-call constraints in completions
     mode; turn it off for servers that reject unknown fields. ``extra_body`` is merged into
     every request. ``context_length`` overrides the server's ``max_model_len``.
+    ``engine_budget=True`` says the server runs q3agent's thinking-budget logits processor
+    (``--logits-processors q3agent.serving.engine_budget:VLLMThinkingBudget``): a budgeted
+    step sends its budget in ``vllm_xargs`` and the server forces the early-stop text, so a
+    budget hit stays one request (:mod:`q3agent.serving.engine_budget`).
     """
 
     def __init__(
@@ -183,6 +188,7 @@ class OpenAICompatibleRuntime:
         headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         context_length: int | None = None,
+        engine_budget: bool = False,
         sleep: Sleep = anyio.sleep,
     ) -> None:
         if prompt_format not in ("ids", "text"):
@@ -205,6 +211,20 @@ class OpenAICompatibleRuntime:
         self._warned: set[str] = set()
         self._context_length = context_length
         self._context_checked = context_length is not None
+        self._engine_budget = engine_budget
+
+    @property
+    def engine_budget(self) -> bool:
+        """Whether the server forces the thinking budget's early-stop text itself (the
+        ``engine_budget`` argument: a vLLM server started with ``--logits-processors
+        q3agent.serving.engine_budget:VLLMThinkingBudget``)."""
+        return self._engine_budget
+
+    def _add_engine_budget(self, body: dict[str, Any], request: GenerationRequest) -> None:
+        if self._engine_budget and request.engine_budget is not None:
+            extra = dict(body.get("vllm_xargs") or {})
+            extra.update(budget_params(request.engine_budget, self.tokenizer))
+            body["vllm_xargs"] = extra
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
@@ -290,6 +310,7 @@ class OpenAICompatibleRuntime:
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(self.extra_body)
+        self._add_engine_budget(body, request)
         return body
 
     def chat_body(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
@@ -321,6 +342,7 @@ class OpenAICompatibleRuntime:
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(self.extra_body)
+        self._add_engine_budget(body, request)
         return body
 
     def _partial_assistant_turn(self, prompt_ids: Sequence[int]) -> str | None:

@@ -8,7 +8,9 @@ script lists one token sequence per assistant turn of the conversation; the proc
 current turn by counting ``<|im_start|>assistant`` headers in the prompt and the position in it
 from what the turn already holds, so a thinking-budget continuation, a chat request the server
 rendered itself and a completions request built from ids all land on the same next token.
-Requests without a script are sampled from the model as usual.
+Requests without a script are sampled from the model as usual. The server also loads
+q3agent's in-engine thinking budget (:mod:`q3agent.serving.engine_budget`, copied beside it),
+applied after the script, for runtimes created with ``engine_budget=True``.
 
 :class:`VLLMServer` starts ``python -m vllm.entrypoints.openai.api_server`` from the engine
 venv (``.ci/engines.sh`` installs it) with the flags q3agent's docs give, waits for
@@ -47,6 +49,8 @@ NEWLINE_IDS = frozenset({198, 271, 1406})  # "\n", "\n\n", "\n\n\n"
 ENGINE_VENV_ENV = "Q3AGENT_ENGINE_VENV"
 DEFAULT_ENGINE_VENV = Path.home() / ".cache" / "q3agent" / "engine-venv"
 PROCESSOR_MODULE = "q3agent_scripted_tokens"
+BUDGET_MODULE = "q3agent_engine_budget"
+"""q3agent.serving.engine_budget, copied beside the script processor (the in-engine budget)."""
 
 
 def _split_turns(script: Sequence[int]) -> list[list[int]]:
@@ -206,6 +210,8 @@ def server_command(model: str | Path, port: int, *, served_model_name: str) -> l
         "hermes",
         "--logits-processors",
         f"{PROCESSOR_MODULE}:ScriptedTokens",
+        # after the script, so a budget's early-stop ids win over the scripted reasoning
+        f"{BUDGET_MODULE}:VLLMThinkingBudget",
     ]
 
 
@@ -240,6 +246,8 @@ class VLLMServer:
             raise RuntimeError(reason)
         self._workdir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(__file__, self._workdir / f"{PROCESSOR_MODULE}.py")
+        budget_file = Path(__file__).with_name("engine_budget.py")
+        shutil.copyfile(budget_file, self._workdir / f"{BUDGET_MODULE}.py")
         env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
