@@ -76,6 +76,7 @@ from q3agent.serving.base import (
     fit_to_context,
     stop_ids_for,
 )
+from q3agent.serving.engine_budget import budget_params, sglang_processor_str
 
 if TYPE_CHECKING:
     from q3agent.qwen3.models import ModelSpec
@@ -243,8 +244,10 @@ class _SGLangCodec:
         legacy_structural_tag: bool,
         custom_logit_processor: str | None = None,
         custom_params: Mapping[str, Any] | None = None,
+        engine_budget: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
+        self.engine_budget = engine_budget
         self.custom_logit_processor = custom_logit_processor
         self.custom_params = dict(custom_params or {})
         self.thinking_budget_processor = thinking_budget_processor
@@ -294,6 +297,13 @@ class _SGLangCodec:
         if self.custom_logit_processor is not None:
             payload["custom_logit_processor"] = self.custom_logit_processor
             params["custom_params"] = {**params.get("custom_params", {}), **self.custom_params}
+        if self.engine_budget and request.engine_budget is not None:
+            # q3agent's in-engine budget (chaining the runtime's own processor, if any)
+            payload["custom_logit_processor"] = sglang_processor_str(self.custom_logit_processor)
+            params["custom_params"] = {
+                **params.get("custom_params", {}),
+                **budget_params(request.engine_budget, tok),
+            }
         payload["rid"] = unique_rid(request.request_id)
         return payload
 
@@ -517,6 +527,13 @@ class _CodecOwner(ABC):
     _legacy_structural_tag: bool
     _custom_logit_processor: str | None
     _custom_params: Mapping[str, Any] | None
+    _engine_budget: bool
+
+    @property
+    def engine_budget(self) -> bool:
+        """Whether the engine forces the thinking budget's early-stop text itself (the
+        ``engine_budget`` argument; see :mod:`q3agent.serving.engine_budget`)."""
+        return self._engine_budget
 
     @property
     @abstractmethod
@@ -533,6 +550,7 @@ class _CodecOwner(ABC):
                 legacy_structural_tag=self._legacy_structural_tag,
                 custom_logit_processor=self._custom_logit_processor,
                 custom_params=self._custom_params,
+                engine_budget=self._engine_budget,
             )
         return self._codec
 
@@ -555,7 +573,10 @@ class SGLangRuntime(_CodecOwner):
       which SGLang derives the context it allows).
     * ``schedule_policy="lpm"`` (longest prefix match first) with the radix cache on, which
       suits agent loops whose prompts share long prefixes.
-    * ``enable_custom_logit_processor=True`` when ``enable_thinking_budget_processor``.
+    * ``enable_custom_logit_processor=True`` when ``enable_thinking_budget_processor``;
+      with ``engine_budget=True`` also ``disable_overlap_schedule=True``: q3agent's processor
+      forces the report's early-stop text at the budget inside the engine
+      (:mod:`q3agent.serving.engine_budget`), so a budget hit stays one request.
 
     Thinking budget: the agent loop's budget procedure (:mod:`q3agent.serving.budget`) works
     with any runtime. With ``enable_thinking_budget_processor=True`` the runtime also attaches
@@ -589,6 +610,7 @@ class SGLangRuntime(_CodecOwner):
         legacy_structural_tag: bool = False,
         custom_logit_processor: str | None = None,
         custom_params: Mapping[str, Any] | None = None,
+        engine_budget: bool = False,
         tokenizer: Qwen3Tokenizer | None = None,
         engine_factory: Callable[..., Any] | None = None,
         gpu_count: int | None = None,
@@ -613,6 +635,7 @@ class SGLangRuntime(_CodecOwner):
         self._legacy_structural_tag = legacy_structural_tag
         self._custom_logit_processor = custom_logit_processor
         self._custom_params = custom_params
+        self._engine_budget = engine_budget
         self._codec: _SGLangCodec | None = None
         self._engine: Any = None
         self._engine_pids: list[int] = []
@@ -711,6 +734,10 @@ class SGLangRuntime(_CodecOwner):
         args["schedule_policy"] = "lpm"
         if self._budget_processor or self._custom_logit_processor is not None:
             args["enable_custom_logit_processor"] = True
+        if self._engine_budget:
+            args["enable_custom_logit_processor"] = True
+            # the overlap scheduler shows processors the output one token late
+            args["disable_overlap_schedule"] = True
         args.update(self._engine_kwargs)
         return args
 
@@ -857,6 +884,7 @@ class RemoteSGLangRuntime(_CodecOwner):
         legacy_structural_tag: bool = False,
         custom_logit_processor: str | None = None,
         custom_params: Mapping[str, Any] | None = None,
+        engine_budget: bool = False,
         headers: Mapping[str, str] | None = None,
         context_length: int | None = None,
         router: bool = False,
@@ -883,7 +911,16 @@ class RemoteSGLangRuntime(_CodecOwner):
         self._legacy_structural_tag = legacy_structural_tag
         self._custom_logit_processor = custom_logit_processor
         self._custom_params = custom_params
+        self._engine_budget = engine_budget
         self._codec: _SGLangCodec | None = None
+
+    @property
+    def engine_budget(self) -> bool:
+        """Whether the server forces the budget's early-stop text (``engine_budget=True`` on
+        a server started with ``--enable-custom-logit-processor --disable-overlap-schedule``).
+        Behind a router without ``constrained_url`` it is false: the router drops
+        ``custom_params``, so the budget procedure cuts and continues instead."""
+        return self._engine_budget and (not self.router or self.constrained_url is not None)
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
