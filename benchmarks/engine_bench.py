@@ -13,8 +13,10 @@ and a plain chat-API client that resends the whole history to ``/v1/chat/complet
 step (the server renders its chat template, which re-renders earlier turns). Per step it prints
 prompt / cached / prefilled tokens and requests, then the totals and the prefilled ratio.
 It also measures requests per thinking step within the budget (goal: 1) and, for a step that
-hits its budget, the prefill share of the continuation request (only the early-stop text
-should need prefilling). Each run gets its own system prompt, so no run reuses another's cache.
+hits its budget, both ways of ending its reasoning: abort-and-continue (the prefill share of
+the continuation request: only the early-stop text should need prefilling) and the budget
+inside the engine (``engine_budget=True``: one request, nothing re-prefilled). Each run gets
+its own system prompt, so no run reuses another's cache.
 
     python benchmarks/engine_bench.py                       # starts vLLM (engine venv) on 18021
     python benchmarks/engine_bench.py --moe
@@ -131,10 +133,11 @@ class Row:
         return self.prompt - self.cached
 
 
-def _runtime(base_url: str, turns: list[str]) -> Recording:
+def _runtime(base_url: str, turns: list[str], *, engine_budget: bool = False) -> Recording:
     tok = Qwen3Tokenizer.offline()
     body = script_body([tok.encode_trusted(t) for t in turns])
-    return Recording(OpenAICompatibleRuntime(base_url, SERVED, extra_body=body))
+    inner = OpenAICompatibleRuntime(base_url, SERVED, extra_body=body, engine_budget=engine_budget)
+    return Recording(inner)
 
 
 def _system() -> str:
@@ -172,11 +175,16 @@ async def q3agent_session(base_url: str, budget: int) -> list[Row]:
     return rows
 
 
-async def q3agent_budget_hit(base_url: str, budget: int) -> tuple[Usage, list[Usage | None], int]:
-    """One thinking step over its budget: its usage, per-request usage, the early-stop size."""
+async def q3agent_budget_hit(
+    base_url: str, budget: int, *, engine_budget: bool = False
+) -> tuple[Usage, list[Usage | None], int]:
+    """One thinking step over its budget: its usage, per-request usage, the early-stop size.
+
+    ``engine_budget``: the server's logits processor forces the early-stop text (one request);
+    otherwise the step is cut and continued (two requests)."""
     from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 
-    runtime = _runtime(base_url, HIT_TURNS)
+    runtime = _runtime(base_url, HIT_TURNS, engine_budget=engine_budget)
     agent = _agent(runtime, thinking=True, budget=budget)
     result = await agent.arun("How are the stations?")
     await agent.aclose()
@@ -289,8 +297,18 @@ async def bench(base_url: str, budget: int) -> None:
     )
     per_step = sum(r.requests for r in session) / len(session)
     print(f"\nrequests per thinking step within the budget: {per_step:.2f} (goal 1)")
-    step, usages, early_stop = await q3agent_budget_hit(base_url, 96)
-    print(f"thinking step over a budget of 96: {step.requests} requests")
+    for in_engine in (False, True):
+        await _budget_report(base_url, in_engine)
+
+
+async def _budget_report(base_url: str, in_engine: bool) -> None:
+    step, usages, early_stop = await q3agent_budget_hit(base_url, 96, engine_budget=in_engine)
+    how = "in the engine" if in_engine else "abort-and-continue"
+    re_prefilled = sum(u.prefilled_tokens for u in usages[1:] if u is not None)
+    print(
+        f"thinking step over a budget of 96, {how}: {step.requests} requests, "
+        f"{re_prefilled} tokens re-prefilled after the cut"
+    )
     for index, usage in enumerate(usages, 1):
         if usage is None:
             print(f"  request {index}: streamed, closed at the budget (no usage reported)")
