@@ -88,6 +88,11 @@ TOOL_CALL_BEGIN = '<tool_call>\n{"name": "'
 TOOL_CALL_ARGUMENTS = '", "arguments": '
 TOOL_CALL_END = "}\n</tool_call>"
 TOOL_CALL_TRIGGER = "<tool_call>"
+MAX_WHITESPACE = 1
+"""Longest whitespace run the tool-call grammar allows between JSON tokens (xgrammar's
+``max_whitespace_cnt``). Unbounded, a JSON grammar lets a model that is unsure (a small or
+random one) pad with whitespace after ``"arguments": {`` until its token limit and never close
+the call: seen on SGLang and on vLLM under ``tool_choice="required"``."""
 
 _THINKING_PROCESSOR_MODULE = "sglang.srt.sampling.custom_logit_processor"
 _THINKING_PROCESSOR_CLASS = "Qwen3ThinkingBudgetLogitProcessor"
@@ -128,10 +133,14 @@ def tool_call_structural_tag(
     ``}\\n</tool_call>``, with the arguments constrained to the tool's JSON schema; the tag is
     entered when the model writes ``<tool_call>``.
 
-    The default (``legacy=False``) is the ``format`` form SGLang hands to xgrammar
-    (``triggered_tags``): text before a call is free, thinking is left unconstrained by a
-    leading ``<think>…</think>\\n\\n`` block chosen from ``reasoning``, and ``required`` sets
-    ``at_least_one`` so the answer after thinking *is* one or more calls. ``legacy=True`` gives
+    The default (``legacy=False``) is the ``format`` form SGLang (and vLLM's
+    ``structured_outputs``) hand to xgrammar. Thinking is left unconstrained by a leading
+    ``<think>…</think>\\n\\n`` block chosen from ``reasoning``. Not ``required``
+    (``triggered_tags``): text is free and each ``<tool_call>`` starts a constrained call.
+    ``required`` (``tags_with_separator``): the answer after thinking *is* one or more calls
+    separated by ``\\n``, nothing before, between or after them. Whitespace runs inside the
+    arguments are capped at :data:`MAX_WHITESPACE`, so even a random model closes a small
+    tool's call within a few dozen tokens. ``legacy=True`` gives
     the older ``structures``/``triggers`` form every SGLang release and grammar backend
     accepts; it cannot force a call (``required`` is then only as strong as the prompt) and a
     ``<tool_call>`` written while thinking also triggers it.
@@ -155,21 +164,39 @@ def tool_call_structural_tag(
             },
             ensure_ascii=False,
         )
-    calls: dict[str, Any] = {
-        "type": "triggered_tags",
-        "triggers": [TOOL_CALL_TRIGGER],
-        "tags": [
-            {
-                "type": "tag",
-                "begin": TOOL_CALL_BEGIN + name + TOOL_CALL_ARGUMENTS,
-                "content": {"type": "json_schema", "json_schema": params},
-                "end": TOOL_CALL_END,
-            }
-            for name, params in tools
-        ],
-        "at_least_one": constraint.required,
-        "stop_after_first": False,
-    }
+    tags = [
+        {
+            "type": "tag",
+            "begin": TOOL_CALL_BEGIN + name + TOOL_CALL_ARGUMENTS,
+            "content": {
+                "type": "json_schema",
+                "json_schema": params,
+                "max_whitespace_cnt": MAX_WHITESPACE,
+            },
+            "end": TOOL_CALL_END,
+        }
+        for name, params in tools
+    ]
+    calls: dict[str, Any]
+    if constraint.required:
+        # the answer is one or more calls separated by newlines and nothing else: no text
+        # before the first call (a triggered tag leaves that free, and an unsure model rambles
+        # there), and the grammar ends after the last call, so the engine stops the turn
+        calls = {
+            "type": "tags_with_separator",
+            "tags": tags,
+            "separator": "\n",
+            "at_least_one": True,
+            "stop_after_first": False,
+        }
+    else:
+        calls = {
+            "type": "triggered_tags",
+            "triggers": [TOOL_CALL_TRIGGER],
+            "tags": tags,
+            "at_least_one": False,
+            "stop_after_first": False,
+        }
     fmt: dict[str, Any] = calls
     if reasoning != "disabled":
         think: dict[str, Any] = {

@@ -418,6 +418,20 @@ async def test_required_tool_call_sends_a_structural_tag_that_forces_a_call(
     await runtime.aclose()
 
 
+def test_required_calls_leave_no_room_for_whitespace_runs_or_text() -> None:
+    """A JSON grammar with unbounded whitespace let a random model on SGLang (and vLLM) pad
+    after ``"arguments": {`` until its token limit (9 of 9 tries at 96 tokens)."""
+    required = tool_call_structural_tag(
+        ToolCallConstraint(tools=(WEATHER_TOOL,), required=True), "disabled"
+    )
+    assert _accepts(required, CALL.replace('{"city"', '{ "city"'))  # one blank is fine
+    assert not _accepts(required, CALL.replace('{"city"', '{  "city"'))
+    assert not _accepts(required, CALL.replace('{"city"', '{\n\t\t"city"'))
+    assert not _accepts(required, "Sure. " + CALL)  # nothing before the calls
+    assert not _accepts(required, CALL + " Done.")  # nor after them
+    assert _accepts(required, CALL + "\n" + CALL)
+
+
 def test_structural_tag_follows_the_prompts_thinking_state(tokenizer: Qwen3Tokenizer) -> None:
     required = ToolCallConstraint(tools=(WEATHER_TOOL,), required=True)
     optional = ToolCallConstraint(tools=(WEATHER_TOOL,), required=False)
