@@ -7,6 +7,7 @@ import importlib.util
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +225,8 @@ def run_research_command(args: argparse.Namespace) -> int:
                         return
 
             tg.start_soon(on_interrupt)
+            if not args.json:
+                tg.start_soon(display.heartbeat)
             try:
                 with display:
                     report = await agent.arun(args.question, cancel=cancel, on_event=display)
@@ -322,6 +325,29 @@ class _ProgressDisplay:
         self.researchers = self.progress.add_task("", total=None, label="researchers",
                                                   visible=False)  # fmt: skip
         self.started = 0
+        self.finished = 0
+        self.stage = "starting"
+        self.began = time.monotonic()
+        self.last_line = self.began
+
+    async def heartbeat(self, every: float = 15.0) -> None:
+        """A plain line on stderr after ``every`` quiet seconds (a long model call is not a
+        hang): the stage waited on, researchers done, time so far."""
+        import anyio
+
+        while True:
+            await anyio.sleep(every)
+            now = time.monotonic()
+            if now - self.last_line >= every:
+                researchers = (
+                    f", {self.finished}/{self.started} researchers done" if self.started else ""
+                )
+                self.console.print(
+                    f"  waiting for the model: {self.stage}{researchers}, "
+                    f"{now - self.began:.0f} s so far",
+                    style="dim",
+                )
+                self.last_line = now
 
     def __enter__(self) -> _ProgressDisplay:
         self.progress.__enter__()
@@ -343,7 +369,9 @@ class _ProgressDisplay:
             describe,
         )
 
+        self.last_line = time.monotonic()
         if isinstance(event, StageStarted):
+            self.stage = event.stage
             self.progress.update(self.stages, description=event.stage)
         elif isinstance(event, StageFinished):
             self.progress.advance(self.stages)
@@ -356,6 +384,7 @@ class _ProgressDisplay:
                 description=escape(event.question[:60]),
             )  # fmt: skip
         elif isinstance(event, ResearcherFinished):
+            self.finished += 1
             self.progress.advance(self.researchers)
             self.console.print(f"  {escape(describe(event))}")
         elif isinstance(event, SourceAdded):
