@@ -10,8 +10,8 @@
 # Each peer gets the install its own docs give for talking to an OpenAI-compatible server:
 #   pydantic-ai   pip install "pydantic-ai-slim[openai]"
 #   openai-agents pip install openai-agents
-#   qwen-agent    pip install qwen-agent python-dateutil   (the minimal install misses dateutil,
-#                 which `qwen_agent.agents` imports through its code-interpreter tool)
+#   qwen-agent    pip install qwen-agent python-dateutil numpy   (the minimal install misses both,
+#                 which `qwen_agent.agents` imports)
 #   smolagents    pip install "smolagents[openai]"
 # $Q3AGENT_PEERS_PYTHON picks the Python for new venvs (default: python3).
 set -euo pipefail
@@ -23,7 +23,7 @@ mode="${1:-install}"
 declare -A packages=(
   [pydantic-ai]='pydantic-ai-slim[openai]'
   [openai-agents]='openai-agents'
-  [qwen-agent]='qwen-agent python-dateutil'
+  [qwen-agent]='qwen-agent python-dateutil numpy'
   [smolagents]='smolagents[openai]'
 )
 declare -A probes=(
