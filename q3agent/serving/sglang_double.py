@@ -6,14 +6,21 @@ scheduler and detokenizer do, with the model's words chosen by a script:
 * it **rejects** what SGLang rejects (``tokenizer_manager.py``): a prompt of ``context_length``
   tokens or more ("The input (N tokens) is longer than the model's context length (C
   tokens).") and ``prompt + max_new_tokens >= context_length`` ("Requested token count
-  exceeds the model's maximum context length …"), both as ``ValueError``; and a reused
-  ``rid`` (SGLang aborts the second request with the same id);
+  exceeds the model's maximum context length …"), both as ``ValueError``; and a ``rid``
+  that is still in flight ("Duplicate request ID detected: …"; a finished request's rid may be
+  reused, as on the real engine);
 * it stops where SGLang stops (``max_new_tokens``, ``stop_token_ids`` plus EOS, stop strings)
   and reports it the same way: ``output_ids`` keep a matched stop id while ``text`` drops it
   (``detokenizer_manager.py`` trims ``output[:-1]``), a stop string is cut from the text,
   ``meta_info.finish_reason`` is ``{"type": "stop", "matched": …}`` or ``{"type": "length",
-  "length": n}``, ``cached_tokens`` counts the prefix shared with the previous request;
-* streaming yields SGLang's default cumulative chunks.
+  "length": n}``;
+* ``cached_tokens`` is what RadixAttention would serve: the longest prefix shared with *any*
+  earlier request's prompt plus its output minus the last token (that token's KV is never
+  computed), and never the whole prompt (SGLang prefills at least the last prompt token);
+* streaming yields SGLang's default cumulative chunks, which (as in the embedded engine)
+  share one ``output_ids`` list that grows under the consumer: copy it per chunk.
+
+Each of these was checked against SGLang 0.5.23's CPU engine (tests/engine/sglang).
 
 ``SGLangRuntime(model, engine_factory=lambda **kw: double, ...)`` runs against it; the runtime
 reads the context from ``double.tokenizer_manager.context_len`` as it does from a real engine.
@@ -70,8 +77,8 @@ class SGLangEngineDouble:
         self._fn: ScriptFn | None = completions if callable(completions) else None
         self._script: list[str] = [] if callable(completions) else list(completions)
         self.calls: list[dict[str, Any]] = []
-        self._rids: set[str] = set()
-        self._cached: list[int] = []
+        self._in_flight: set[str] = set()
+        self._cached: list[list[int]] = []
 
     @property
     def context_length(self) -> int:
@@ -103,13 +110,13 @@ class SGLangEngineDouble:
         out = self._complete(list(input_ids), sampling_params, rid)
         if not stream:
             return out
-        return self._chunks(out)
+        if rid is not None:
+            self._in_flight.add(rid)
+        return self._chunks(out, rid)
 
     def _validate(self, ids: list[int], params: dict[str, Any], rid: str | None) -> None:
-        if rid is not None:
-            if rid in self._rids:
-                raise ValueError(f"Duplicate request ID {rid!r}: SGLang aborts a reused rid.")
-            self._rids.add(rid)
+        if rid is not None and rid in self._in_flight:
+            raise ValueError(f"Duplicate request ID detected: {rid}")
         context = self.context_length
         if len(ids) >= context:
             raise ValueError(
@@ -162,12 +169,10 @@ class SGLangEngineDouble:
                 break
         if finish is None:
             finish = {"type": "length", "length": len(out)}
-        cached = 0
-        while (
-            cached < min(len(self._cached), len(prompt)) and self._cached[cached] == prompt[cached]
-        ):
-            cached += 1
-        self._cached = prompt + out
+        cached = min(
+            max((_shared(seq, prompt) for seq in self._cached), default=0), len(prompt) - 1
+        )
+        self._cached.append(prompt + out[:-1])
         return {
             "text": text,
             "output_ids": out,
@@ -180,14 +185,30 @@ class SGLangEngineDouble:
             },
         }
 
-    async def _chunks(self, out: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, out: dict[str, Any], rid: str | None) -> AsyncIterator[dict[str, Any]]:
         ids: list[int] = out["output_ids"]
         meta = out["meta_info"]
-        for end in range(1, len(ids)):
-            partial = dict(meta, finish_reason=None, completion_tokens=end)
-            yield {
-                "text": self.tokenizer.decode(ids[:end]),
-                "output_ids": ids[:end],
-                "meta_info": partial,
-            }
-        yield out
+        shared: list[int] = []  # one list for every chunk, as the engine streams them
+        try:
+            for end in range(1, len(ids)):
+                shared.append(ids[end - 1])
+                partial = dict(meta, finish_reason=None, completion_tokens=end)
+                yield {
+                    "text": self.tokenizer.decode(ids[:end]),
+                    "output_ids": shared,
+                    "meta_info": partial,
+                }
+            shared.extend(ids[len(shared) :])
+            yield dict(out, output_ids=shared)
+        finally:
+            self._in_flight.discard(rid or "")
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of ``a`` and ``b``."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

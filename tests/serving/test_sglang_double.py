@@ -1,6 +1,6 @@
 """The SGLang runtimes against an engine-faithful SGLang double (SGLang needs CUDA).
 
-The double rejects what SGLang's tokenizer manager rejects (context overflow, a reused rid)
+The double rejects what SGLang's tokenizer manager rejects (context overflow, a rid in flight)
 and trims what its detokenizer trims (a matched stop id's text), so these tests fail exactly
 where a real SGLang engine would.
 """
@@ -43,8 +43,27 @@ async def test_the_double_refuses_what_sglang_refuses(tokenizer: Qwen3Tokenizer)
     with pytest.raises(ValueError, match="Requested token count exceeds"):
         await double.async_generate(list(range(50)), {"max_new_tokens": 50})
     await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="a")
-    with pytest.raises(ValueError, match="reused rid"):
-        await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="a")
+    await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="a")  # finished: reusable
+    chunks = await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="b", stream=True)
+    await chunks.__anext__()
+    with pytest.raises(ValueError, match="Duplicate request ID detected: b"):  # in flight
+        await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="b")
+    await chunks.aclose()
+
+
+async def test_the_double_caches_what_radix_attention_caches(tokenizer: Qwen3Tokenizer) -> None:
+    """Measured on SGLang 0.5.23 (tests/engine/sglang/test_double_contract.py)."""
+    double = SGLangEngineDouble(["Alpha beta.", *["x"] * 4], tokenizer=tokenizer)
+    first = user_prompt(tokenizer, 3)
+    out = (await double.async_generate(list(first), {}))["output_ids"]
+    again = await double.async_generate(list(first), {"max_new_tokens": 1})
+    assert again["meta_info"]["cached_tokens"] == len(first) - 1  # never the whole prompt
+    second = [*first, *out, *tokenizer.encode_trusted("\n<|im_start|>user\nmore<|im_end|>\n")]
+    reply = await double.async_generate(second, {"max_new_tokens": 1})
+    assert reply["meta_info"]["cached_tokens"] == len(first) + len(out) - 1  # not the last id
+    await double.async_generate(list(user_prompt(tokenizer, 7)), {"max_new_tokens": 1})
+    older = await double.async_generate(list(first), {"max_new_tokens": 1})
+    assert older["meta_info"]["cached_tokens"] == len(first) - 1  # not only the last request
 
 
 async def test_a_long_prompt_gets_what_the_context_has_left(tokenizer: Qwen3Tokenizer) -> None:
