@@ -10,7 +10,7 @@
 # Each peer gets the install its own docs give for talking to an OpenAI-compatible server:
 #   pydantic-ai   pip install "pydantic-ai-slim[openai]"
 #   openai-agents pip install openai-agents
-#   qwen-agent    pip install qwen-agent python-dateutil numpy   (the minimal install misses both,
+#   qwen-agent    pip install qwen-agent python-dateutil numpy soundfile tqdm   (the minimal install misses these four,
 #                 which `qwen_agent.agents` imports)
 #   smolagents    pip install "smolagents[openai]"
 # $Q3AGENT_PEERS_PYTHON picks the Python for new venvs (default: python3).
@@ -23,7 +23,7 @@ mode="${1:-install}"
 declare -A packages=(
   [pydantic-ai]='pydantic-ai-slim[openai]'
   [openai-agents]='openai-agents'
-  [qwen-agent]='qwen-agent python-dateutil numpy'
+  [qwen-agent]='qwen-agent python-dateutil numpy soundfile tqdm'
   [smolagents]='smolagents[openai]'
 )
 declare -A probes=(
