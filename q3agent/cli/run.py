@@ -196,7 +196,7 @@ def run_command(args: argparse.Namespace) -> int:
             f"(${MAX_TOKENS_ENV}) for the whole answer",
             file=sys.stderr,
         )
-    if not result.ok and not interrupted:  # why the run ended without an answer: one line
+    if not result.ok and not interrupted and not result.truncated:  # why it ended: one line
         print(f"error: the run ended with status {result.status}: {result.detail}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
@@ -207,10 +207,4 @@ def run_command(args: argparse.Namespace) -> int:
 
 def truncated_answer(result: RunResult) -> bool:
     """Whether the run's answer was cut at the completion-token limit (finish ``length``)."""
-    flag = getattr(result, "truncated", None)  # the result's own flag, where it has one
-    if flag is not None:
-        return bool(flag)
-    if str(result.status) == "truncated":
-        return True
-    last = result.steps[-1] if result.steps else None
-    return last is not None and last.finish_reason == "length"
+    return result.truncated
