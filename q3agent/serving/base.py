@@ -267,14 +267,23 @@ context`` (most releases), vLLM only ``>``; one spare token satisfies both."""
 
 
 def fit_to_context(
-    request: GenerationRequest, context_length: int | None, *, model: str = ""
+    request: GenerationRequest,
+    context_length: int | None,
+    *,
+    model: str = "",
+    max_tokens: int | None = None,
 ) -> GenerationRequest:
     """``request`` with ``max_tokens`` clamped to what the context has left after the prompt.
+
+    ``max_tokens`` is the runtime's own completion cap (its constructor's ``max_tokens``),
+    applied first; ``None`` leaves the request's own limit.
 
     The one place every runtime applies the engines' length rule: ``prompt + max_tokens`` stays
     below ``context_length`` (minus :data:`CONTEXT_MARGIN`). A prompt that leaves no room at all
     is a :class:`ContextLengthError`. ``context_length=None`` (unknown) returns ``request``.
     """
+    if max_tokens is not None and request.sampling.max_tokens > max_tokens:
+        request = replace(request, sampling=request.sampling.with_(max_tokens=max_tokens))
     if context_length is None or context_length <= 0:
         return request
     prompt = len(request.prompt_ids)
@@ -328,3 +337,10 @@ async def closing_stream(
 def stop_ids_for(tokenizer: Qwen3Tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
     """The ids generation stops at: ``<|im_end|>``, ``<|endoftext|>`` and ``extra``."""
     return (tokenizer.im_end_id, tokenizer.eos_id, *extra)
+
+
+def check_max_tokens(max_tokens: int | None) -> int | None:
+    """A runtime constructor's ``max_tokens``, refused when it is not a positive count."""
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    return max_tokens

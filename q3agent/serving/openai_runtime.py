@@ -64,6 +64,7 @@ from q3agent.serving.base import (
     RuntimeUnavailableError,
     ToolCallConstraint,
     Usage,
+    check_max_tokens,
     completion_text,
     fit_to_context,
     stop_ids_for,
@@ -169,7 +170,9 @@ class OpenAICompatibleRuntime:
     ``engine_budget=True`` says the server runs q3agent's thinking-budget logits processor
     (``--logits-processors q3agent.serving.engine_budget:VLLMThinkingBudget``): a budgeted
     step sends its budget in ``vllm_xargs`` and the server forces the early-stop text, so a
-    budget hit stays one request (:mod:`q3agent.serving.engine_budget`).
+    budget hit stays one request (:mod:`q3agent.serving.engine_budget`). ``max_tokens`` caps
+    the completion tokens of every request (an :class:`~q3agent.Agent` on this runtime uses it
+    as its own limit unless given ``max_tokens``).
     """
 
     def __init__(
@@ -189,8 +192,11 @@ class OpenAICompatibleRuntime:
         extra_body: Mapping[str, Any] | None = None,
         context_length: int | None = None,
         engine_budget: bool = False,
+        max_tokens: int | None = None,
         sleep: Sleep = anyio.sleep,
     ) -> None:
+        self.max_tokens = check_max_tokens(max_tokens)
+        """Most completion tokens per request (``None``: as each request asks)."""
         if prompt_format not in ("ids", "text"):
             raise ValueError(f"prompt_format must be 'ids' or 'text', got {prompt_format!r}")
         base = base_url.rstrip("/")
@@ -477,7 +483,12 @@ class OpenAICompatibleRuntime:
         return exc
 
     async def _fit(self, request: GenerationRequest) -> GenerationRequest:
-        return fit_to_context(request, await self.fetch_context_length(), model=self.model)
+        return fit_to_context(
+            request,
+            await self.fetch_context_length(),
+            model=self.model,
+            max_tokens=self.max_tokens,
+        )
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Run one request to completion."""

@@ -72,6 +72,7 @@ from q3agent.serving.base import (
     SamplingParams,
     ToolCallConstraint,
     Usage,
+    check_max_tokens,
     completion_text,
     fit_to_context,
     stop_ids_for,
@@ -620,6 +621,9 @@ class SGLangRuntime(_CodecOwner):
     every request instead of the budget processor, with ``custom_params`` merged into each
     request's ``custom_params`` (the engine needs ``enable_custom_logit_processor=True``).
 
+    ``max_tokens`` caps the completion tokens of every request (an :class:`~q3agent.Agent`
+    on this runtime uses it as its own limit unless given ``max_tokens``).
+
     ``engine_factory`` replaces ``sglang.Engine`` (tests pass a fake engine); ``gpu_count`` and
     ``gpu_memory_gb`` replace GPU detection (to plan for another machine).
     """
@@ -638,6 +642,7 @@ class SGLangRuntime(_CodecOwner):
         custom_logit_processor: str | None = None,
         custom_params: Mapping[str, Any] | None = None,
         engine_budget: bool = False,
+        max_tokens: int | None = None,
         tokenizer: Qwen3Tokenizer | None = None,
         engine_factory: Callable[..., Any] | None = None,
         gpu_count: int | None = None,
@@ -646,6 +651,8 @@ class SGLangRuntime(_CodecOwner):
     ) -> None:
         from q3agent.qwen3.models import get_model
 
+        self.max_tokens = check_max_tokens(max_tokens)
+        """Most completion tokens per request (``None``: as each request asks)."""
         self._spec: ModelSpec = get_model(model)
         self._model_path = self._spec.local_path or self._spec.hf_id or model
         self._tp_size = tp_size
@@ -817,7 +824,9 @@ class SGLangRuntime(_CodecOwner):
         """Run one request on the engine and map its reply."""
         self.start()
         codec = self._codec_()
-        request = fit_to_context(request, self.context_length, model=self.model_name)
+        request = fit_to_context(
+            request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
+        )
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
         out = await self._engine.async_generate(**payload)
         return codec.generation(out, request)
@@ -828,7 +837,9 @@ class SGLangRuntime(_CodecOwner):
         """Run one request, yielding text as the engine produces it."""
         self.start()
         codec = self._codec_()
-        request = fit_to_context(request, self.context_length, model=self.model_name)
+        request = fit_to_context(
+            request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
+        )
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
         chunks = await self._engine.async_generate(**payload)
         assembler = _StreamAssembler(codec, request)
@@ -888,6 +899,8 @@ class RemoteSGLangRuntime(_CodecOwner):
     default the offline build (all Qwen3 models share it). ``context_length`` overrides what
     the server reports (``/get_model_info``, else ``/v1/models``).
 
+    ``max_tokens`` caps the completion tokens of every request, as for :class:`SGLangRuntime`.
+
     ``router=True`` says ``base_url`` is an ``sglang-router``: the router rebuilds
     ``/generate`` from a typed struct that has no ``structural_tag`` and no
     ``custom_params``, so tool-call constraints and the budget processor's parameters would be
@@ -912,12 +925,15 @@ class RemoteSGLangRuntime(_CodecOwner):
         custom_logit_processor: str | None = None,
         custom_params: Mapping[str, Any] | None = None,
         engine_budget: bool = False,
+        max_tokens: int | None = None,
         headers: Mapping[str, str] | None = None,
         context_length: int | None = None,
         router: bool = False,
         constrained_url: str | None = None,
         sleep: Sleep = anyio.sleep,
     ) -> None:
+        self.max_tokens = check_max_tokens(max_tokens)
+        """Most completion tokens per request (``None``: as each request asks)."""
         self.base_url = base_url.rstrip("/")
         self.router = router or constrained_url is not None
         self.constrained_url = constrained_url.rstrip("/") if constrained_url else None
@@ -987,7 +1003,12 @@ class RemoteSGLangRuntime(_CodecOwner):
         return self._context_length
 
     async def _fit(self, request: GenerationRequest) -> GenerationRequest:
-        return fit_to_context(request, await self.fetch_context_length(), model=self.model_name)
+        return fit_to_context(
+            request,
+            await self.fetch_context_length(),
+            model=self.model_name,
+            max_tokens=self.max_tokens,
+        )
 
     def _generate_url(self, payload: Mapping[str, Any]) -> str:
         """Where ``payload`` goes: the router, or past it when the router would drop fields."""

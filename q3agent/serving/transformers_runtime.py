@@ -37,6 +37,7 @@ from q3agent.serving.base import (
     SamplingParams,
     ToolCallConstraint,
     Usage,
+    check_max_tokens,
     fit_to_context,
     stop_ids_for,
 )
@@ -135,9 +136,7 @@ class TransformersRuntime:
         download: bool = False,
         max_tokens: int | None = None,
     ) -> None:
-        if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        self.max_tokens = max_tokens
+        self.max_tokens = check_max_tokens(max_tokens)
         """Most completion tokens per request (``None``: as each request asks)."""
         self._model_ref = model
         self._device_arg = device
@@ -347,7 +346,9 @@ class TransformersRuntime:
         tok = self.tokenizer
         if not request.prompt_ids:
             raise ValueError("the prompt is empty; build it with PromptBuilder before generating")
-        request = fit_to_context(request, loaded.max_positions, model=self.model_name)
+        request = fit_to_context(
+            request, loaded.max_positions, model=self.model_name, max_tokens=self.max_tokens
+        )
         prompt = list(request.prompt_ids)
         bad = [i for i in prompt if not 0 <= i < loaded.vocab_size]
         if bad:
@@ -371,8 +372,6 @@ class TransformersRuntime:
         if request.constraint is not None:
             matcher, bitmask = self._grammar_matcher(request)
         room = max(0, loaded.max_positions - len(prompt))
-        if self.max_tokens is not None:
-            room = min(room, self.max_tokens)
         return _Decode(
             request=request,
             prompt=prompt,

@@ -448,3 +448,27 @@ async def test_the_agent_sizes_its_context_window_from_the_server(
     assert result.answer == "Ok."
     window = session._conversation.context if session._conversation else None
     assert window is not None and window.max_tokens == 8_192  # not the registry's 32,768
+
+
+async def test_the_runtimes_max_tokens_caps_every_request_and_the_agent_takes_it(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    from q3agent import Agent
+    from q3agent.policy.builtin import NeverThink
+
+    models = {"data": [{"id": "qwen3", "max_model_len": 8_192}]}
+    with ScriptedHTTPServer(get_routes={"/v1/models": models}) as server:
+        for _ in range(2):
+            server.script.append(
+                ("json", 200, completion(**vllm_completion_choice(tokenizer, "Ok.")), {})
+            )
+        runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer, max_tokens=64)
+        await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
+        agent = Agent(runtime=runtime, policy=NeverThink())
+        assert agent.completion_limit(runtime) == 64
+        result = await agent.arun("Hi?")
+        await runtime.aclose()
+    assert result.answer == "Ok."
+    assert [body["max_tokens"] for _, _, body in server.requests] == [64, 64]
+    with pytest.raises(ValueError, match="max_tokens must be at least 1"):
+        OpenAICompatibleRuntime("http://127.0.0.1:1", "qwen3", max_tokens=0)
