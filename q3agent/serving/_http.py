@@ -13,6 +13,8 @@ import email.utils
 import json
 import logging
 import random
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -47,7 +49,9 @@ class RetryPolicy:
     """How often and how patiently a server runtime retries a failed request.
 
     Retried: connection failures (refused, reset, connect timeout) and the statuses in
-    ``retry_statuses``. The delay before retry ``n`` (0-based) is
+    ``retry_statuses``; a failed TLS handshake (``https://`` against a plain-HTTP port) or a
+    host name that does not resolve fails at once, since a retry fails the same way. The delay
+    before retry ``n`` (0-based) is
     ``min(max_backoff, initial_backoff * 2**n)`` stretched by up to ``jitter`` (a fraction),
     unless the server sent ``Retry-After``: then that many seconds (capped at
     ``max_retry_after``). A read timeout is not retried: the server may still be generating,
@@ -99,6 +103,35 @@ def _connection_error(exc: Exception) -> bool:
     )
 
 
+def _permanent_connection_hint(exc: BaseException, url: str) -> str | None:
+    """What to do about a connection failure that retrying cannot fix, else ``None``.
+
+    A TLS handshake that fails (``https://`` against a plain-HTTP port, a certificate the
+    client does not trust) and a host name that does not resolve fail the same way every time;
+    refused or reset connections may be a server that is still starting, and are retried.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "the server's TLS certificate is not trusted; fix the certificate or the URL"
+        if isinstance(cause, ssl.SSLError):
+            if url.startswith("https://"):
+                return (
+                    "the TLS handshake failed, so the server likely speaks plain HTTP: "
+                    "use http:// instead of https:// in --base-url (base_url=...)"
+                )
+            return "the TLS handshake failed; check the URL's scheme and port"
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve; check the host in --base-url (base_url=...)"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).lower()
+    if "ssl" in text or "tls" in text:
+        return "the TLS handshake failed; check the URL's scheme (http:// or https://) and port"
+    return None
+
+
 def _body_snippet(text: str, limit: int = 500) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit] + "…"
@@ -115,6 +148,12 @@ class _Attempts:
         self.attempt = 0
 
     async def after_connection_error(self, exc: Exception) -> None:
+        hint = _permanent_connection_hint(exc, self.url)
+        if hint is not None:
+            raise RuntimeUnavailableError(
+                f"Could not connect to the {self.server} at {self.url}: {hint} "
+                f"({type(exc).__name__}: {exc}); not retried, as it fails the same way each time."
+            ) from exc
         if self.attempt >= self.policy.max_retries:
             raise RuntimeUnavailableError(
                 f"Could not reach the {self.server} at {self.url} after "

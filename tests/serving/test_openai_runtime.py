@@ -472,3 +472,26 @@ async def test_the_runtimes_max_tokens_caps_every_request_and_the_agent_takes_it
     assert [body["max_tokens"] for _, _, body in server.requests] == [64, 64]
     with pytest.raises(ValueError, match="max_tokens must be at least 1"):
         OpenAICompatibleRuntime("http://127.0.0.1:1", "qwen3", max_tokens=0)
+
+
+async def test_https_against_a_plain_http_port_fails_at_once_with_the_fix(
+    server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS handshake with a plain-HTTP server is not retried; the error names http://."""
+    url = server.url.replace("http://", "https://") + "/v1"
+    runtime = OpenAICompatibleRuntime(url, "qwen3", tokenizer=tokenizer, retry=FAST_RETRY)
+    with (
+        caplog.at_level("WARNING", logger="q3agent.serving.http"),
+        pytest.raises(RuntimeUnavailableError) as info,
+    ):
+        await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
+    message = str(info.value)
+    assert "\n" not in message
+    assert url in message and "use http:// instead of https:// in --base-url" in message
+    assert "not retried" in message and "attempts" not in message
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+    with pytest.raises(RuntimeUnavailableError, match="plain HTTP"):
+        async for _ in runtime.stream(GenerationRequest(prompt_ids=prompt(tokenizer))):
+            pass
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+    await runtime.aclose()
