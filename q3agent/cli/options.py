@@ -54,6 +54,7 @@ def add_runtime_options(
     parser: argparse.ArgumentParser,
     *,
     extra_runtimes: Sequence[str] = (),
+    extra_runtimes_help: str = "",
     model: bool = True,
     max_tokens_help: str = "at most this many completion tokens per request",
 ) -> None:
@@ -75,7 +76,7 @@ def add_runtime_options(
         "--runtime",
         choices=("auto", *RUNTIME_KINDS, *extra_runtimes),
         help=f"auto: a server when --base-url is given, embedded SGLang on a CUDA GPU, else "
-        f"local transformers weights (${RUNTIME_ENV})",
+        f"local transformers weights{extra_runtimes_help} (${RUNTIME_ENV})",
     )
     group.add_argument(
         "--base-url", metavar="URL", help=f"the server's URL, e.g. http://127.0.0.1:8000 "

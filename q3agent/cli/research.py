@@ -58,16 +58,18 @@ def add_research_commands(subparsers: Any) -> None:
         action="store_true",
         help="do not ask a clarifying question first (never asked when not a TTY)",
     )
-    add_runtime_options(p)
-    runtime = p.add_mutually_exclusive_group()
-    runtime.add_argument(
-        "--script", metavar="JSONL", help="answer from scripted completions (testing)"
+    add_runtime_options(
+        p,
+        extra_runtimes=("oracle",),
+        extra_runtimes_help="; oracle: the built-in stand-in research model (demos, no weights)",
     )
-    runtime.add_argument(
-        "--fixture-runtime",
-        action="store_true",
-        help="answer with the built-in stand-in model (demos, no GPU)",
+    p.add_argument(
+        "--script",
+        metavar="JSONL",
+        help="answer from scripted completions instead of a model (demos, tests)",
     )
+    # The old name of --runtime oracle, kept working but no longer shown.
+    p.add_argument("--fixture-runtime", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--max-researchers", type=int, default=5, help="parallel researchers (5)")
     p.add_argument("--max-subquestions", type=int, default=5, help="planned sub-questions (5)")
     p.add_argument("--max-calls", type=int, default=200, help="model-call budget (200)")
@@ -162,9 +164,15 @@ def run_research_command(args: argparse.Namespace) -> int:
             "or write HTML (--out report.html) and print it to PDF from a browser"
         )
     _check_sources(args)
+    if args.fixture_runtime:
+        args.runtime = "oracle"
+    if args.script and args.runtime not in (None, "auto"):
+        raise ResearchUsageError(
+            f"--script and --runtime {args.runtime} both choose the model: give one of them"
+        )
     choice = resolve_model_choice(args)
     runtime: Runtime
-    if args.fixture_runtime:
+    if args.runtime == "oracle":
         from q3agent.research.fixture_runtime import ResearchFixtureRuntime
 
         runtime = ResearchFixtureRuntime()
@@ -186,7 +194,7 @@ def run_research_command(args: argparse.Namespace) -> int:
         from q3agent.tools.mcp import MCPServerStdio
 
         fetch_server = MCPServerStdio("mcp-server-fetch", ["--ignore-robots-txt"])
-    interactive = sys.stdin.isatty() and not args.no_clarify and not args.fixture_runtime
+    interactive = sys.stdin.isatty() and not args.no_clarify and args.runtime != "oracle"
     interactive = interactive and not args.script
     agent = ResearchAgent(
         choice.model,

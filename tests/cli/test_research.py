@@ -15,7 +15,7 @@ QUESTION = "How do the Aurora, Borealis and Cirrus vector databases compare on q
 
 
 def test_no_sources_is_one_line_in_cli_words(q3agent: Cli) -> None:
-    done = q3agent("research", QUESTION, "--fixture-runtime")
+    done = q3agent("research", QUESTION, "--runtime", "oracle")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "--docs PATH" in done.stderr and "docs=[" not in done.stderr
@@ -29,14 +29,14 @@ def test_no_model_is_one_line_before_any_work(q3agent: Cli) -> None:
 
 
 def test_a_mistyped_store_is_an_error_and_creates_nothing(q3agent: Cli, tmp_path: Path) -> None:
-    done = q3agent("research", QUESTION, "--store", "kb-typo", "--fixture-runtime", cwd=tmp_path)
+    done = q3agent("research", QUESTION, "--store", "kb-typo", "--runtime", "oracle", cwd=tmp_path)
     assert done.returncode == 2 and "no RAG store at kb-typo" in done.stderr
     assert not (tmp_path / "kb-typo").exists()
 
 
 def test_pdf_report_is_written_after_its_markdown(q3agent: Cli, tmp_path: Path) -> None:
     done = q3agent(
-        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", "report.pdf",
+        "research", QUESTION, "--docs", str(DOCS), "--runtime", "oracle", "--out", "report.pdf",
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -61,7 +61,7 @@ def test_an_unusable_out_is_refused_before_any_work(
     (tmp_path / "report.pdf").mkdir()
     (tmp_path / "a-file").write_text("")
     done = q3agent(
-        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", out,
+        "research", QUESTION, "--docs", str(DOCS), "--runtime", "oracle", "--out", out,
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2
@@ -72,7 +72,7 @@ def test_an_unusable_out_is_refused_before_any_work(
 def test_a_late_write_failure_keeps_the_report_and_says_where(q3agent: Cli, tmp_path: Path) -> None:
     """/dev/full passes every check and fails the write (no space left), as a full disk does."""
     done = q3agent(
-        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out", "/dev/full",
+        "research", QUESTION, "--docs", str(DOCS), "--runtime", "oracle", "--out", "/dev/full",
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 1
@@ -84,7 +84,7 @@ def test_a_late_write_failure_keeps_the_report_and_says_where(q3agent: Cli, tmp_
 
 def test_a_missing_out_folder_is_made(q3agent: Cli, tmp_path: Path) -> None:
     done = q3agent(
-        "research", QUESTION, "--docs", str(DOCS), "--fixture-runtime", "--out",
+        "research", QUESTION, "--docs", str(DOCS), "--runtime", "oracle", "--out",
         "new/deeper/report.md", "--json", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -101,3 +101,20 @@ def test_a_failing_model_marks_its_stage_failed(q3agent: Cli, tmp_path: Path) ->
     assert "✓ brief" in done.stderr
     assert "✗ plan: stopped after" in done.stderr and "✓ plan" not in done.stderr
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_stand_in_model_has_one_shown_name_and_the_old_one_still_works(
+    q3agent: Cli, tmp_path: Path
+) -> None:
+    """``--runtime oracle`` is the scripted model's name (as in ``eval``); ``--fixture-runtime``
+    is a hidden alias, and ``--script`` with ``--runtime oracle`` is one line, exit 2."""
+    shown = q3agent("research", "--help")
+    assert "oracle" in shown.stdout and "--fixture-runtime" not in shown.stdout
+    old = q3agent("research", "", "--docs", str(DOCS), "--fixture-runtime")
+    assert old.returncode == 2 and "question is empty" in old.stderr
+    script = tmp_path / "s.jsonl"
+    script.write_text("")
+    both = q3agent("research", QUESTION, "--docs", str(DOCS), "--runtime", "oracle",
+                   "--script", str(script))  # fmt: skip
+    assert both.returncode == 2 and both.stderr.count("\n") == 1
+    assert "give one of them" in both.stderr
