@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     models = sub.add_parser("models", help="list Qwen3 models with sizes and GPU needs")
+    models.add_argument(
+        "--json",
+        action="store_true",
+        help="print the registry as one JSON object on stdout instead of the table",
+    )
     models.set_defaults(func=_cmd_models)
 
     for module, function in _PLUGINS:
@@ -111,6 +116,13 @@ def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.Argument
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    if args.json:
+        import json
+
+        from q3agent.qwen3.models import registry_table
+
+        print(json.dumps({"gpu_memory_gb": 80.0, "models": registry_table(80.0)}, indent=2))
+        return OK
     from q3agent.cli.models import print_models_table
 
     print_models_table()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,3 +48,12 @@ def test_piped_output_keeps_every_row_whole() -> None:
     }
     assert rows["Qwen3-0.6B"][-1] == "hybrid"
     assert rows["Qwen3-8B"][-2:] == ["32K/128K", "hybrid"]
+
+
+def test_models_json_is_one_object_on_stdout(q3agent: Cli) -> None:
+    done = q3agent("models", "--json")
+    assert done.returncode == 0 and done.stderr == ""
+    report = json.loads(done.stdout)
+    rows = {row["name"]: row for row in report["models"]}
+    assert set(model_names()) <= set(rows)
+    assert rows["Qwen3-8B"]["thinking"] == "hybrid" and report["gpu_memory_gb"] == 80.0
