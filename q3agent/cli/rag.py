@@ -71,6 +71,11 @@ def add_rag_commands(subparsers: Any) -> None:
     )
     ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ingest.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object on stdout (no progress bar)",
+    )
+    ingest.add_argument(
         "--no-prune", action="store_true", help="keep documents whose files were removed"
     )
     ingest.set_defaults(func=run_ingest)
@@ -159,15 +164,23 @@ def run_ingest(args: argparse.Namespace) -> int:
     try:
         with _open_store(args, create=True) as store:
             ingestor = Ingestor(store, chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap)
-            print(f"ingesting into {store.location}…", file=sys.stderr, flush=True)
+            if not args.json:
+                print(f"ingesting into {store.location}…", file=sys.stderr, flush=True)
             report = ingestor.ingest(
-                args.paths, progress=not args.no_progress, prune=not args.no_prune
+                args.paths, progress=not (args.no_progress or args.json), prune=not args.no_prune
             )
             total = store.count()
             location = store.location
     except (StoreError, EmbeddingModelNotFoundError, ValueError) as exc:
         return _fail(str(exc))
-    print(f"{report.summary()}; {total} chunks in {location}")
+    if args.json:
+        fields = ("added", "updated", "unchanged", "removed", "chunks_written")
+        body = {name: getattr(report, name) for name in fields}
+        body["failed"] = [{"source": source, "error": error} for source, error in report.failed]
+        body |= {"store": str(location), "chunks_in_store": total}
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+    else:
+        print(f"{report.summary()}; {total} chunks in {location}")
     for source, error in report.failed:
         print(f"error: {source}: {error}", file=sys.stderr)
     if report.failed:

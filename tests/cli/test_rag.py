@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.cli.conftest import REPO, Cli
@@ -36,3 +37,14 @@ def test_ingest_says_what_it_waits_for_and_fails_on_a_missing_input(
     found = q3agent("rag", "search", "error E-4012", "--store", "kb", "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert found.stdout.lstrip().startswith("[")  # JSON alone on stdout
+
+
+def test_ingest_json_is_one_report_object_on_stdout(q3agent: Cli, tmp_path: Path) -> None:
+    first = sorted(p for p in (CORPUS / "support").iterdir() if p.is_file())[0]
+    done = q3agent("rag", "ingest", str(first), "--store", "kb", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["added"]) == 1 and report["store"].endswith("kb")
+    assert report["failed"] == [] and report["chunks_in_store"] >= 1
+    assert report["chunks_written"] == report["chunks_in_store"]
+    assert "ingesting into" not in done.stderr
