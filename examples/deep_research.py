@@ -4,7 +4,7 @@ Runs on a CPU with the built-in stand-in model (``ResearchFixtureRuntime``) over
 corpus: three Markdown documents and web pages served from 127.0.0.1. Pass ``--model
 Qwen3-30B-A3B`` (with a GPU and weights) to have a real Qwen3 write the report instead.
 
-    python examples/deep_research.py                              # writes ./deep_research_output/
+    python examples/deep_research.py                              # writes to a new temp folder
     python examples/deep_research.py --out-dir examples/output    # refresh the committed copy
     python examples/deep_research.py --model Qwen3-8B             # a real model (GPU or server)
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def main() -> None:
     parser.add_argument(
         "--model", help="a Qwen3 model instead of the stand-in (Q3AGENT_BASE_URL for a server)"
     )
-    parser.add_argument("--out-dir", default="deep_research_output", help="where to write")
+    parser.add_argument(
+        "--out-dir", help="where to write (default: a new temporary folder; each file is printed)"
+    )
     parser.add_argument("--port", type=int, default=8765, help="port for the fixture pages")
     args = parser.parse_args()
 
@@ -71,7 +74,7 @@ def main() -> None:
     finally:
         server.shutdown()
 
-    out = Path(args.out_dir)
+    out = Path(args.out_dir or tempfile.mkdtemp(prefix="q3agent-deep-research-"))
     markdown = report.markdown.replace(f"{ROOT}/", "")  # repository-relative document paths
     for suffix in ("md", "html", "pdf"):  # Markdown first: a failed PDF loses nothing
         path = write_report(markdown, out / f"deep_research_report.{suffix}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,17 +68,24 @@ def test_examples_run_as_shipped(example: str, expected: str) -> None:
     assert expected in done.stdout
 
 
-def test_deep_research_example_writes_its_report_beside_the_user(tmp_path: Path) -> None:
+def test_deep_research_example_writes_to_a_temp_folder_and_says_where(tmp_path: Path) -> None:
     committed = (ROOT / "examples" / "output" / "deep_research_report.md").read_bytes()
     done = run(str(ROOT / "examples" / "deep_research.py"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    out = tmp_path / "deep_research_output"
-    report = (out / "deep_research_report.md").read_text()
-    assert "## Sources" in report
-    assert (out / "deep_research_report.pdf").stat().st_size > 1000
-    # repository-relative paths, not this machine's; the committed copy is left alone
-    assert str(ROOT) not in report and "`tests/research/fixtures/docs/aurora.md`" in report
-    assert (ROOT / "examples" / "output" / "deep_research_report.md").read_bytes() == committed
+    written = [Path(line[len("wrote ") :]) for line in done.stdout.splitlines()
+               if line.startswith("wrote ")]  # fmt: skip
+    out = written[0].parent
+    try:
+        assert not list(tmp_path.iterdir())  # nothing in the current folder
+        assert ROOT not in out.parents and tmp_path not in out.parents
+        report = (out / "deep_research_report.md").read_text()
+        assert "## Sources" in report
+        assert (out / "deep_research_report.pdf").stat().st_size > 1000
+        # repository-relative paths, not this machine's; the committed copy is left alone
+        assert str(ROOT) not in report and "`tests/research/fixtures/docs/aurora.md`" in report
+        assert (ROOT / "examples" / "output" / "deep_research_report.md").read_bytes() == committed
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_rag_example_needs_a_model_for_your_own_documents(tmp_path: Path) -> None:
