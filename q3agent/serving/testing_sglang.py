@@ -341,7 +341,7 @@ class SGLangServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -302,21 +302,25 @@ class VLLMServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Stop the server and its children (SIGTERM to the group, SIGKILL after 30 s)."""
+        """Stop the server and its children (SIGTERM to the group, SIGKILL after 30 s).
+
+        The temporary work folder goes too, also when the server had already exited or never
+        started, unless ``log_path`` lives in it (then the log is kept for reading).
+        """
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if process is not None:
+            # engine-core children may outlive the front end: end whatever is left of the group
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        # engine-core children may outlive the front end: end whatever is left of the group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
         if self._workdir not in self.log_path.parents:  # keep a log that lives there
             shutil.rmtree(self._workdir, ignore_errors=True)
 

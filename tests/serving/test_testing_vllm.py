@@ -91,3 +91,11 @@ def test_a_missing_engine_venv_says_how_to_install_it(monkeypatch: pytest.Monkey
     monkeypatch.setenv("Q3AGENT_ENGINE_VENV", "/nonexistent/engine-venv")
     reason = testing_vllm.engine_missing_reason()
     assert reason is not None and ".ci/engines.sh" in reason
+
+
+def test_stop_removes_the_temporary_work_folder_even_when_never_started(tmp_path: Path) -> None:
+    server = testing_vllm.VLLMServer(tmp_path, port=1, log_path=tmp_path / "vllm.log")
+    workdir = server._workdir
+    assert workdir.is_dir()
+    server.stop()
+    assert not workdir.exists()
