@@ -188,6 +188,8 @@ def sglang_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SGLangS
             for name, seconds in servers.start_seconds:
                 print(f"\nSGLang server {name!r} was ready {seconds:.0f} s after its start")
             calls = servers.kernel_calls()
+            for server in servers.started:
+                server.cleanup()  # the kernel-call records are read: remove the work folders
             if calls:
                 pytest.fail(
                     "SGLang called shimmed sgl_kernel functions (the shim raised; the engine "
