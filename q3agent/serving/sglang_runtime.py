@@ -37,6 +37,7 @@ Design decisions (see ``docs/serving.md`` for the user-facing version):
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import importlib
 import json
@@ -624,6 +625,10 @@ class SGLangRuntime(_CodecOwner):
     ``max_tokens`` caps the completion tokens of every request (an :class:`~q3agent.Agent`
     on this runtime uses it as its own limit unless given ``max_tokens``).
 
+    Event loops: a real ``sglang.Engine`` serves requests on the loop of its first one, so
+    the runtime runs the engine's coroutines on a loop of its own (a daemon thread) and any
+    caller's loop (``Agent.run``'s portal, a later ``asyncio.run``) can use it.
+
     ``engine_factory`` replaces ``sglang.Engine`` (tests pass a fake engine); ``gpu_count`` and
     ``gpu_memory_gb`` replace GPU detection (to plan for another machine).
     """
@@ -673,6 +678,7 @@ class SGLangRuntime(_CodecOwner):
         self._codec: _SGLangCodec | None = None
         self._engine: Any = None
         self._engine_pids: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         if context_length is not None and context_length > self._spec.max_context:
             raise ValueError(
@@ -794,6 +800,13 @@ class SGLangRuntime(_CodecOwner):
                     f"{_INSTALL_HINT}"
                 ) from exc
             factory = sglang.Engine
+            # sglang.Engine serves requests on the event loop of the first one (its tokenizer
+            # manager's handle loop stays there): give it a loop of its own on a daemon thread,
+            # so requests from any loop (Agent.run's portal, a new asyncio.run) reach it.
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=self._loop.run_forever, name="q3agent-sglang-engine", daemon=True
+            ).start()
         args = self.engine_args()
         before = _child_pids(os.getpid())
         engine = factory(**args)
@@ -828,8 +841,15 @@ class SGLangRuntime(_CodecOwner):
             request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
         )
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
-        out = await self._engine.async_generate(**payload)
+        out = await self._on_engine_loop(self._engine.async_generate(**payload))
         return codec.generation(out, request)
+
+    async def _on_engine_loop(self, step: Any) -> Any:
+        """Await ``step`` (a coroutine of the engine) on the engine's own loop, if it has one."""
+        loop = self._loop
+        if loop is None:
+            return await step
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step, loop))
 
     async def stream(
         self, request: GenerationRequest, *, thinking_budget: int | None = None
@@ -841,11 +861,15 @@ class SGLangRuntime(_CodecOwner):
             request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
         )
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
-        chunks = await self._engine.async_generate(**payload)
+        chunks = await self._on_engine_loop(self._engine.async_generate(**payload))
         assembler = _StreamAssembler(codec, request)
         finished = False
         try:
-            async for out in chunks:
+            while True:
+                try:
+                    out = await self._on_engine_loop(chunks.__anext__())
+                except StopAsyncIteration:
+                    break
                 piece = assembler.feed(out)
                 if piece is not None:
                     if piece.generation is not None:
@@ -866,7 +890,10 @@ class SGLangRuntime(_CodecOwner):
         abort = getattr(manager, "abort_request", None)
         if callable(abort):
             try:
-                abort(rid)
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(abort, rid)
+                else:
+                    abort(rid)
             except Exception:  # an engine too old or already done with it: nothing to stop
                 logger.debug("could not abort SGLang request %s", rid, exc_info=True)
 
@@ -878,6 +905,9 @@ class SGLangRuntime(_CodecOwner):
             return
         pids = self._engine_pids
         await anyio.to_thread.run_sync(shutdown_engine_only, engine, pids)
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
 
 
 # --------------------------------------------------------------------------------------------
