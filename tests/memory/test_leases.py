@@ -52,6 +52,19 @@ def wait_for_line(log: Path, prefix: str, proc: subprocess.Popen[str]) -> str:
     raise AssertionError(f"no {prefix!r} line in {log}")
 
 
+def wait_for_recorded_calls(url: str, count: int, proc: subprocess.Popen[str]) -> None:
+    """Wait until the session has recorded ``count`` tool results: a call whose result is not
+    yet recorded when its worker dies may run again (at least once, by design)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if len(SessionStore(url).open("task-1").load().tool_results) >= count:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"the session never recorded {count} tool results")
+
+
 def test_a_held_session_is_busy_or_waited_for(store_url: str, tmp_path: Path) -> None:
     store = SessionStore(store_url)
     mine = store.open("task-1", lease=True, owner="test-process")
@@ -86,6 +99,7 @@ def test_a_killed_worker_is_taken_over_without_rerunning_calls(
     names = ("--owner", "worker-a") if takeover == "expiry" else ()
     first = worker(store_url, log, "start", "--ttl", "2", *names)
     wait_for_line(log, "start 1,1", first)
+    wait_for_recorded_calls(store_url, 3, first)  # add(1, 0) is done and recorded, not in flight
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     if takeover == "expiry":
