@@ -25,6 +25,7 @@ body, a tag (either kind) that falls inside a double-quoted string is part of th
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -214,6 +215,7 @@ class StreamParser:
         self._seg_newlines = ""
         # calls
         self._body: list[str] = []
+        self._in_string_opens: list[int] = []  # where in _body a <tool_call> sat inside a string
         self._strings = _JsonStrings()
         self._items: list[CallItem] = []
 
@@ -448,6 +450,8 @@ class StreamParser:
             return
         state = self._state
         if state is _State.CALL and self._strings.in_string and marker in (CALL_OPEN, CALL_CLOSE):
+            if marker == CALL_OPEN:
+                self._in_string_opens.append(len(self._body))
             self._text(marker)  # a tag inside a JSON string is part of the string
             return
         if marker == _THINK_CLOSE:
@@ -531,9 +535,17 @@ class StreamParser:
             self._events.append(ReasoningDelta(reasoning, reclassified=True))
 
     def _finish_block(self, cut_off: bool) -> None:
-        body, self._body = "".join(self._body), []
+        pieces, self._body = self._body, []
+        opens, self._in_string_opens = self._in_string_opens, []
         self._strings = _JsonStrings()
-        for item in parse_call_block(body, len(self._items), cut_off=cut_off):
-            self._items.append(item)
-            if self._record:
-                self._events.append(ToolCallEvent(item))
+        bodies = ["".join(pieces)]
+        if cut_off and opens:
+            # The completion ended inside a string that swallowed a <tool_call>: the string
+            # never closed, so each swallowed tag really began a new call. Every part is cut off.
+            bounds = [-1, *opens, len(pieces)]
+            bodies = ["".join(pieces[a + 1 : b]) for a, b in itertools.pairwise(bounds)]
+        for body in bodies:
+            for item in parse_call_block(body, len(self._items), cut_off=cut_off):
+                self._items.append(item)
+                if self._record:
+                    self._events.append(ToolCallEvent(item))

@@ -415,6 +415,9 @@ def test_parse_never_raises_on_fragments_of_real_output(
         "<tool_call>",
     ]
 )
+@example(  # a quote left open in an unfinished call must not swallow the next <tool_call>
+    ["<tool_call>", '{"name": "f", "arguments": ', '"', "<tool_call>"]
+)
 def test_no_call_block_is_dropped(fragments: list[str]) -> None:
     text = "".join(fragments)
     parsed = parse(text)
@@ -452,6 +455,15 @@ def test_open_tag_inside_a_json_string_does_not_start_a_call() -> None:
     body = r'{"name": "echo", "arguments": {"text": "a \"<tool_call>\" tag"}}'
     call = only_call(parse(f"<tool_call>{body}</tool_call>"))
     assert call.arguments == {"text": 'a "<tool_call>" tag'}
+
+
+def test_open_tag_in_a_string_that_never_closes_starts_the_next_call() -> None:
+    parsed = parse(
+        '<tool_call>{"name": "f", "arguments": "<tool_call>{"name": "g", "arguments": {}}'
+    )
+    first, second = parsed.calls
+    assert isinstance(first, ToolCallError) and "cut off" in first.error
+    assert isinstance(second, ToolCall) and (second.name, second.arguments) == ("g", {})
 
 
 def test_close_tag_in_an_unclosed_string_leaves_the_call_cut_off() -> None:
