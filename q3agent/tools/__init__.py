@@ -22,11 +22,19 @@ from q3agent.tools.executor import (
     signature_hint,
     truncate_middle,
 )
-from q3agent.tools.function import FunctionTool, clean_schema, parse_docstring, tool
+from q3agent.tools.function import (
+    FunctionSchema,
+    FunctionTool,
+    clean_schema,
+    function_schema,
+    parse_docstring,
+    tool,
+)
 
 __all__ = [
     "TOOL_CALL_FORMAT",
     "ApprovalCallback",
+    "FunctionSchema",
     "FunctionTool",
     "RunContext",
     "StaticToolset",
@@ -41,6 +49,7 @@ __all__ = [
     "clean_schema",
     "collect_tools",
     "execute_tool_calls",
+    "function_schema",
     "parse_docstring",
     "render_output",
     "resolve_tools",

@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import (
     Annotated,
     Any,
@@ -51,8 +52,10 @@ from q3agent.tools.context import RunContext
 
 __all__ = [
     "DocstringStyle",
+    "FunctionSchema",
     "FunctionTool",
     "clean_schema",
+    "function_schema",
     "parse_docstring",
     "tool",
     "validation_error_lines",
@@ -320,13 +323,166 @@ def _function_name(func: Callable[..., Any]) -> str | None:
     return name if isinstance(name, str) and name != "<lambda>" else None
 
 
+@dataclass(frozen=True)
+class FunctionSchema:
+    """What a Python function's signature means as a tool; made by :func:`function_schema`.
+
+    It holds what the model sees (:attr:`name`, :attr:`description`, :attr:`parameters`) and
+    what calling the function needs: the pydantic model that validates the model's arguments
+    and the mapping from its fields back to the function's parameters.
+    """
+
+    name: str
+    """The tool name: the one given, else the function's ``__name__``."""
+    description: str
+    """The given description, else the docstring's free text."""
+    parameters: dict[str, Any]
+    """The JSON schema of the arguments, cleaned for the model (see :func:`clean_schema`)."""
+    arguments_model: type[BaseModel]
+    """Validates the model's arguments; one field per parameter except the context."""
+    positional: tuple[tuple[str, str], ...] = ()
+    """(parameter, field) pairs passed positionally (positional-only parameters)."""
+    keyword: tuple[tuple[str, str], ...] = ()
+    """(parameter, field) pairs passed by keyword."""
+    context_param: tuple[str, bool] | None = None
+    """The :class:`RunContext` parameter's name and whether it is positional-only."""
+    is_async: bool = False
+    """Whether calling the function returns an awaitable to await (async def or
+    ``async __call__``)."""
+
+    def call_arguments(
+        self, arguments: BaseModel, ctx: RunContext[Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The ``(args, kwargs)`` to call the function with, from validated ``arguments``."""
+        args = [getattr(arguments, f) for _, f in self.positional]
+        kwargs = {p: getattr(arguments, f) for p, f in self.keyword}
+        if self.context_param is not None:
+            ctx_name, ctx_positional = self.context_param
+            if ctx_positional:
+                args.insert(0, ctx)
+            else:
+                kwargs[ctx_name] = ctx
+        return args, kwargs
+
+
+def _check_callable(function: Callable[..., Any], name: str | None) -> str:
+    """The tool's name, after refusing what cannot be a tool (generators, nameless callables)."""
+    if inspect.isasyncgenfunction(function) or inspect.isgeneratorfunction(function):
+        raise ToolDefinitionError(
+            f"{function!r} is a generator; a tool must return its result (collect the "
+            "items into a list or a string and return that)"
+        )
+    tool_name = name or _function_name(function)
+    if not tool_name:
+        raise ToolDefinitionError(
+            f"cannot tell the name of {function!r}; pass one: tool(func, name='my_tool')"
+        )
+    return tool_name
+
+
+def _signature(function: Callable[..., Any], tool_name: str) -> inspect.Signature:
+    try:
+        return inspect.signature(function, eval_str=True)
+    except NameError as exc:
+        raise ToolDefinitionError(
+            f"cannot resolve the type hints of tool {tool_name!r}: {exc}. Define the types "
+            "it uses at module level (not inside a function) so they can be resolved"
+        ) from exc
+
+
+def _field(
+    index: int, param: inspect.Parameter, annotation: Any, doc: str | None
+) -> tuple[str, tuple[Any, Any]]:
+    """The pydantic field (name, (annotation, default)) for one parameter."""
+    field_name = f"arg{index}" if _needs_alias(param.name) else param.name
+    extra: dict[str, Any] = {}
+    default = param.default
+    field_has_description = isinstance(default, FieldInfo) and default.description
+    if doc and not _has_description(annotation) and not field_has_description:
+        extra["description"] = doc
+    if field_name != param.name:
+        extra["alias"] = param.name
+    if extra:
+        annotation = Annotated[annotation, Field(**extra)]
+    return field_name, (annotation, ... if default is param.empty else default)
+
+
+def function_schema(
+    function: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    strict: bool = False,
+    docstring_style: DocstringStyle | None = None,
+) -> FunctionSchema:
+    """Read a function's signature and docstring into the :class:`FunctionSchema` of a tool.
+
+    Each parameter becomes a property of :attr:`FunctionSchema.parameters`: required unless it
+    has a default, described by ``Annotated[..., Field(description=...)]`` or else by the
+    docstring (Google, NumPy or Sphinx style; ``docstring_style`` ``None`` detects it). A
+    parameter annotated :class:`RunContext` is left out (the run context is passed to it).
+    ``strict`` writes ``additionalProperties: false`` into the schema.
+
+    Raises :class:`ToolDefinitionError` for what cannot be a tool: generators, ``*args`` /
+    ``**kwargs``, two ``RunContext`` parameters, a callable without a name (pass ``name``),
+    type hints that do not resolve, and parameter types with no JSON schema.
+    """
+    tool_name = _check_callable(function, name)
+    doc_description, param_docs = parse_docstring(inspect.getdoc(function), docstring_style)
+    fields: dict[str, Any] = {}
+    positional: list[tuple[str, str]] = []
+    keyword: list[tuple[str, str]] = []
+    context_param: tuple[str, bool] | None = None
+    for index, param in enumerate(_signature(function, tool_name).parameters.values()):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolDefinitionError(
+                f"tool {tool_name!r} takes *{param.name}: give each argument its own named, "
+                "typed parameter so the model knows what to send"
+            )
+        is_positional = param.kind is param.POSITIONAL_ONLY
+        annotation = Any if param.annotation is param.empty else param.annotation
+        if _is_context_annotation(annotation):
+            if context_param is not None:
+                raise ToolDefinitionError(
+                    f"tool {tool_name!r} has two RunContext parameters; keep one"
+                )
+            context_param = (param.name, is_positional)
+            continue
+        field_name, fields[field_name] = _field(
+            index, param, annotation, param_docs.get(param.name)
+        )
+        (positional if is_positional else keyword).append((param.name, field_name))
+
+    config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=False)
+    try:
+        model: type[BaseModel] = create_model(f"{tool_name}_arguments", __config__=config, **fields)
+        raw_schema = model.model_json_schema()
+    except Exception as exc:
+        raise ToolDefinitionError(
+            f"cannot build a JSON schema for tool {tool_name!r}: {exc}. Use JSON-friendly "
+            "parameter types (str, int, float, bool, Literal, Enum, lists, dicts, pydantic "
+            "models)"
+        ) from exc
+    return FunctionSchema(
+        name=tool_name,
+        description=description if description is not None else doc_description,
+        parameters=clean_schema(raw_schema, strict=strict),
+        arguments_model=model,
+        positional=tuple(positional),
+        keyword=tuple(keyword),
+        context_param=context_param,
+        is_async=_is_async_callable(function),
+    )
+
+
 class FunctionTool(Tool, Generic[P, R]):
     """A :class:`Tool` made from a Python function (sync or async); build it with :func:`tool`.
 
     Sync functions run in a worker thread (``anyio.to_thread.run_sync``) so they never block the
     event loop; async functions are awaited. A parameter annotated :class:`RunContext` receives
     the run context and is left out of the schema. Calling the FunctionTool object itself calls
-    the original function, so a decorated function stays usable as a function.
+    the original function, so a decorated function stays usable as a function. The schema comes
+    from :func:`function_schema` (kept as :attr:`function_schema`).
     """
 
     def __init__(
@@ -341,88 +497,28 @@ class FunctionTool(Tool, Generic[P, R]):
         strict: bool = False,
         docstring_style: DocstringStyle | None = None,
     ) -> None:
-        if inspect.isasyncgenfunction(function) or inspect.isgeneratorfunction(function):
-            raise ToolDefinitionError(
-                f"{function!r} is a generator; a tool must return its result (collect the "
-                "items into a list or a string and return that)"
-            )
-        tool_name = name or _function_name(function)
-        if not tool_name:
-            raise ToolDefinitionError(
-                f"cannot tell the name of {function!r}; pass one: tool(func, name='my_tool')"
-            )
+        self.function_schema = function_schema(
+            function,
+            name=name,
+            description=description,
+            strict=strict,
+            docstring_style=docstring_style,
+        )
         self.function: Callable[P, R] = function
-        self.name = tool_name
+        self.name = self.function_schema.name
+        self.description = self.function_schema.description
+        self.parameters = self.function_schema.parameters
+        self.arguments_model: type[BaseModel] = self.function_schema.arguments_model
         self.requires_approval = requires_approval
         self.timeout = timeout
         self.max_retries = max_retries
         self.strict = strict
-        self._is_async = _is_async_callable(function)
-
-        doc_description, param_docs = parse_docstring(inspect.getdoc(function), docstring_style)
-        self.description = description if description is not None else doc_description
-
-        try:
-            signature = inspect.signature(function, eval_str=True)
-        except NameError as exc:
-            raise ToolDefinitionError(
-                f"cannot resolve the type hints of tool {tool_name!r}: {exc}. Define the types "
-                "it uses at module level (not inside a function) so they can be resolved"
-            ) from exc
-
-        fields: dict[str, Any] = {}
-        self._positional: list[tuple[str, str]] = []  # (parameter, field) passed positionally
-        self._keyword: list[tuple[str, str]] = []  # (parameter, field) passed by keyword
-        self._context_param: tuple[str, bool] | None = None  # (name, positional)
-        for index, param in enumerate(signature.parameters.values()):
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise ToolDefinitionError(
-                    f"tool {tool_name!r} takes *{param.name}: give each argument its own named, "
-                    "typed parameter so the model knows what to send"
-                )
-            positional = param.kind is param.POSITIONAL_ONLY
-            annotation = Any if param.annotation is param.empty else param.annotation
-            if _is_context_annotation(annotation):
-                if self._context_param is not None:
-                    raise ToolDefinitionError(
-                        f"tool {tool_name!r} has two RunContext parameters; keep one"
-                    )
-                self._context_param = (param.name, positional)
-                continue
-            field_name = f"arg{index}" if _needs_alias(param.name) else param.name
-            extra: dict[str, Any] = {}
-            default = param.default
-            doc = param_docs.get(param.name)
-            field_has_description = isinstance(default, FieldInfo) and default.description
-            if doc and not _has_description(annotation) and not field_has_description:
-                extra["description"] = doc
-            if field_name != param.name:
-                extra["alias"] = param.name
-            if extra:
-                annotation = Annotated[annotation, Field(**extra)]
-            fields[field_name] = (annotation, ... if default is param.empty else default)
-            target = self._positional if positional else self._keyword
-            target.append((param.name, field_name))
-
-        config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=False)
-        try:
-            self.arguments_model: type[BaseModel] = create_model(
-                f"{tool_name}_arguments", __config__=config, **fields
-            )
-            raw_schema = self.arguments_model.model_json_schema()
-        except Exception as exc:
-            raise ToolDefinitionError(
-                f"cannot build a JSON schema for tool {tool_name!r}: {exc}. Use JSON-friendly "
-                "parameter types (str, int, float, bool, Literal, Enum, lists, dicts, pydantic "
-                "models)"
-            ) from exc
-        self.parameters = clean_schema(raw_schema, strict=strict)
 
     @property
     def takes_context(self) -> bool:
         """Whether the function declares a ``RunContext`` parameter (only then can it report
         progress or read the run)."""
-        return self._context_param is not None
+        return self.function_schema.context_param is not None
 
     def validate(self, arguments: dict[str, Any]) -> BaseModel:
         """Validate the model's arguments with the signature's pydantic model.
@@ -443,16 +539,9 @@ class FunctionTool(Tool, Generic[P, R]):
         """Call the function with validated arguments (a dict is validated first)."""
         if not isinstance(arguments, self.arguments_model):
             arguments = self.validate(dict(arguments))
-        args = [getattr(arguments, f) for _, f in self._positional]
-        kwargs = {p: getattr(arguments, f) for p, f in self._keyword}
-        if self._context_param is not None:
-            ctx_name, ctx_positional = self._context_param
-            if ctx_positional:
-                args.insert(0, ctx)
-            else:
-                kwargs[ctx_name] = ctx
+        args, kwargs = self.function_schema.call_arguments(arguments, ctx)
         function: Callable[..., Any] = self.function
-        if self._is_async:
+        if self.function_schema.is_async:
             result = await function(*args, **kwargs)
         else:
             # abandon_on_cancel: a timeout or cancellation stops waiting for the thread, but
