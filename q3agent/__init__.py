@@ -16,6 +16,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "Agent": "q3agent.agent",
     "AgentSession": "q3agent.agent",
+    "RunOptions": "q3agent.options",
     "RunResult": "q3agent.result",
     "StepRecord": "q3agent.result",
     "UsageLimits": "q3agent.result",
@@ -35,6 +36,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from q3agent.agent import Agent, AgentSession
+    from q3agent.options import RunOptions
     from q3agent.policy.base import StepMode
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
     from q3agent.result import RunResult, StepRecord, UsageLimits
@@ -52,6 +54,7 @@ __all__ = [
     "NeverThink",
     "PlanAct",
     "RunContext",
+    "RunOptions",
     "RunResult",
     "SamplingParams",
     "ScriptedRuntime",

@@ -12,19 +12,19 @@ import anyio
 
 from q3agent._sync import SyncPortal
 from q3agent.events import Event, FinalResult
-from q3agent.loop import Conversation, LoopSettings, ToolChoice, run_task
+from q3agent.loop import Conversation, LoopSettings, run_task
 from q3agent.memory.context_window import NATIVE_CONTEXT, ContextWindow
 from q3agent.memory.recorder import SessionRecorder
 from q3agent.memory.sessions import Session, SessionStore, session_store
+from q3agent.options import RunOptions
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import PlanAct
 from q3agent.qwen3.messages import AssistantMessage, Message, SystemMessage
 from q3agent.qwen3.prompt import PromptBuilder
-from q3agent.result import RunResult, UsageLimits
+from q3agent.result import RunResult
 from q3agent.serving.base import Runtime
 from q3agent.telemetry import emit_run_spans
 from q3agent.tools.base import Tool, Toolset, collect_tools, resolve_tools
-from q3agent.tools.executor import ApprovalCallback
 
 ToolLike = Tool | Callable[..., Any]
 
@@ -54,6 +54,22 @@ def capability_for(model: str | None, runtime: Runtime | None = None) -> Thinkin
         ) from None
 
 
+def _with_shortcuts(options: RunOptions | None, **shortcuts: int | None) -> RunOptions:
+    """``options`` (or the defaults) with the keyword shortcuts that were given applied."""
+    base = options if options is not None else RunOptions()
+    given = {name: value for name, value in shortcuts.items() if value is not None}
+    if options is not None:
+        for name, value in given.items():
+            default = RunOptions.__dataclass_fields__[name].default
+            current = getattr(options, name)
+            if current != default and current != value:
+                raise ValueError(
+                    f"{name} is given twice: Agent({name}={value!r}) and "
+                    f"RunOptions({name}={current!r}); pass it in one place"
+                )
+    return base.replace(**given) if given else base
+
+
 DEFAULT_MAX_TOKENS = 16_384
 """Completion tokens per request unless ``max_tokens``, ``Q3AGENT_MAX_TOKENS`` or the runtime
 says otherwise: room for the largest built-in thinking budget (8,192) and a long answer."""
@@ -76,6 +92,13 @@ class Agent:
     closed after it. ``policy`` decides per step whether to think (default :class:`PlanAct`).
     ``max_tokens`` caps the completion tokens of each model request, thinking included (see
     :meth:`completion_limit`); an answer cut there ends the run with status ``truncated``.
+
+    How a run behaves (steps, usage limits, tool errors and timeout, output cap, tool choice,
+    parallel calls, approval, completion tokens) is one :class:`~q3agent.RunOptions` given as
+    ``options``. The two most used of them, ``max_steps`` and ``max_tokens``, are also keyword
+    shortcuts: ``Agent(max_steps=5)`` is ``Agent(options=RunOptions(max_steps=5))``. A shortcut
+    given with ``options`` replaces that field of it, unless ``options`` sets the field to
+    another value: that is an error.
     """
 
     def __init__(
@@ -87,25 +110,17 @@ class Agent:
         mcp_servers: Iterable[Toolset] = (),
         policy: Policy | None = None,
         system_prompt: str | None = None,
-        max_steps: int = 20,
-        usage_limits: UsageLimits | None = None,
-        max_tool_errors: int = 8,
-        tool_timeout: float | None = 60.0,
-        approve: ApprovalCallback | None = None,
-        max_output_chars: int = 16_000,
+        options: RunOptions | None = None,
+        max_steps: int | None = None,
+        max_tokens: int | None = None,
         deps: Any = None,
-        tool_choice: ToolChoice = "auto",
         capability: ThinkingCapability | None = None,
         context_window: ContextWindow | Literal["auto"] | None = "auto",
-        parallel_tool_calls: bool = True,
-        max_tokens: int | None = None,
     ) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-        if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        self.max_tokens = max_tokens
-        """Completion-token cap per request; ``None``: see :meth:`completion_limit`."""
+        self.options: RunOptions = _with_shortcuts(
+            options, max_steps=max_steps, max_tokens=max_tokens
+        )
+        """How each run behaves: limits, tool handling, approval."""
         self._portal = SyncPortal()
         """The event loop every sync call of this agent (and its sessions) runs on."""
         self.model = model
@@ -114,30 +129,28 @@ class Agent:
         self.mcp_servers: list[Toolset] = list(mcp_servers)
         self.policy: Policy = policy or PlanAct()
         self.system_prompt = system_prompt
-        self.max_steps = max_steps
-        self.usage_limits = usage_limits or UsageLimits()
-        self.max_tool_errors = max_tool_errors
-        self.tool_timeout = tool_timeout
-        self.approve = approve
-        self.max_output_chars = max_output_chars
         self.deps = deps
-        self.tool_choice = tool_choice
         self.context_window = context_window
-        self.parallel_tool_calls = parallel_tool_calls
-        """False runs a step's calls one at a time, in order (for stateful tools)."""
         """Summarises older turns near the model's window; ``"auto"`` sizes it from the
         registry (32,768 tokens for Qwen3, 262,144 for the 2507 models), ``None`` turns it off."""
         self.capability: ThinkingCapability = capability or capability_for(model, runtime)
-        if tool_choice not in ("auto", "required") and tool_choice not in self.tools:
-            raise ValueError(
-                f"tool_choice={tool_choice!r} names no tool of this agent; "
-                f"use 'auto', 'required' or one of {sorted(self.tools)}"
-            )
+        self.options.check_tool_choice(list(self.tools))
+
+    @property
+    def max_steps(self) -> int:
+        """Most model steps of a task (``options.max_steps``)."""
+        return self.options.max_steps
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Completion-token cap per request; ``None``: see :meth:`completion_limit`."""
+        return self.options.max_tokens
 
     def completion_limit(self, runtime: Runtime | None = None) -> int:
         """The most completion tokens one model request may produce (thinking included).
 
-        ``Agent(max_tokens=N)`` when given; else ``Q3AGENT_MAX_TOKENS`` when set; else the
+        ``Agent(max_tokens=N)`` (``RunOptions.max_tokens``) when given; else
+        ``Q3AGENT_MAX_TOKENS`` when set; else the
         limit the runtime was built with (``--max-tokens`` of the CLI); else
         :data:`DEFAULT_MAX_TOKENS`, sized for interactive use (the built-in policies' largest
         thinking budget plus a long answer) rather than the 32,768 the Qwen3 model cards
@@ -395,16 +408,8 @@ class AgentSession:
                 policy=agent.policy,
                 tools=tools,
                 capability=agent.capability,
-                max_steps=agent.max_steps,
-                usage_limits=agent.usage_limits,
-                max_tool_errors=agent.max_tool_errors,
-                tool_timeout=agent.tool_timeout,
-                approve=agent.approve,
-                max_output_chars=agent.max_output_chars,
                 deps=agent.deps,
-                tool_choice=agent.tool_choice,
-                parallel_tool_calls=agent.parallel_tool_calls,
-                max_tokens=agent.completion_limit(runtime),
+                options=agent.options.replace(max_tokens=agent.completion_limit(runtime)),
             )
             events = run_task(settings, conversation, task, stream=stream, thinking=thinking)
             try:

@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
@@ -31,6 +31,7 @@ from q3agent.events import (
 )
 from q3agent.memory.context_window import ContextOverflowError, ContextWindow, summary_request
 from q3agent.memory.recorder import SessionRecorder
+from q3agent.options import RunOptions
 from q3agent.policy.base import Policy, ReconsideringPolicy, RunState, StepMode, ThinkingCapability
 from q3agent.qwen3.chat_format import render_ids
 from q3agent.qwen3.messages import (
@@ -51,7 +52,7 @@ from q3agent.qwen3.streaming import StreamEvent, StreamParser
 from q3agent.qwen3.streaming import ToolCallEvent as ParsedCall
 from q3agent.qwen3.thinking import soft_switch
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.result import RunResult, RunStatus, StepRecord, UsageLimits
+from q3agent.result import RunResult, RunStatus, StepRecord
 from q3agent.serving.base import (
     Generation,
     GenerationRequest,
@@ -63,34 +64,24 @@ from q3agent.serving.base import (
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
 from q3agent.tools.base import Tool
 from q3agent.tools.context import RunContext
-from q3agent.tools.executor import ApprovalCallback, ToolResult, execute_tool_calls
+from q3agent.tools.executor import ToolResult, execute_tool_calls
 from q3agent.tools.function import FunctionTool
-
-ToolChoice = Literal["auto", "required"] | str
-"""``auto``: the model decides; ``required``: the first step must call a tool; a tool name:
-the first step must call that tool. Enforced by constrained decoding where the runtime can."""
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Everything fixed for a run: model, tools, policy and limits (built by ``Agent``)."""
+    """Everything fixed for a run: model, tools, policy and its :class:`RunOptions`.
+
+    ``options.max_tokens`` is the resolved completion-token cap per request (``Agent`` fills
+    it from :meth:`~q3agent.Agent.completion_limit`); ``None``: the policy's.
+    """
 
     runtime: Runtime
     policy: Policy
     tools: Mapping[str, Tool]
     capability: ThinkingCapability
-    max_steps: int
-    usage_limits: UsageLimits
-    max_tool_errors: int
-    tool_timeout: float | None
-    approve: ApprovalCallback | None
-    max_output_chars: int
-    deps: Any
-    tool_choice: ToolChoice = "auto"
-    parallel_tool_calls: bool = True
-    """False: a step's calls run one after another, in order (stateful environments)."""
-    max_tokens: int | None = None
-    """Most completion tokens per model request (thinking included); ``None``: the policy's."""
+    deps: Any = None
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass
@@ -199,7 +190,7 @@ def _state(
         last_thinking_hit_budget=tally.last_hit_budget,
         thinking_steps=tally.thinking_steps,
         thinking_tokens_used=tally.thinking_tokens,
-        max_steps=s.max_steps,
+        max_steps=s.options.max_steps,
         soft_switch=tally.soft_switch,
         user_enable_thinking=thinking,
     )
@@ -211,9 +202,10 @@ def _template_thinking(s: LoopSettings, mode: StepMode) -> bool | None:
 
 
 def _constraint(s: LoopSettings, step: int) -> ToolCallConstraint | None:
-    if s.tool_choice == "auto" or step > 0 or not s.tools:
+    if s.options.tool_choice == "auto" or step > 0 or not s.tools:
         return None
-    chosen = s.tools.values() if s.tool_choice == "required" else [s.tools[s.tool_choice]]
+    choice = s.options.tool_choice
+    chosen = s.tools.values() if choice == "required" else [s.tools[choice]]
     return ToolCallConstraint(tools=tuple(t.schema() for t in chosen), required=True)
 
 
@@ -306,16 +298,16 @@ async def _run_tools(
         done = conv.recorder.completed([c for c in calls if isinstance(c, ToolCall)])
         tools = conv.recorder.wrap(s.tools)
     todo = [c for c in calls if c.id not in done]
-    batches = [todo] if s.parallel_tool_calls else [[c] for c in todo]
+    batches = [todo] if s.options.parallel_tool_calls else [[c] for c in todo]
     ran: list[ToolResult] = []
     for batch in batches:
         ran += await execute_tool_calls(
             batch,
             tools,
             ctx,
-            default_timeout=s.tool_timeout,
-            approve=s.approve,
-            max_output_chars=s.max_output_chars,
+            default_timeout=s.options.tool_timeout,
+            approve=s.options.approve,
+            max_output_chars=s.options.max_output_chars,
         )
     by_id = {r.call_id: r for r in ran} | done
     return [by_id[c.id] for c in sorted(calls, key=lambda c: c.index)]
@@ -436,7 +428,7 @@ async def run_task(
     steps: list[StepRecord] = []
     first_message = len(conv.messages)
     status: RunStatus = "step_limit"
-    detail = f"stopped after max_steps={s.max_steps} steps without an answer"
+    detail = f"stopped after max_steps={s.options.max_steps} steps without an answer"
     answer, reasoning = "", None
     error: BaseException | None = None
 
@@ -461,7 +453,7 @@ async def run_task(
         diverged_at = conv.open_task(_template_thinking(s, mode))
         conv.needs_render = True  # until the task ends cleanly with an answer
 
-        while step < s.max_steps:
+        while step < s.options.max_steps:
             # 1. generate this step's completion (thinking under its budget when asked)
             yield StepStart(step, mode)
             prompt_open = s.capability == "thinking_only"
@@ -472,8 +464,8 @@ async def run_task(
             constraint = _constraint(s, step)
             constrained = constraint is not None
             sampling = mode.sampling
-            if s.max_tokens is not None and sampling.max_tokens > s.max_tokens:
-                sampling = sampling.with_(max_tokens=s.max_tokens)
+            if s.options.max_tokens is not None and sampling.max_tokens > s.options.max_tokens:
+                sampling = sampling.with_(max_tokens=s.options.max_tokens)
             request = GenerationRequest(
                 prompt_ids=conv.builder.ids,
                 sampling=sampling,
@@ -529,7 +521,7 @@ async def run_task(
                 if not mode.thinking and isinstance(s.policy, ReconsideringPolicy):
                     state = _state(s, step, task_tokens, tally, thinking)
                     redo = s.policy.reconsider(state, parsed)
-                if redo is not None and step + 1 < s.max_steps:
+                if redo is not None and step + 1 < s.options.max_steps:
                     record = _step_record(
                         step,
                         mode,
@@ -593,7 +585,7 @@ async def run_task(
             if stop is not None:
                 status, detail = "error", stop
                 break
-            over = s.usage_limits.exceeded(tally.usage)
+            over = s.options.usage_limits.exceeded(tally.usage)
             if over is not None:
                 status, detail = "usage_limit", over
                 break
@@ -654,9 +646,10 @@ def _retry_budget_spent(s: LoopSettings, tally: _Tally) -> str | None:
                 f"{tool.max_retries}; see the step records for its errors"
             )
     total = sum(tally.errors_by_tool.values())
-    if total > s.max_tool_errors:
+    limit = s.options.max_tool_errors
+    if total > limit:
         return (
-            f"{total} tool errors in this run, more than max_tool_errors={s.max_tool_errors}; "
+            f"{total} tool errors in this run, more than max_tool_errors={limit}; "
             "the model keeps producing calls that fail (see the step records)"
         )
     return None

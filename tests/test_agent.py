@@ -9,7 +9,16 @@ from typing import Any
 import anyio
 import pytest
 
-from q3agent import Agent, AlwaysThink, NeverThink, PlanAct, RunContext, UsageLimits, tool
+from q3agent import (
+    Agent,
+    AlwaysThink,
+    NeverThink,
+    PlanAct,
+    RunContext,
+    RunOptions,
+    UsageLimits,
+    tool,
+)
 from q3agent.events import (
     ContentDelta,
     FinalResult,
@@ -264,7 +273,7 @@ async def test_usage_limit() -> None:
         runtime=runtime,
         tools=[add],
         policy=NeverThink(),
-        usage_limits=UsageLimits(max_requests=2),
+        options=RunOptions(usage_limits=UsageLimits(max_requests=2)),
     )
     result = await agent.arun("Loop.")
 
@@ -349,7 +358,12 @@ async def test_approval_denied_reaches_the_model() -> None:
         return "deleting files under /etc is not allowed"
 
     runtime = ScriptedRuntime([call("delete_file", path="/etc/passwd"), "I was not allowed."])
-    agent = Agent(runtime=runtime, tools=[delete_file], policy=NeverThink(), approve=approve)
+    agent = Agent(
+        runtime=runtime,
+        tools=[delete_file],
+        policy=NeverThink(),
+        options=RunOptions(approve=approve),
+    )
     result = await agent.arun("Delete /etc/passwd")
 
     assert deleted == []
@@ -500,7 +514,12 @@ async def test_system_prompt_and_tools_block_render_as_qwen3_expects() -> None:
 
 async def test_tool_choice_required_constrains_the_first_step_only() -> None:
     runtime = ScriptedRuntime([call("add", a=1, b=2), "3"])
-    agent = Agent(runtime=runtime, tools=[add, get_weather], policy=NeverThink(), tool_choice="add")
+    agent = Agent(
+        runtime=runtime,
+        tools=[add, get_weather],
+        policy=NeverThink(),
+        options=RunOptions(tool_choice="add"),
+    )
     await agent.arun("1+2?")
 
     first, second = (r.request.constraint for r in runtime.requests)
@@ -511,7 +530,7 @@ async def test_tool_choice_required_constrains_the_first_step_only() -> None:
 
 def test_tool_choice_must_name_a_tool() -> None:
     with pytest.raises(ValueError, match="names no tool"):
-        Agent(runtime=ScriptedRuntime([]), tools=[add], tool_choice="multiply")
+        Agent(runtime=ScriptedRuntime([]), tools=[add], options=RunOptions(tool_choice="multiply"))
 
 
 async def test_tools_added_between_tasks_rerender_the_tools_block() -> None:
@@ -557,7 +576,7 @@ async def test_parallel_tool_calls_off_runs_a_steps_calls_in_order() -> None:
             runtime=ScriptedRuntime([completion, "done"]),
             tools=[step],
             policy=NeverThink(),
-            parallel_tool_calls=parallel,
+            options=RunOptions(parallel_tool_calls=parallel),
         )
         result = await agent.arun("cd then mv")
         assert log == expected

@@ -25,6 +25,7 @@ import anyio.to_thread
 
 from q3agent._sync import SyncPortal, run_sync
 from q3agent.agent import Agent, capability_for
+from q3agent.options import RunOptions
 from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.research import prompts
@@ -521,8 +522,7 @@ class _Run:
             runtime=self.runtime,
             policy=policy,
             system_prompt=system,
-            max_steps=1,
-            usage_limits=self.ledger.limits(),
+            options=RunOptions(max_steps=1, usage_limits=self.ledger.limits()),
             capability=self.capability,
         )
         result = await agent.arun(user)
@@ -761,8 +761,9 @@ class _Run:
                 mcp_servers=self.agent.mcp_servers,
                 policy=self.agent.researcher_policy,
                 system_prompt=prompts.RESEARCHER,
-                max_steps=self.agent.researcher_max_steps,
-                usage_limits=self.ledger.limits(),
+                options=RunOptions(
+                    max_steps=self.agent.researcher_max_steps, usage_limits=self.ledger.limits()
+                ),
                 capability=self.capability,
             )
             result = await agent.arun(self.researcher_task(index, sq))

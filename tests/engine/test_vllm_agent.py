@@ -14,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from q3agent import Agent, tool
+from q3agent import Agent, RunOptions, tool
 from q3agent.events import ContentDelta, FinalResult, ReasoningDelta
 from q3agent.qwen3.messages import ToolCall
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
@@ -253,8 +253,7 @@ async def test_a_required_tool_call_is_enforced_by_the_engine(dense: Engine, mod
         runtime=dense.runtime(chat=mode == "chat", extra_body={"logit_bias": whitespace_bias()}),
         tools=[add],
         policy=Fixed(thinking=False, max_tokens=200),
-        tool_choice="required",
-        max_steps=1,
+        options=RunOptions(tool_choice="required", max_steps=1),
     )
     try:
         result = await agent.arun("Add 2 and 3.")

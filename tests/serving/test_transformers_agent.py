@@ -15,7 +15,7 @@ from typing import Literal
 
 import pytest
 
-from q3agent import Agent, tool
+from q3agent import Agent, RunOptions, tool
 from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
@@ -87,8 +87,7 @@ async def test_constrained_random_model_calls_a_tool_that_the_agent_executes(
         runtime=runtime,
         tools=[convert],
         policy=Short(False, max_tokens=48),
-        tool_choice="convert",
-        max_steps=2,
+        options=RunOptions(tool_choice="convert", max_steps=2),
     )
     result = await agent.arun("Convert 5 km.")
 

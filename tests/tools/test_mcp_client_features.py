@@ -11,7 +11,7 @@ import pytest
 from mcp.server.mcpserver import Context, MCPServer
 from pydantic import BaseModel
 
-from q3agent import Agent
+from q3agent import Agent, RunOptions
 from q3agent.qwen3.messages import ToolCall
 from q3agent.serving.testing import ScriptedRuntime
 from q3agent.tools.base import Tool, ToolError
@@ -170,7 +170,9 @@ async def test_annotations_decide_which_tools_need_approval() -> None:
 
     runtime = ScriptedRuntime([tool_call("asker.wipe") + "\n" + tool_call("asker.look"), "Done."])
     agent = Agent(
-        runtime=runtime, mcp_servers=[MCPServerInProcess(asking_server())], approve=approve
+        runtime=runtime,
+        mcp_servers=[MCPServerInProcess(asking_server())],
+        options=RunOptions(approve=approve),
     )
     result = await agent.arun("Clean up.")
     assert asked == ["asker.wipe"]
