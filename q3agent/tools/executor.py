@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError, ToolMessage
@@ -86,6 +87,42 @@ class ToolResult:
     """Whether :attr:`content` was cut to ``max_output_chars``."""
     duration_s: float = 0.0
     """Seconds the tool itself ran (0 for calls that never ran)."""
+
+    @classmethod
+    def ok(cls, call_id: str, name: str | None, content: str, output: Any = None) -> ToolResult:
+        """A call that ran and returned: ``content`` is the rendered ``output``."""
+        return cls(call_id, name, content, is_error=False, error_kind=None, output=output)
+
+    @classmethod
+    def error(
+        cls,
+        call_id: str,
+        name: str | None,
+        kind: ToolErrorKind,
+        content: str,
+        output: Any = None,
+    ) -> ToolResult:
+        """A call that failed for reason ``kind``; ``content`` tells the model what to do next
+        and ``output`` may keep the exception."""
+        return cls(call_id, name, content, is_error=True, error_kind=kind, output=output)
+
+    @classmethod
+    def denied(cls, call_id: str, name: str, reason: str) -> ToolResult:
+        """A call that was not run because approval was refused; ``reason`` says why."""
+        content = (
+            f"Error: the call to '{name}' was not run: {reason}. "
+            "Do not repeat it; continue without it or ask the user how to proceed."
+        )
+        return cls.error(call_id, name, "denied", content)
+
+    @classmethod
+    def timeout(cls, call_id: str, name: str, seconds: float) -> ToolResult:
+        """A call stopped after running ``seconds`` (its limit) without finishing."""
+        content = (
+            f"Error: '{name}' did not finish within {seconds:g} seconds and was stopped. "
+            "Try again with a smaller request, or continue without it."
+        )
+        return cls.error(call_id, name, "timeout", content)
 
     def to_message(self) -> ToolMessage:
         """The :class:`ToolMessage` answering this call."""
@@ -178,7 +215,7 @@ def _parse_error(item: ToolCallError) -> ToolResult:
         f"Write each call as:\n{TOOL_CALL_FORMAT}\n"
         "with valid JSON and the arguments as a JSON object, then try again."
     )
-    return ToolResult(item.id, item.name, content, True, "parse_error")
+    return ToolResult.error(item.id, item.name, "parse_error", content)
 
 
 def _unknown_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult:
@@ -188,7 +225,7 @@ def _unknown_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult:
             f"Error: there is no tool named '{call.name}', and no tools are available. "
             "Answer without calling a tool."
         )
-        return ToolResult(call.id, call.name, content, True, "unknown_tool")
+        return ToolResult.error(call.id, call.name, "unknown_tool", content)
     close = difflib.get_close_matches(call.name, names, n=3, cutoff=0.5)
     ordered = close + [n for n in names if n not in close]
     shown = ", ".join(ordered[:30])
@@ -199,23 +236,16 @@ def _unknown_tool(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult:
         f"Error: there is no tool named '{call.name}'.{suggestion} Available tools: {shown}. "
         "Call one of these by its exact name, or answer without a tool."
     )
-    return ToolResult(call.id, call.name, content, True, "unknown_tool")
+    return ToolResult.error(call.id, call.name, "unknown_tool", content)
 
 
-def _invalid_arguments(call: ToolCall, tool: Tool, exc: ToolArgumentsError) -> str:
-    return (
+def _invalid_arguments(call: ToolCall, tool: Tool, exc: ToolArgumentsError) -> ToolResult:
+    content = (
         f"Error: invalid arguments for '{tool.name}':\n{exc}\n"
         f"Expected: {signature_hint(tool)}\n"
         f"Call '{tool.name}' again with corrected arguments."
     )
-
-
-def _denied(call: ToolCall, reason: str) -> ToolResult:
-    content = (
-        f"Error: the call to '{call.name}' was not run: {reason}. "
-        "Do not repeat it; continue without it or ask the user how to proceed."
-    )
-    return ToolResult(call.id, call.name, content, True, "denied")
+    return ToolResult.error(call.id, tool.name, "invalid_arguments", content, exc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +264,82 @@ async def _ask_approval(approve: ApprovalCallback, call: ToolCall, tool: Tool) -
     if isinstance(verdict, str):
         return verdict
     return bool(verdict)
+
+
+_Job = tuple[int, ToolCall, Tool, Any]
+"""A call ready to run: its slot in the results, the call, its tool, validated arguments."""
+
+
+def _prepare(
+    item: ToolCall | ToolCallError, tools: Mapping[str, Tool]
+) -> ToolResult | tuple[ToolCall, Tool, Any]:
+    """The result of a call that cannot run (unparseable, unknown tool, invalid arguments), or
+    the call with its tool and validated arguments."""
+    if isinstance(item, ToolCallError):
+        return _parse_error(item)
+    tool = tools.get(item.name)
+    if tool is None:
+        return _unknown_tool(item, tools)
+    try:
+        return item, tool, tool.validate(item.arguments)
+    except ToolArgumentsError as exc:
+        return _invalid_arguments(item, tool, exc)
+    except Exception as exc:
+        content = f"Error: could not check the arguments of '{tool.name}': {exc}"
+        return ToolResult.error(item.id, tool.name, "exception", content, exc)
+
+
+async def _call_tool(
+    call: ToolCall, tool: Tool, arguments: Any, ctx: RunContext[Any]
+) -> ToolResult:
+    """Run one call and turn what it returned or raised into a result."""
+    try:
+        output = await tool.call(arguments, ctx)
+        return ToolResult.ok(call.id, tool.name, tool.render(output), output)
+    except ToolArgumentsError as exc:
+        return _invalid_arguments(call, tool, exc)
+    except ToolError as exc:
+        return ToolResult.error(call.id, tool.name, "exception", f"Error: {exc}", exc)
+    except Exception as exc:
+        content = (
+            f"Error: '{tool.name}' failed with {type(exc).__name__}: {exc}\n"
+            "Check the arguments and try again, or continue without this tool."
+        )
+        return ToolResult.error(call.id, tool.name, "exception", content, exc)
+
+
+async def _run_with_timeout(
+    call: ToolCall,
+    tool: Tool,
+    arguments: Any,
+    ctx: RunContext[Any],
+    default_timeout: float | None,
+) -> ToolResult:
+    """Run one call under its time limit, with ``ctx.tool_call`` set; timed in ``duration_s``."""
+    limit = tool.timeout if tool.timeout is not None else default_timeout
+    result: ToolResult | None = None
+    start = time.perf_counter()
+    with anyio.move_on_after(limit) as scope:
+        result = await _call_tool(call, tool, arguments, dataclasses.replace(ctx, tool_call=call))
+    duration = time.perf_counter() - start
+    if scope.cancelled_caught or result is None:
+        result = ToolResult.timeout(call.id, tool.name, limit or 0.0)
+    return dataclasses.replace(result, duration_s=duration)
+
+
+async def _denial(approve: ApprovalCallback | None, call: ToolCall, tool: Tool) -> str | None:
+    """``None`` when the call may run, else why it was denied (no callback, or the user)."""
+    if approve is None:
+        logger.warning(
+            "tool %r requires approval but no approval callback is configured; the call was denied",
+            tool.name,
+        )
+        return "this tool requires approval and no approval callback is configured"
+    verdict = await _ask_approval(approve, call, tool)
+    if verdict is True:
+        return None
+    reason = verdict.strip() if isinstance(verdict, str) else ""
+    return f"the user denied it ({reason})" if reason else "the user denied it"
 
 
 async def execute_tool_calls(
@@ -269,61 +375,26 @@ async def execute_tool_calls(
         results[slot] = dataclasses.replace(result, content=content, truncated=cut)
 
     async def run(slot: int, call: ToolCall, tool: Tool, arguments: Any) -> None:
-        limit = tool.timeout if tool.timeout is not None else default_timeout
-        call_ctx = dataclasses.replace(ctx, tool_call=call)
-        result: ToolResult | None = None
-        start = time.perf_counter()
-        with anyio.move_on_after(limit) as scope:
-            try:
-                output = await tool.call(arguments, call_ctx)
-                result = ToolResult(call.id, tool.name, tool.render(output), False, None, output)
-            except ToolArgumentsError as exc:
-                content = _invalid_arguments(call, tool, exc)
-                result = ToolResult(call.id, tool.name, content, True, "invalid_arguments", exc)
-            except ToolError as exc:
-                result = ToolResult(call.id, tool.name, f"Error: {exc}", True, "exception", exc)
-            except Exception as exc:
-                content = (
-                    f"Error: '{tool.name}' failed with {type(exc).__name__}: {exc}\n"
-                    "Check the arguments and try again, or continue without this tool."
-                )
-                result = ToolResult(call.id, tool.name, content, True, "exception", exc)
-        duration = time.perf_counter() - start
-        if scope.cancelled_caught or result is None:
-            content = (
-                f"Error: '{tool.name}' did not finish within {limit:g} seconds and was stopped. "
-                "Try again with a smaller request, or continue without it."
-            )
-            result = ToolResult(call.id, tool.name, content, True, "timeout")
-        finish(slot, dataclasses.replace(result, duration_s=duration))
+        finish(slot, await _run_with_timeout(call, tool, arguments, ctx, default_timeout))
 
-    awaiting_approval: list[tuple[int, ToolCall, Tool, Any]] = []
-    ready: list[tuple[int, ToolCall, Tool, Any]] = []
+    async def approve_then_run(tg: anyio.abc.TaskGroup) -> None:
+        # one approval at a time, in call order; each approved call starts at once
+        for slot, call, tool, arguments in awaiting_approval:
+            denial = await _denial(approve, call, tool)
+            if denial is None:
+                tg.start_soon(run, slot, call, tool, arguments)
+            else:
+                finish(slot, ToolResult.denied(call.id, call.name, denial))
+
+    awaiting_approval: list[_Job] = []
+    ready: list[_Job] = []
     for slot, item in enumerate(items):
-        if isinstance(item, ToolCallError):
-            finish(slot, _parse_error(item))
-            continue
-        tool = tools.get(item.name)
-        if tool is None:
-            finish(slot, _unknown_tool(item, tools))
-            continue
-        try:
-            arguments = tool.validate(item.arguments)
-        except ToolArgumentsError as exc:
-            content = _invalid_arguments(item, tool, exc)
-            finish(
-                slot,
-                ToolResult(item.id, tool.name, content, True, "invalid_arguments", exc),
-            )
-            continue
-        except Exception as exc:
-            content = f"Error: could not check the arguments of '{tool.name}': {exc}"
-            finish(slot, ToolResult(item.id, tool.name, content, True, "exception", exc))
-            continue
-        if tool.requires_approval:
-            awaiting_approval.append((slot, item, tool, arguments))
+        prepared = _prepare(item, tools)
+        if isinstance(prepared, ToolResult):
+            finish(slot, prepared)
         else:
-            ready.append((slot, item, tool, arguments))
+            job = (slot, *prepared)
+            (awaiting_approval if prepared[1].requires_approval else ready).append(job)
 
     if len(ready) == 1 and not awaiting_approval:
         await run(*ready[0])  # the common single call: no task group needed
@@ -331,44 +402,9 @@ async def execute_tool_calls(
         async with anyio.create_task_group() as tg:
             for job in ready:
                 tg.start_soon(run, *job)
-
-            async def approve_then_run() -> None:
-                for slot, call, tool, arguments in awaiting_approval:
-                    if approve is None:
-                        logger.warning(
-                            "tool %r requires approval but no approval callback is configured; "
-                            "the call was denied",
-                            tool.name,
-                        )
-                        finish(
-                            slot,
-                            _denied(
-                                call,
-                                "this tool requires approval and no approval callback is "
-                                "configured",
-                            ),
-                        )
-                        continue
-                    verdict = await _ask_approval(approve, call, tool)
-                    if verdict is True:
-                        tg.start_soon(run, slot, call, tool, arguments)
-                    else:
-                        reason = verdict if isinstance(verdict, str) and verdict.strip() else ""
-                        finish(
-                            slot,
-                            _denied(
-                                call,
-                                f"the user denied it ({reason.strip()})"
-                                if reason
-                                else "the user denied it",
-                            ),
-                        )
-
             if awaiting_approval:
-                tg.start_soon(approve_then_run)
+                tg.start_soon(approve_then_run, tg)
 
-    done: list[ToolResult] = []
-    for result in results:
-        assert result is not None  # every slot is filled before the task group exits
-        done.append(result)
+    done = [result for result in results if result is not None]
+    assert len(done) == len(items)  # every slot is filled before the task group exits
     return done

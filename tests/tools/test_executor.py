@@ -432,3 +432,20 @@ async def test_cancelling_the_caller_cancels_in_flight_async_tools() -> None:
             tg.cancel_scope.cancel()
     assert sorted(observed) == ["cancelled 0", "cancelled 1"]
     assert returned == []
+
+
+def test_named_constructors_say_what_a_result_means() -> None:
+    ok = ToolResult.ok("c1", "add", "42", 42)
+    assert (ok.is_error, ok.error_kind, ok.content, ok.output) == (False, None, "42", 42)
+    exc = ValueError("boom")
+    failed = ToolResult.error("c2", "add", "exception", "Error: boom", exc)
+    assert (failed.is_error, failed.error_kind, failed.output) == (True, "exception", exc)
+    denied = ToolResult.denied("c3", "rm", "the user denied it")
+    assert denied.error_kind == "denied" and denied.is_error
+    assert denied.content.startswith("Error: the call to 'rm' was not run: the user denied it.")
+    late = ToolResult.timeout("c4", "slow", 1.5)
+    assert late.error_kind == "timeout"
+    assert "'slow' did not finish within 1.5 seconds" in late.content
+    assert late.to_message() == ToolMessage(
+        content=late.content, tool_call_id="c4", name="slow", is_error=True
+    )
