@@ -74,9 +74,7 @@ class SessionRecorder:
         for call in calls:
             stored = self.session.completed_tool_result(call.id)
             if isinstance(stored, dict) and isinstance(stored.get("content"), str):
-                done[call.id] = ToolResult(
-                    call.id, call.name, stored["content"], False, None, output=None
-                )
+                done[call.id] = ToolResult.ok(call.id, call.name, stored["content"])
         return done
 
     def step(self, record: Mapping[str, Any], tool_messages: Sequence[ToolMessage]) -> None:
