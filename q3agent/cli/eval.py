@@ -234,7 +234,10 @@ def _server_yarn_note(config: EvalConfig, runtime: Runtime) -> str | None:
                 "rope_type": "yarn",
                 "factor": factor,
                 "original_max_position_embeddings": QWEN3_NATIVE_CONTEXT,
-            }
+            },
+            # with YaRN set, SGLang 0.5 and vLLM 0.32 take the window from this (they apply
+            # no factor to it) and refuse a longer --context-length/--max-model-len at start
+            "max_position_embeddings": context,
         }
     )
     return (
