@@ -30,8 +30,8 @@ _EXPORTS = {
     "StepMode": "q3agent.policy.base",
     "ScriptedRuntime": "q3agent.serving.testing",
     "FunctionRuntime": "q3agent.serving.testing",
-    "SamplingParams": "q3agent.serving.base",
-    "Usage": "q3agent.serving.base",
+    "SamplingParams": "q3agent.types",
+    "Usage": "q3agent.types",
 }
 
 if TYPE_CHECKING:
@@ -40,11 +40,11 @@ if TYPE_CHECKING:
     from q3agent.policy.base import StepMode
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
     from q3agent.result import RunResult, StepRecord, UsageLimits
-    from q3agent.serving.base import SamplingParams, Usage
     from q3agent.serving.testing import FunctionRuntime, ScriptedRuntime
     from q3agent.tools.base import Tool, ToolError
     from q3agent.tools.context import RunContext
     from q3agent.tools.function import tool
+    from q3agent.types import SamplingParams, Usage
 
 __all__ = [
     "Agent",

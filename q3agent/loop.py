@@ -59,13 +59,13 @@ from q3agent.serving.base import (
     Runtime,
     RuntimeError_,
     ToolCallConstraint,
-    Usage,
 )
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
 from q3agent.tools.base import Tool
 from q3agent.tools.context import RunContext
 from q3agent.tools.executor import ToolResult, execute_tool_calls
 from q3agent.tools.function import FunctionTool
+from q3agent.types import Usage
 
 
 @dataclass(frozen=True)

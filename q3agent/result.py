@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from q3agent.qwen3.messages import Message, ToolCall, ToolCallError, dump_messages
-from q3agent.serving.base import Usage
 from q3agent.tools.executor import ToolResult
+from q3agent.types import Usage
 
 RunStatus = Literal["answer", "truncated", "step_limit", "usage_limit", "cancelled", "error"]
 """``answer``: the model answered; ``truncated``: it answered, but the answer was cut at the

@@ -47,8 +47,9 @@ from q3agent.qwen3.messages import (
     dump_messages,
 )
 from q3agent.qwen3.prompt import PromptBuilder
-from q3agent.serving.base import GenerationRequest, Runtime, Usage
+from q3agent.serving.base import GenerationRequest, Runtime
 from q3agent.serving.budget import BudgetedGeneration, generate_with_budget
+from q3agent.types import Usage
 
 if TYPE_CHECKING:
     from q3agent.eval.bfcl_runner import EntryResult, EvalConfig

@@ -54,8 +54,9 @@ from q3agent.qwen3.chat_format import render_ids
 from q3agent.qwen3.messages import ToolCall, to_messages
 from q3agent.qwen3.parsing import parse
 from q3agent.qwen3.pythonic import parse_pythonic
-from q3agent.serving.base import GenerationRequest, Runtime, Usage
+from q3agent.serving.base import GenerationRequest, Runtime
 from q3agent.serving.budget import BudgetedGeneration, generate_with_budget
+from q3agent.types import Usage
 
 __all__ = [
     "MAX_STEPS_PER_TURN",

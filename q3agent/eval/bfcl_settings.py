@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from q3agent.policy.base import ThinkingCapability
-from q3agent.serving.base import CONTEXT_MARGIN, SamplingParams
+from q3agent.serving.base import CONTEXT_MARGIN
+from q3agent.types import SamplingParams
 
 __all__ = [
     "BFCL_MAX_TOKENS",

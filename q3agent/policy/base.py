@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from q3agent.serving.base import SamplingParams
+from q3agent.types import SamplingParams
 
 if TYPE_CHECKING:
     from q3agent.qwen3.parsing import Parsed

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from q3agent.errors import UsageError
-from q3agent.serving.base import SamplingParams
+from q3agent.types import SamplingParams
 
 ThinkingMode = Literal["hybrid", "thinking_only", "non_thinking"]
 """``hybrid``: ``enable_thinking`` switches per request; the others are fixed by the model."""

@@ -62,10 +62,10 @@ from q3agent.serving.base import (
     Runtime,
     RuntimeError_,
     RuntimeWrapper,
-    Usage,
     closing_stream,
 )
 from q3agent.tools.base import Tool, Toolset
+from q3agent.types import Usage
 
 if TYPE_CHECKING:
     from q3agent.rag.retrieval import Retriever

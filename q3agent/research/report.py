@@ -10,7 +10,7 @@ from typing import Literal
 from q3agent.research.citations import CitationIssue, ReportSource
 from q3agent.research.evidence import EvidenceItem, RejectedNote
 from q3agent.research.render import ReportFormat, to_html, write_report
-from q3agent.serving.base import Usage
+from q3agent.types import Usage
 
 ReportStatus = Literal["complete", "partial", "cancelled", "error"]
 """``complete``: every stage ran; ``partial``: a budget (calls, tokens, wall time) cut the run

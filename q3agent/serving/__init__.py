@@ -9,10 +9,9 @@ from q3agent.serving.base import (
     Runtime,
     RuntimeUnavailableError,
     RuntimeWrapper,
-    SamplingParams,
     ToolCallConstraint,
-    Usage,
 )
+from q3agent.types import SamplingParams, Usage
 
 __all__ = [
     "ContextLengthError",

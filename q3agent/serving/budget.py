@@ -28,13 +28,7 @@ from dataclasses import dataclass, replace
 
 from q3agent.qwen3.thinking import budget_continuation, count_reasoning_tokens
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import (
-    Generation,
-    GenerationRequest,
-    Runtime,
-    Usage,
-    closing_stream,
-)
+from q3agent.serving.base import Generation, GenerationRequest, Runtime, closing_stream
 from q3agent.serving.engine_budget import (
     EngineBudget,
     applies_budget_in_engine,
@@ -42,6 +36,7 @@ from q3agent.serving.engine_budget import (
     budget_variants,
     follows_budget,
 )
+from q3agent.types import Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,13 +57,11 @@ from q3agent.serving._http import (
     post_json,
 )
 from q3agent.serving.base import (
-    FinishReason,
     Generation,
     GenerationChunk,
     GenerationRequest,
     RuntimeUnavailableError,
     ToolCallConstraint,
-    Usage,
     check_max_tokens,
     completion_text,
     fit_to_context,
@@ -71,6 +69,7 @@ from q3agent.serving.base import (
 )
 from q3agent.serving.engine_budget import budget_params
 from q3agent.serving.sglang_runtime import tool_call_structural_tag
+from q3agent.types import FinishReason, Usage
 
 if TYPE_CHECKING:
     from q3agent.qwen3.messages import Message

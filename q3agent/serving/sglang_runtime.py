@@ -65,20 +65,18 @@ from q3agent.serving._http import (
     post_json,
 )
 from q3agent.serving.base import (
-    FinishReason,
     Generation,
     GenerationChunk,
     GenerationRequest,
     RuntimeUnavailableError,
-    SamplingParams,
     ToolCallConstraint,
-    Usage,
     check_max_tokens,
     completion_text,
     fit_to_context,
     stop_ids_for,
 )
 from q3agent.serving.engine_budget import budget_params, sglang_processor_str
+from q3agent.types import FinishReason, SamplingParams, Usage
 
 if TYPE_CHECKING:
     from q3agent.qwen3.models import ModelSpec

@@ -21,14 +21,13 @@ from q3agent.qwen3.prompt import PromptIds
 from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import (
-    FinishReason,
     Generation,
     GenerationChunk,
     GenerationRequest,
-    Usage,
     completion_text,
     fit_to_context,
 )
+from q3agent.types import FinishReason, Usage
 
 Completion = str | Generation
 """What a scripted step yields: raw completion text, or a full :class:`Generation`."""

@@ -29,19 +29,17 @@ import anyio.to_thread
 from q3agent.qwen3.models import ModelSpec, UnknownModelError, get_model, spec_from_config_dir
 from q3agent.qwen3.thinking import ReasoningMode, count_reasoning_tokens, reasoning_mode
 from q3agent.serving.base import (
-    FinishReason,
     Generation,
     GenerationChunk,
     GenerationRequest,
     RuntimeUnavailableError,
-    SamplingParams,
     ToolCallConstraint,
-    Usage,
     check_max_tokens,
     fit_to_context,
     stop_ids_for,
 )
 from q3agent.serving.engine_budget import budget_params, forced_budget_token
+from q3agent.types import FinishReason, SamplingParams, Usage
 
 if TYPE_CHECKING:
     import torch

@@ -24,7 +24,6 @@ from q3agent.serving.base import (
     GenerationChunk,
     GenerationRequest,
     RuntimeWrapper,
-    Usage,
     closing_stream,
 )
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
@@ -37,6 +36,7 @@ from q3agent.serving.engine_budget import (
     sglang_processor_str,
 )
 from q3agent.serving.transformers_runtime import TransformersRuntime
+from q3agent.types import Usage
 
 TOK = Qwen3Tokenizer.offline()
 

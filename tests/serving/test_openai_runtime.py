@@ -19,11 +19,11 @@ from q3agent.serving.base import (
     GenerationRequest,
     Runtime,
     RuntimeUnavailableError,
-    SamplingParams,
     ToolCallConstraint,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime, qwen3_completion_text
 from q3agent.serving.testing_server import ScriptedHTTPServer, vllm_completion_choice
+from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio
 

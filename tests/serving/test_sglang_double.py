@@ -13,10 +13,11 @@ from q3agent import Agent
 from q3agent.policy.builtin import AlwaysThink, NeverThink
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import ContextLengthError, GenerationRequest, SamplingParams
+from q3agent.serving.base import ContextLengthError, GenerationRequest
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
 from q3agent.serving.sglang_double import SGLangEngineDouble
 from q3agent.serving.sglang_runtime import SGLangRuntime
+from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.base import GenerationRequest, SamplingParams, ToolCallConstraint
+from q3agent.serving.base import GenerationRequest, ToolCallConstraint
+from q3agent.types import SamplingParams
 
 pytestmark = [pytest.mark.gpu, pytest.mark.anyio]
 

@@ -33,7 +33,6 @@ from q3agent.serving.base import (
     GenerationRequest,
     Runtime,
     RuntimeUnavailableError,
-    SamplingParams,
     ToolCallConstraint,
 )
 from q3agent.serving.sglang_runtime import (
@@ -42,6 +41,7 @@ from q3agent.serving.sglang_runtime import (
     tool_call_structural_tag,
 )
 from q3agent.serving.testing_server import ScriptedHTTPServer
+from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio
 

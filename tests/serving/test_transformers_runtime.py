@@ -19,10 +19,10 @@ from q3agent.serving.base import (
     GenerationRequest,
     Runtime,
     RuntimeUnavailableError,
-    SamplingParams,
     ToolCallConstraint,
 )
 from q3agent.serving.transformers_runtime import TransformersRuntime, tool_call_structural_tag
+from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio
 

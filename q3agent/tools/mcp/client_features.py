@@ -120,7 +120,8 @@ def sampling_handler(
         from q3agent.qwen3.messages import AssistantMessage, Message, SystemMessage, UserMessage
         from q3agent.qwen3.parsing import parse
         from q3agent.qwen3.prompt import PromptBuilder
-        from q3agent.serving.base import GenerationRequest, SamplingParams
+        from q3agent.serving.base import GenerationRequest
+        from q3agent.types import SamplingParams
 
         model = runtime()
         if model is None:

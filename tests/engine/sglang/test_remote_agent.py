@@ -20,12 +20,8 @@ from q3agent.events import ContentDelta, FinalResult, ReasoningDelta
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult
-from q3agent.serving.base import (
-    ContextLengthError,
-    GenerationRequest,
-    SamplingParams,
-    ToolCallConstraint,
-)
+from q3agent.serving.base import ContextLengthError, GenerationRequest, ToolCallConstraint
+from q3agent.types import SamplingParams
 from tests.engine.conftest import Fixed
 from tests.engine.sglang.conftest import SGLangEngine
 
