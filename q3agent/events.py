@@ -1,11 +1,29 @@
-"""Events a streaming run yields, from step start to the final result."""
+"""Events a streaming run yields, from step start to the final result.
+
+This is the one place to import event types from. The model-output events
+(:class:`ReasoningDelta`, :class:`ContentDelta`, :class:`ToolCallEvent`) are defined next to
+the stream parser that emits them (:mod:`q3agent.qwen3.streaming`) and re-exported here; the
+agent loop yields them as the parser made them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from q3agent.qwen3.messages import ToolCall, ToolCallError
+from q3agent.qwen3.streaming import ContentDelta, ReasoningDelta, ToolCallEvent
+
+__all__ = [
+    "ContentDelta",
+    "Event",
+    "FinalResult",
+    "ReasoningDelta",
+    "StepEnd",
+    "StepStart",
+    "ToolCallEvent",
+    "ToolProgress",
+    "ToolResultEvent",
+]
 
 if TYPE_CHECKING:
     from q3agent.policy.base import StepMode
@@ -20,33 +38,6 @@ class StepStart:
     step: int
     mode: StepMode
     kind: Literal["step_start"] = "step_start"
-
-
-@dataclass(frozen=True, slots=True)
-class ReasoningDelta:
-    """More of the model's thinking."""
-
-    step: int
-    text: str
-    kind: Literal["reasoning_delta"] = "reasoning_delta"
-
-
-@dataclass(frozen=True, slots=True)
-class ContentDelta:
-    """More of the model's visible answer text."""
-
-    step: int
-    text: str
-    kind: Literal["content_delta"] = "content_delta"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallEvent:
-    """The model finished writing a tool call (or a call that could not be parsed)."""
-
-    step: int
-    call: ToolCall | ToolCallError
-    kind: Literal["tool_call"] = "tool_call"
 
 
 @dataclass(frozen=True, slots=True)

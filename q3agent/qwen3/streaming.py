@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from q3agent.qwen3.messages import ToolCall, ToolCallError
 from q3agent.qwen3.parsing import (
@@ -57,28 +57,34 @@ _STRING_BODY = re.compile(r'(?:[^"\\]+|\\.)*', re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class ReasoningDelta:
-    """New reasoning text.
+    """More of the model's thinking, in agent step ``step``.
 
     ``reclassified`` is ``True`` for the single event that restates, as reasoning, text that
     was already streamed as content (see the module docstring).
     """
 
+    step: int
     text: str
     reclassified: bool = False
+    kind: Literal["reasoning_delta"] = "reasoning_delta"
 
 
 @dataclass(frozen=True, slots=True)
 class ContentDelta:
-    """New visible answer text (outside reasoning and outside call blocks)."""
+    """More of the model's visible answer text (outside reasoning and call blocks)."""
 
+    step: int
     text: str
+    kind: Literal["content_delta"] = "content_delta"
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCallEvent:
-    """A call block has closed: a call to run, or an error to answer."""
+    """The model finished writing a tool call block: a call to run, or an error to answer."""
 
+    step: int
     call: ToolCall | ToolCallError
+    kind: Literal["tool_call"] = "tool_call"
 
 
 StreamEvent = ReasoningDelta | ContentDelta | ToolCallEvent
@@ -178,7 +184,10 @@ class StreamParser:
     ``close()``. Pass ``thinking_started=True`` when the prompt ended inside ``<think>``;
     ``events=False`` keeps no events (for callers that only want the result, like ``parse``).
     With ``tokenizer=`` the parser also takes ids (:meth:`feed_ids`); one parser takes either
-    text or ids, not both.
+    text or ids, not both. ``step`` is the agent step stamped on every event.
+
+    The events are the agent's own (:mod:`q3agent.events` re-exports them), so an agent loop
+    yields them as they come.
     """
 
     def __init__(
@@ -187,8 +196,10 @@ class StreamParser:
         thinking_started: bool = False,
         events: bool = True,
         tokenizer: Qwen3Tokenizer | None = None,
+        step: int = 0,
     ) -> None:
         self._thinking_started = thinking_started
+        self._step = step
         self._mode = ""  # "text" or "ids" once fed
         self._controls: dict[int, str] = {}
         self._decoder: IncrementalDecoder | None = None
@@ -497,7 +508,7 @@ class StreamParser:
         self._r_newlines = text[len(body) :]
         self._reasoning.append(piece)
         if self._record:
-            self._events.append(ReasoningDelta(piece))
+            self._events.append(ReasoningDelta(self._step, piece))
 
     def _content_text(self, text: str) -> None:
         if not self._seg_started:
@@ -515,7 +526,7 @@ class StreamParser:
         self._seg_newlines = text[len(body) :]
         self._content.append(piece)
         if self._record:
-            self._events.append(ContentDelta(piece))
+            self._events.append(ContentDelta(self._step, piece))
 
     def _end_segment(self) -> None:
         self._seg_started = False
@@ -532,7 +543,7 @@ class StreamParser:
         self._reasoning = [reasoning] if reasoning else []
         self._r_started = bool(reasoning)
         if self._record and reasoning:
-            self._events.append(ReasoningDelta(reasoning, reclassified=True))
+            self._events.append(ReasoningDelta(self._step, reasoning, reclassified=True))
 
     def _finish_block(self, cut_off: bool) -> None:
         pieces, self._body = self._body, []
@@ -548,4 +559,4 @@ class StreamParser:
             for item in parse_call_block(body, len(self._items), cut_off=cut_off):
                 self._items.append(item)
                 if self._record:
-                    self._events.append(ToolCallEvent(item))
+                    self._events.append(ToolCallEvent(self._step, item))

@@ -103,7 +103,7 @@ def test_call_event_arrives_as_soon_as_the_block_closes() -> None:
     assert isinstance(events[0], ToolCallEvent)
     assert isinstance(events[0].call, ToolCall)
     assert events[0].call.name == "get_weather"
-    assert events[1:] == [ContentDelta("more text")]
+    assert events[1:] == [ContentDelta(0, "more text")]
 
 
 def test_call_event_at_next_call_and_at_close() -> None:
@@ -125,27 +125,27 @@ def test_broken_call_is_streamed_as_an_error_event() -> None:
 def test_partial_tags_are_held_back_not_shown() -> None:
     parser = StreamParser()
     assert parser.feed("<th") == []
-    assert parser.feed("ink>\nStep one") == [ReasoningDelta("Step one")]
-    assert parser.feed(".\n</thi") == [ReasoningDelta(".")]
-    assert parser.feed("nk>\n\nThe answer <tool") == [ContentDelta("The answer ")]
+    assert parser.feed("ink>\nStep one") == [ReasoningDelta(0, "Step one")]
+    assert parser.feed(".\n</thi") == [ReasoningDelta(0, ".")]
+    assert parser.feed("nk>\n\nThe answer <tool") == [ContentDelta(0, "The answer ")]
     assert parser.feed("_call>") == []
 
 
 def test_content_streams_before_the_completion_ends() -> None:
     parser = StreamParser(thinking_started=True)
-    assert parser.feed("Reasoning here.") == [ReasoningDelta("Reasoning here.")]
+    assert parser.feed("Reasoning here.") == [ReasoningDelta(0, "Reasoning here.")]
     parser.feed("\n</think>\n\n")
-    assert parser.feed("Hello") == [ContentDelta("Hello")]
-    assert parser.feed(" world") == [ContentDelta(" world")]
+    assert parser.feed("Hello") == [ContentDelta(0, "Hello")]
+    assert parser.feed(" world") == [ContentDelta(0, " world")]
 
 
 def test_lone_close_tag_restates_streamed_content_as_reasoning() -> None:
     parser = StreamParser()
-    assert parser.feed("I think") == [ContentDelta("I think")]
+    assert parser.feed("I think") == [ContentDelta(0, "I think")]
     events = parser.feed(" so.\n</think>\n\nYes.")
-    assert events[0] == ContentDelta(" so.")
-    assert events[1] == ReasoningDelta("I think so.", reclassified=True)
-    assert events[2] == ContentDelta("Yes.")
+    assert events[0] == ContentDelta(0, " so.")
+    assert events[1] == ReasoningDelta(0, "I think so.", reclassified=True)
+    assert events[2] == ContentDelta(0, "Yes.")
     parser.close()
     assert parser.result().reasoning == "I think so."
     assert parser.result().content == "Yes."
@@ -275,3 +275,17 @@ def test_random_splits_of_mixed_ids_equal_parse_ids(
     plain = [f for f, trusted in fragments if not trusted]
     if all("<tool_call>" not in f for f, trusted in fragments if trusted):
         assert not parsed.has_tool_calls, plain  # no control id, no call
+
+
+def test_events_carry_the_step_and_are_the_agent_event_types() -> None:
+    import q3agent.events
+
+    parser = StreamParser(step=4)
+    events = parser.feed(f"<think>\nHm.\n</think>\n\nOk.<tool_call>\n{WEATHER}\n</tool_call>")
+    events += parser.close()
+    assert [type(e) for e in events] == [ReasoningDelta, ContentDelta, ToolCallEvent]
+    assert {e.step for e in events} == {4}
+    assert [e.kind for e in events] == ["reasoning_delta", "content_delta", "tool_call"]
+    assert q3agent.events.ReasoningDelta is ReasoningDelta
+    assert q3agent.events.ContentDelta is ContentDelta
+    assert q3agent.events.ToolCallEvent is ToolCallEvent
