@@ -46,10 +46,7 @@ from q3agent.qwen3.messages import (
 from q3agent.qwen3.models import sampling_for
 from q3agent.qwen3.parsing import Parsed, parse, parse_ids
 from q3agent.qwen3.prompt import PromptBuilder
-from q3agent.qwen3.streaming import ContentDelta as ParsedContent
-from q3agent.qwen3.streaming import ReasoningDelta as ParsedReasoning
 from q3agent.qwen3.streaming import StreamEvent, StreamParser
-from q3agent.qwen3.streaming import ToolCallEvent as ParsedCall
 from q3agent.qwen3.thinking import soft_switch
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult, RunStatus, StepRecord
@@ -490,11 +487,11 @@ async def run_task(
                     assert parser is not None  # runtimes yield deltas only when streaming
                     streamed += len(item.token_ids)
                     for ev in _stream_events(parser, item, constrained=constrained):
-                        if isinstance(ev, ParsedReasoning):
+                        if isinstance(ev, ReasoningDelta):
                             yield ReasoningDelta(step, ev.text)
-                        elif isinstance(ev, ParsedContent):
+                        elif isinstance(ev, ContentDelta):
                             yield ContentDelta(step, ev.text)
-                        elif isinstance(ev, ParsedCall):
+                        elif isinstance(ev, ToolCallEvent):
                             yield ToolCallEvent(step, ev.call)
                 else:
                     generation = item
