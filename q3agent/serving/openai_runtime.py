@@ -68,7 +68,7 @@ from q3agent.serving.base import (
     stop_ids_for,
 )
 from q3agent.serving.engine_budget import budget_params
-from q3agent.serving.sglang_runtime import tool_call_structural_tag
+from q3agent.serving.sglang_runtime import tool_call_tag_json
 from q3agent.types import FinishReason, Usage
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class OpenAICompatibleRuntime:
             if self.extended_sampling:
                 mode = reasoning_mode(request.prompt_ids, self.tokenizer, request.enable_thinking)
                 body["structured_outputs"] = {
-                    "structural_tag": tool_call_structural_tag(request.constraint, mode)
+                    "structural_tag": tool_call_tag_json(request.constraint, mode)
                 }
             else:
                 self._warn_once(

@@ -121,7 +121,7 @@ def _tool_parameters(tool: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return function["name"], dict(params)
 
 
-def tool_call_structural_tag(
+def tool_call_tag_json(
     constraint: ToolCallConstraint,
     reasoning: ReasoningMode = "disabled",
     *,
@@ -298,7 +298,7 @@ class _SGLangCodec:
                     "only a hint to the model (use legacy_structural_tag=False on "
                     "SGLang releases whose xgrammar backend takes the 'format' form)"
                 )
-            params["structural_tag"] = tool_call_structural_tag(
+            params["structural_tag"] = tool_call_tag_json(
                 request.constraint, mode, legacy=self.legacy_structural_tag
             )
         payload: dict[str, Any] = {

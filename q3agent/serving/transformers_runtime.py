@@ -517,7 +517,7 @@ class TransformersRuntime:
                 _xgrammar_tokenizer_info(tok, loaded.vocab_size), max_threads=2
             )
         thinking = reasoning_mode(request.prompt_ids, tok, request.enable_thinking)
-        tag = tool_call_structural_tag(constraint, tok, thinking=thinking)
+        tag = tool_call_xgrammar_tag(constraint, tok, thinking=thinking)
         compiled = self._grammar_compiler.compile_structural_tag(tag)
         matcher = xgr.GrammarMatcher(compiled, override_stop_tokens=[tok.im_end_id, tok.eos_id])
         return matcher, xgr.allocate_token_bitmask(1, loaded.vocab_size)
@@ -577,7 +577,7 @@ def _sample_token(
     return choice if index is None else int(index[choice].item())
 
 
-def tool_call_structural_tag(
+def tool_call_xgrammar_tag(
     constraint: ToolCallConstraint,
     tok: Qwen3Tokenizer,
     *,

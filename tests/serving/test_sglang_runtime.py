@@ -38,7 +38,7 @@ from q3agent.serving.base import (
 from q3agent.serving.sglang_runtime import (
     RemoteSGLangRuntime,
     SGLangRuntime,
-    tool_call_structural_tag,
+    tool_call_tag_json,
 )
 from q3agent.serving.testing_server import ScriptedHTTPServer
 from q3agent.types import SamplingParams
@@ -421,7 +421,7 @@ async def test_required_tool_call_sends_a_structural_tag_that_forces_a_call(
 def test_required_calls_leave_no_room_for_whitespace_runs_or_text() -> None:
     """A JSON grammar with unbounded whitespace let a random model on SGLang (and vLLM) pad
     after ``"arguments": {`` until its token limit (9 of 9 tries at 96 tokens)."""
-    required = tool_call_structural_tag(
+    required = tool_call_tag_json(
         ToolCallConstraint(tools=(WEATHER_TOOL,), required=True), "disabled"
     )
     assert _accepts(required, CALL.replace('{"city"', '{ "city"'))  # one blank is fine
@@ -436,19 +436,19 @@ def test_structural_tag_follows_the_prompts_thinking_state(tokenizer: Qwen3Token
     required = ToolCallConstraint(tools=(WEATHER_TOOL,), required=True)
     optional = ToolCallConstraint(tools=(WEATHER_TOOL,), required=False)
     # non-thinking prompt (ends with the empty think block): the call comes straight away
-    assert _accepts(tool_call_structural_tag(required, "disabled"), CALL)
+    assert _accepts(tool_call_tag_json(required, "disabled"), CALL)
     # enable_thinking=None: thinking may or may not come first
-    tag = tool_call_structural_tag(required, "optional")
+    tag = tool_call_tag_json(required, "optional")
     assert _accepts(tag, CALL)
     assert _accepts(tag, "<think>\nok\n</think>\n\n" + CALL)
     # the prompt opened <think>: the completion continues it
-    assert _accepts(tool_call_structural_tag(required, "open"), "go\n</think>\n\n" + CALL)
+    assert _accepts(tool_call_tag_json(required, "open"), "go\n</think>\n\n" + CALL)
     # not required: free text is fine, but a started call must match the schema
-    tag = tool_call_structural_tag(optional, "disabled")
+    tag = tool_call_tag_json(optional, "disabled")
     assert _accepts(tag, "It is sunny.")
     assert _accepts(tag, "Let me check. " + CALL)
     assert not _accepts(tag, "Let me check. " + CALL.replace("get_weather", "get_time"))
-    legacy = tool_call_structural_tag(optional, "disabled", legacy=True)
+    legacy = tool_call_tag_json(optional, "disabled", legacy=True)
     assert set(json.loads(legacy)) == {"type", "structures", "triggers"}
     assert _accepts(legacy, "Sure. " + CALL)
     assert not _accepts(legacy, CALL.replace('"Paris"', "3"))

@@ -21,7 +21,7 @@ from q3agent.serving.base import (
     RuntimeUnavailableError,
     ToolCallConstraint,
 )
-from q3agent.serving.transformers_runtime import TransformersRuntime, tool_call_structural_tag
+from q3agent.serving.transformers_runtime import TransformersRuntime, tool_call_xgrammar_tag
 from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio
@@ -394,7 +394,7 @@ YD3 = call_text("convert", '{"unit": "yd", "value": 3}')
 def test_tool_call_grammar_follows_the_thinking_state(
     tokenizer: Qwen3Tokenizer, thinking: str, completion: str, ok: bool
 ) -> None:
-    tag = tool_call_structural_tag(
+    tag = tool_call_xgrammar_tag(
         ToolCallConstraint(tools=(CONVERT,), required=True), tokenizer, thinking=thinking
     )
     ids = [*tokenizer.encode_trusted(completion), tokenizer.im_end_id]
@@ -404,7 +404,7 @@ def test_tool_call_grammar_follows_the_thinking_state(
 def test_optional_grammar_rejects_split_spelled_tags_only_inside_calls(
     tokenizer: Qwen3Tokenizer,
 ) -> None:
-    tag = tool_call_structural_tag(ToolCallConstraint(tools=(CONVERT,), required=False), tokenizer)
+    tag = tool_call_xgrammar_tag(ToolCallConstraint(tools=(CONVERT,), required=False), tokenizer)
     text_then_call = "I will convert it.\n" + KM3
     assert _accepts(
         tokenizer, tag, [*tokenizer.encode_trusted(text_then_call), tokenizer.im_end_id]
