@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from q3agent.research import ResearchAgent, ResearchFixtureRuntime
+from q3agent.research import ResearchAgent, ResearchFixtureRuntime, ResearchOptions
 from q3agent.research.render import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def main() -> None:
         docs=[FIXTURES / "docs"],
         web=True,
         urls=[f"{base}/index.html"],
-        max_researchers=3,
+        options=ResearchOptions(max_researchers=3),
     )
     try:
         report = agent.run(QUESTION)

@@ -17,10 +17,16 @@ from q3agent.cli.outputs import check_output_file, write_with_fallback
 from q3agent.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
+    from q3agent.cli.options import ModelChoice
+    from q3agent.rag.store import RagStore
+    from q3agent.research.pipeline import ResearchAgent
     from q3agent.research.progress import ResearchEvent
     from q3agent.research.report import Report
+    from q3agent.serving.base import Runtime
 
 
 def add_research_commands(subparsers: Any) -> None:
@@ -142,12 +148,35 @@ def run_research_command(args: argparse.Namespace) -> int:
     import anyio
     from rich.console import Console
 
-    from q3agent.cli.options import resolve_model_choice
-    from q3agent.research.pipeline import ResearchAgent, ResearchBudget
-    from q3agent.research.render import RenderError, write_report
-    from q3agent.serving.base import Runtime
-
     console = Console(stderr=True, highlight=False)
+    markdown_path, rendered_path, fmt = _check_command(args)
+    agent, store = _build_research_agent(args, console)
+    interrupted = False
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    try:
+        report = anyio.run(_run_research, agent, args, console, on_interrupt)
+    finally:
+        if store is not None:
+            store.close()
+    rendered = _write_report_files(report, args, console, markdown_path, rendered_path, fmt)
+    console.print(report.summary())
+    if args.json:
+        print(json.dumps(_summary_json(report), indent=2))
+    if interrupted:
+        return INTERRUPTED
+    if not rendered:
+        return FAILURE
+    return OK if report.complete else FAILURE
+
+
+def _check_command(args: argparse.Namespace) -> tuple[Path | None, Path | None, str]:
+    """Refuse a command that cannot finish before any work (empty question, an output that
+    cannot be written, PDF without fpdf2, no sources, two model choices); the report paths
+    and format (see :func:`_report_paths`)."""
     if not args.question.strip():
         raise ResearchUsageError(
             'the research question is empty: q3agent research "QUESTION" --docs PATH'
@@ -170,19 +199,33 @@ def run_research_command(args: argparse.Namespace) -> int:
         raise ResearchUsageError(
             f"--script and --runtime {args.runtime} both choose the model: give one of them"
         )
-    choice = resolve_model_choice(args)
-    runtime: Runtime
+    return markdown_path, rendered_path, fmt
+
+
+def _research_runtime(args: argparse.Namespace, choice: ModelChoice) -> Runtime:
+    """The model the flags choose: the fixture runtime (``oracle``), ``--script``, or a real
+    one."""
     if args.runtime == "oracle":
         from q3agent.research.fixture_runtime import ResearchFixtureRuntime
 
-        runtime = ResearchFixtureRuntime()
-    elif args.script:
+        return ResearchFixtureRuntime()
+    if args.script:
         from q3agent.cli.run import load_script
-        from q3agent.serving.testing import ScriptedRuntime
+        from q3agent.testing.runtimes import ScriptedRuntime
 
-        runtime = ScriptedRuntime(load_script(args.script))
-    else:
-        runtime = choice.build_runtime()
+        return ScriptedRuntime(load_script(args.script))
+    return choice.build_runtime()
+
+
+def _build_research_agent(
+    args: argparse.Namespace, console: Console
+) -> tuple[ResearchAgent, RagStore | None]:
+    """The research agent the flags describe, and the RAG store it opened (or ``None``)."""
+    from q3agent.cli.options import resolve_model_choice
+    from q3agent.research.pipeline import ResearchAgent, ResearchBudget, ResearchOptions
+
+    choice = resolve_model_choice(args)
+    runtime = _research_runtime(args, choice)
     store = None
     if args.store:
         from q3agent.rag.store import RagStore
@@ -204,50 +247,68 @@ def run_research_command(args: argparse.Namespace) -> int:
         store=store,
         web=args.web or bool(args.url),
         urls=args.url,
-        fetch_server=fetch_server,
-        max_researchers=args.max_researchers,
-        max_subquestions=args.max_subquestions,
-        budget=ResearchBudget(
-            max_llm_calls=args.max_calls,
-            max_tokens=args.max_total_tokens,
-            max_seconds=args.max_seconds,
+        fetcher=fetch_server,
+        options=ResearchOptions(
+            max_researchers=args.max_researchers,
+            max_subquestions=args.max_subquestions,
+            budget=ResearchBudget(
+                max_llm_calls=args.max_calls,
+                max_tokens=args.max_total_tokens,
+                max_seconds=args.max_seconds,
+            ),
+            clarify=_clarifier(console) if interactive else None,
+            unsupported="remove" if args.remove_unsupported else "flag",
         ),
-        clarify=_clarifier(console) if interactive else None,
-        unsupported="remove" if args.remove_unsupported else "flag",
     )
+    return agent, store
 
-    interrupted = False
 
-    async def main() -> Report:
-        cancel = anyio.Event()
-        display = _ProgressDisplay(console)
-        async with anyio.create_task_group() as tg:
+async def _run_research(
+    agent: ResearchAgent,
+    args: argparse.Namespace,
+    console: Console,
+    on_interrupt: Callable[[], None],
+) -> Report:
+    """Run the research with the progress display; Ctrl-C (or SIGTERM) calls
+    ``on_interrupt`` and stops the run, which still returns its partial report."""
+    import anyio
 
-            async def on_interrupt() -> None:
-                nonlocal interrupted
-                with anyio.open_signal_receiver(signal.SIGINT) as signals:
-                    async for _ in signals:  # SIGTERM arrives here too (cli.interrupts)
-                        console.print("[yellow]interrupted: writing the partial report…[/]")
-                        interrupted = True
-                        cancel.set()
-                        return
+    cancel = anyio.Event()
+    display = _ProgressDisplay(console)
+    async with anyio.create_task_group() as tg:
 
-            tg.start_soon(on_interrupt)
-            if not args.json:
-                tg.start_soon(display.heartbeat)
-            try:
-                with display:
-                    report = await agent.arun(args.question, cancel=cancel, on_event=display)
-            finally:
-                tg.cancel_scope.cancel()
-                await agent.aclose()
-        return report
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:  # SIGTERM arrives here too (cli.interrupts)
+                    console.print("[yellow]interrupted: writing the partial report…[/]")
+                    on_interrupt()
+                    cancel.set()
+                    return
 
-    try:
-        report = anyio.run(main)
-    finally:
-        if store is not None:
-            store.close()
+        tg.start_soon(watch_signals)
+        if not args.json:
+            tg.start_soon(display.heartbeat)
+        try:
+            with display:
+                report = await agent.arun(args.question, cancel=cancel, on_event=display)
+        finally:
+            tg.cancel_scope.cancel()
+            await agent.aclose()
+    return report
+
+
+def _write_report_files(
+    report: Report,
+    args: argparse.Namespace,
+    console: Console,
+    markdown_path: Path | None,
+    rendered_path: Path | None,
+    fmt: str,
+) -> bool:
+    """Print the report, or write the Markdown and then the HTML/PDF rendering; whether every
+    file was written where asked (a late write failure keeps the report elsewhere)."""
+    from q3agent.research.render import RenderError, write_report
+
     rendered = True
     if markdown_path is None:
         if not args.json:
@@ -269,14 +330,7 @@ def run_research_command(args: argparse.Namespace) -> int:
                 f"[red]error:[/] could not write {rendered_path} ({exc}); the Markdown report "
                 f"is in {markdown_path}"
             )
-    console.print(report.summary())
-    if args.json:
-        print(json.dumps(_summary_json(report), indent=2))
-    if interrupted:
-        return INTERRUPTED
-    if not rendered:
-        return FAILURE
-    return OK if report.complete else FAILURE
+    return rendered
 
 
 def _summary_json(report: Report) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from q3agent.research.pipeline import (
     ResearchAgent,
     ResearchBudget,
     ResearchCancelledError,
+    ResearchOptions,
     SubQuestion,
 )
 from q3agent.research.progress import (
@@ -60,6 +61,7 @@ __all__ = [
     "ResearchCancelledError",
     "ResearchEvent",
     "ResearchFixtureRuntime",
+    "ResearchOptions",
     "ResearcherFinished",
     "ResearcherStarted",
     "SectionWritten",

@@ -110,6 +110,38 @@ class ResearchBudget:
     """A researcher is told to wrap up when its conversation fills this much of the context."""
 
 
+@dataclass(frozen=True, slots=True)
+class ResearchOptions:
+    """How a research run goes: its sizes, thinking budgets, limits and interaction.
+
+    >>> options = ResearchOptions(max_researchers=3, budget=ResearchBudget(max_seconds=600))
+    >>> ResearchAgent("Qwen3-30B-A3B", docs=["./papers"], options=options)  # doctest: +SKIP
+    """
+
+    max_researchers: int = 5
+    """Researchers that run at the same time."""
+    max_subquestions: int = 5
+    """Most sub-questions the plan may have (one researcher each)."""
+    researcher_max_steps: int = 6
+    """Most model steps of one researcher (its ``RunOptions.max_steps``)."""
+    plan_budget: int = 1024
+    """Thinking tokens for the plan."""
+    synthesis_budget: int = 1024
+    """Thinking tokens for the outline of the report."""
+    researcher_policy: Policy | None = None
+    """Each researcher's thinking policy; ``None``: ``PlanAct(pool=4096, base_budget=512)``."""
+    budget: ResearchBudget = field(default_factory=ResearchBudget)
+    """Limits of the whole run (model calls, tokens, wall time)."""
+    clarify: ClarifyCallback | None = None
+    """Asked the clarifying questions, if any, before research starts; ``None``: not asked."""
+    unsupported: UnsupportedAction = "flag"
+    """A sentence its cited evidence does not support: ``flag`` it or ``remove`` it."""
+
+    def __post_init__(self) -> None:
+        if self.max_researchers < 1:
+            raise ValueError(f"max_researchers must be at least 1, got {self.max_researchers}")
+
+
 class _Ledger:
     """Live usage of a run against its budget."""
 
@@ -296,9 +328,11 @@ class ResearchAgent:
 
     Sources: ``docs`` (files or folders, ingested into a temporary store), ``store`` or
     ``retriever`` (an existing RAG store), and the web when ``web`` is true (``fetch_url`` via
-    httpx, or via an MCP fetch server given as ``fetch_server``), starting from ``urls`` found
-    in the question or passed in. Extra tools and MCP servers (a web-search server, say) are
-    given to every researcher.
+    httpx, or via ``fetcher``: a :class:`~q3agent.research.tools.Fetcher` or an MCP fetch
+    server), starting from ``urls`` found in the question or passed in. Extra tools and MCP
+    servers (a web-search server, say) are given to every researcher. How the run goes
+    (researchers, sub-questions, thinking budgets, limits, clarifying questions, what to do
+    with unsupported sentences) is one :class:`ResearchOptions` given as ``options``.
     """
 
     def __init__(
@@ -311,23 +345,14 @@ class ResearchAgent:
         retriever: Retriever | None = None,
         web: bool = False,
         urls: Iterable[str] = (),
-        fetch_server: MCPServer | None = None,
-        fetcher: Fetcher | None = None,
+        fetcher: Fetcher | MCPServer | None = None,
         tools: Iterable[Tool] = (),
         mcp_servers: Iterable[Toolset] = (),
-        max_researchers: int = 5,
-        max_subquestions: int = 5,
-        researcher_max_steps: int = 6,
-        plan_budget: int = 1024,
-        synthesis_budget: int = 1024,
-        researcher_policy: Policy | None = None,
-        budget: ResearchBudget | None = None,
-        clarify: ClarifyCallback | None = None,
-        unsupported: UnsupportedAction = "flag",
+        options: ResearchOptions | None = None,
         capability: ThinkingCapability | None = None,
     ) -> None:
-        if max_researchers < 1:
-            raise ValueError(f"max_researchers must be at least 1, got {max_researchers}")
+        self.options = options if options is not None else ResearchOptions()
+        """How each research run goes: sizes, budgets, clarification, unsupported claims."""
         self.model = model
         self._runtime = runtime
         self._portal: SyncPortal | None = None
@@ -335,25 +360,32 @@ class ResearchAgent:
         self.docs = [Path(d) for d in docs]
         self._store = store
         self._retriever = retriever
-        self.web = web or fetch_server is not None or fetcher is not None
+        self.web = web or fetcher is not None
         self.urls = list(urls)
-        self.fetch_server = fetch_server
-        self.fetcher = fetcher
+        self.fetch_server: MCPServer | None = None
+        """An MCP fetch server to open for each run (when ``fetcher`` is one)."""
+        self.fetcher: Fetcher | None = None
+        if fetcher is not None:
+            from q3agent.tools.mcp.connection import MCPServer
+
+            if isinstance(fetcher, MCPServer):
+                self.fetch_server = fetcher
+            else:
+                self.fetcher = fetcher
         self.extra_tools = list(tools)
         self.mcp_servers = list(mcp_servers)
-        self.max_researchers = max_researchers
-        self.max_subquestions = max_subquestions
-        self.researcher_max_steps = researcher_max_steps
-        self.plan_budget = plan_budget
-        self.synthesis_budget = synthesis_budget
-        self.researcher_policy = researcher_policy or PlanAct(pool=4096, base_budget=512)
-        self.budget = budget or ResearchBudget()
-        self.clarify = clarify
-        self.unsupported: UnsupportedAction = unsupported
+        self.researcher_policy: Policy = self.options.researcher_policy or PlanAct(
+            pool=4096, base_budget=512
+        )
         if capability is None and model is not None:
             capability = capability_for(model, runtime)  # unknown names fail here, not mid-run
         self.capability = capability
         self._owned_store: RagStore | None = None
+
+    @property
+    def budget(self) -> ResearchBudget:
+        """The limits of each run (``options.budget``)."""
+        return self.options.budget
 
     # -- resources ----------------------------------------------------------------------------
 
@@ -594,13 +626,13 @@ class _Run:
     async def clarify_and_brief(self) -> None:
         state = self.state
         async with self.stage("clarify") as detail:
-            if self.agent.clarify is None:
+            if self.agent.options.clarify is None:
                 detail.append("skipped (non-interactive)")
             else:
                 result = await self.ask(prompts.CLARIFY, state.question, thinking=False)
                 asked = result.answer.strip()
                 if asked and asked.upper().strip(".") != "NONE":
-                    answer = await _call(self.agent.clarify, asked)
+                    answer = await _call(self.agent.options.clarify, asked)
                     if isinstance(answer, str) and answer.strip():
                         state.clarification = f"Q: {asked}\nA: {answer.strip()}"
                         detail.append("clarified")
@@ -618,10 +650,10 @@ class _Run:
         async with self.stage("plan") as detail:
             user = f"Request: {state.question}\n\nResearch brief:\n{state.brief}"
             result = await self.ask(
-                prompts.plan_prompt(self.agent.max_subquestions),
+                prompts.plan_prompt(self.agent.options.max_subquestions),
                 user,
                 thinking=True,
-                budget=self.agent.plan_budget,
+                budget=self.agent.options.plan_budget,
             )
             state.subquestions = self.parse_plan(result.answer)
             count = len(state.subquestions)
@@ -660,7 +692,7 @@ class _Run:
             if sq.question.casefold() not in seen:
                 seen.add(sq.question.casefold())
                 unique.append(sq)
-        return unique[: self.agent.max_subquestions]
+        return unique[: self.agent.options.max_subquestions]
 
     # -- research -----------------------------------------------------------------------------
 
@@ -708,7 +740,7 @@ class _Run:
                 for t in base_tools
             ]
             self.ledger.writing_calls = self.agent.budget.reserve_calls + len(state.subquestions)
-            limiter = anyio.CapacityLimiter(self.agent.max_researchers)
+            limiter = anyio.CapacityLimiter(self.agent.options.max_researchers)
             scope = anyio.CancelScope()
             b = self.agent.budget
             if b.max_seconds is not None:
@@ -762,7 +794,8 @@ class _Run:
                 policy=self.agent.researcher_policy,
                 system_prompt=prompts.RESEARCHER,
                 options=RunOptions(
-                    max_steps=self.agent.researcher_max_steps, usage_limits=self.ledger.limits()
+                    max_steps=self.agent.options.researcher_max_steps,
+                    usage_limits=self.ledger.limits(),
                 ),
                 capability=self.capability,
             )
@@ -913,7 +946,7 @@ class _Run:
             return
         async with self.stage("write") as detail:
             by_id = {i.id: i for i in self.bank.items}
-            limiter = anyio.CapacityLimiter(self.agent.max_researchers)
+            limiter = anyio.CapacityLimiter(self.agent.options.max_researchers)
 
             async def one(index: int, section: OutlineSection) -> None:
                 async with limiter:
@@ -951,7 +984,7 @@ class _Run:
                 f"Question: {state.question}\n\nSections:\n\n{_clip(body, self.context_tokens * 2)}"
             )
             result = await self.ask(
-                prompts.SYNTHESIS, user, thinking=True, budget=self.agent.synthesis_budget
+                prompts.SYNTHESIS, user, thinking=True, budget=self.agent.options.synthesis_budget
             )
             state.summary = _strip_heading(result.answer, "Summary")
 
@@ -983,7 +1016,8 @@ class _Run:
     def assemble(self, status: ReportStatus, detail: str) -> Report:
         state = self.state
         started = time.perf_counter()
-        checked = check_report(self.draft_markdown(), self.bank, unsupported=self.agent.unsupported)
+        unsupported = self.agent.options.unsupported
+        checked = check_report(self.draft_markdown(), self.bank, unsupported=unsupported)
         state.timings["citations"] = time.perf_counter() - started
         state.timings["total"] = time.perf_counter() - self.started
         markdown = checked.markdown

@@ -23,6 +23,7 @@ from q3agent.research import (
     ResearcherStarted,
     ResearchEvent,
     ResearchFixtureRuntime,
+    ResearchOptions,
     SectionWritten,
     StageFinished,
     research_tool,
@@ -39,12 +40,15 @@ pytestmark = pytest.mark.anyio
 
 def make_agent(retriever: Any, pages_url: str, **kwargs: Any) -> ResearchAgent:
     runtime = kwargs.pop("runtime", None) or ResearchFixtureRuntime()
+    fields = ResearchOptions.__dataclass_fields__
+    options = ResearchOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in fields})
     return ResearchAgent(
         None,
         runtime=runtime,
         retriever=retriever,
         web=True,
         urls=[f"{pages_url}/index.html"],
+        options=options,
         **kwargs,
     )
 
@@ -265,7 +269,7 @@ def test_no_sources_is_an_error_that_says_what_to_pass(question: str) -> None:
 
 async def test_stage_lines_count_in_words_and_a_failed_stage_is_not_done() -> None:
     from q3agent.research.progress import describe
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     events: list[ResearchEvent] = []
     agent = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[DOCS])
