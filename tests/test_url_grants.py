@@ -21,7 +21,7 @@ import pytest
 from mcp import Client
 
 from q3agent.mcp_server import ReadPolicy, ServeConfigError, build_mcp_server
-from q3agent.url_grants import UnsafeURL, normalize_url
+from q3agent.mcp_server.url_grants import UnsafeURL, normalize_url
 
 # Paths (after the host) that a lenient server resolves outside /docs/ (mostly to /secret.md).
 ESCAPES = [
@@ -234,7 +234,7 @@ async def test_no_spelling_reaches_outside_the_grant_through_rag_ingest(
     from q3agent import Agent
     from q3agent.mcp_server import ServedAgent
     from q3agent.rag import Ingestor, RagStore, Retriever
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     web, served = lenient_web
     store = RagStore.ephemeral()

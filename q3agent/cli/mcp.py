@@ -14,11 +14,18 @@ from q3agent.cli.exits import FAILURE, INTERRUPTED, OK, USAGE
 from q3agent.cli.options import add_runtime_options
 
 if TYPE_CHECKING:
+    from q3agent.mcp_server import ServedAgent
     from q3agent.tools.mcp import MCPServer
 
 
 def add_mcp_commands(subparsers: Any) -> None:
     """Add ``mcp tools``, ``mcp call`` and ``serve-mcp`` to the ``q3agent`` parser."""
+    _add_mcp_client_commands(subparsers)
+    _add_serve_mcp_command(subparsers)
+
+
+def _add_mcp_client_commands(subparsers: Any) -> None:
+    """``mcp tools`` (list a server's tools) and ``mcp call`` (call one tool)."""
     mcp = subparsers.add_parser("mcp", help="list and call the tools of MCP servers")
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
 
@@ -49,6 +56,9 @@ def add_mcp_commands(subparsers: Any) -> None:
     call.add_argument("--json", action="store_true", help="print the raw MCP result as JSON")
     call.set_defaults(func=_cmd_call)
 
+
+def _add_serve_mcp_command(subparsers: Any) -> None:
+    """``serve-mcp``: its transport, agent, store and grant options."""
     serve = subparsers.add_parser(
         "serve-mcp",
         help="serve a q3agent agent over MCP (tools: ask, rag_search, rag_ingest, research)",
@@ -61,6 +71,33 @@ def add_mcp_commands(subparsers: Any) -> None:
             otherwise, and any other address requires --token (or Q3AGENT_MCP_TOKEN)."""
         ),
     )
+    _add_transport_options(serve)
+    _add_served_agent_options(serve)
+    _add_store_options(serve)
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another Host header value HTTP clients may use (needed for 0.0.0.0 binds)",
+    )
+    serve.add_argument(
+        "--max-task-tokens",
+        type=int,
+        default=16_000,
+        help="longest `ask` task in tokens (default 16000)",
+    )
+    serve.add_argument("--system", metavar="TEXT", help="system prompt of the default agent")
+    serve.add_argument(
+        "--max-steps", type=int, default=20, metavar="N", help="model steps per task (default 20)"
+    )
+    serve.add_argument("--name", default="q3agent", help="MCP server name (default q3agent)")
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _add_transport_options(serve: argparse.ArgumentParser) -> None:
+    """``--transport``, and where and how HTTP listens: ``--host``, ``--port``, ``--path``,
+    ``--token``."""
     serve.add_argument(
         "--transport",
         choices=("stdio", "streamable-http"),
@@ -77,6 +114,11 @@ def add_mcp_commands(subparsers: Any) -> None:
     serve.add_argument(
         "--token", help="bearer token HTTP clients must send (default: $Q3AGENT_MCP_TOKEN)"
     )
+
+
+def _add_served_agent_options(serve: argparse.ArgumentParser) -> None:
+    """What agent ``ask`` runs: ``--agent``, or the runtime flags, ``--script`` and
+    ``--mcp-config`` of the default agent."""
     serve.add_argument(
         "--agent", metavar="MODULE:FACTORY", help="a function returning an Agent (instead of "
         "--model and the runtime flags)"
@@ -90,6 +132,11 @@ def add_mcp_commands(subparsers: Any) -> None:
     )
     serve.add_argument("--runtime-script", dest="runtime_script", help=argparse.SUPPRESS)
     serve.add_argument("--mcp-config", metavar="FILE", help="MCP servers the served agent may use")
+
+
+def _add_store_options(serve: argparse.ArgumentParser) -> None:
+    """The RAG store (``--store``/``--chroma-url``), ``--research``, and what ``rag_ingest``
+    may read (``--allow-folder``/``--allow-url``)."""
     serve.add_argument(
         "--store",
         dest="rag_store",
@@ -122,25 +169,6 @@ def add_mcp_commands(subparsers: Any) -> None:
         metavar="PREFIX",
         help="a URL prefix rag_ingest may fetch, e.g. https://docs.example.com/ (repeatable)",
     )
-    serve.add_argument(
-        "--allowed-host",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="another Host header value HTTP clients may use (needed for 0.0.0.0 binds)",
-    )
-    serve.add_argument(
-        "--max-task-tokens",
-        type=int,
-        default=16_000,
-        help="longest `ask` task in tokens (default 16000)",
-    )
-    serve.add_argument("--system", metavar="TEXT", help="system prompt of the default agent")
-    serve.add_argument(
-        "--max-steps", type=int, default=20, metavar="N", help="model steps per task (default 20)"
-    )
-    serve.add_argument("--name", default="q3agent", help="MCP server name (default q3agent)")
-    serve.set_defaults(func=_cmd_serve)
 
 
 def _servers(args: argparse.Namespace) -> list[MCPServer]:
@@ -288,13 +316,7 @@ def _check_store(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from q3agent.mcp_server import (
-        ServeConfigError,
-        build_mcp_server,
-        check_http_settings,
-        make_served_agent,
-        serve,
-    )
+    from q3agent.mcp_server import ServeConfigError, build_mcp_server, serve
 
     if args.agent and (args.model or args.runtime_script):
         return _error("--agent builds its own agent: drop --model / --script")
@@ -306,34 +328,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         if args.transport == "streamable-http":
-            import os
-
-            from q3agent.mcp_server import TOKEN_ENV
-
-            check_http_settings(args.host, args.token or os.environ.get(TOKEN_ENV))
-            from q3agent.mcp_server import allowed_hosts_for
-
-            if not allowed_hosts_for(args.host, args.port, args.allowed_host):
-                raise ServeConfigError(
-                    f"serving on {args.host} needs --allowed-host NAME[:PORT] (the host name "
-                    "clients use), so that DNS-rebinding requests can be refused"
-                )
-        served = await make_served_agent(
-            agent_spec=args.agent,
-            model=args.model,
-            runtime_script=args.runtime_script,
-            mcp_config=args.mcp_config,
-            rag_store=args.rag_store,
-            rag_url=args.rag_url,
-            system_prompt=args.system,
-            max_steps=args.max_steps,
-            research=args.research,
-            allow_folders=args.allow_folder,
-            allow_urls=args.allow_url,
-            max_task_tokens=args.max_task_tokens,
-            runtime=runtime,
-            capability=capability,
-        )
+            _check_http_flags(args)
+        served = await _served_agent(args, runtime, capability)
         server = build_mcp_server(served, name=args.name)
         if args.transport == "stdio":
             print(f"serving MCP over stdio as {args.name!r}", file=sys.stderr, flush=True)
@@ -355,6 +351,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return INTERRUPTED
     return OK
+
+
+def _check_http_flags(args: argparse.Namespace) -> None:
+    """Refuse HTTP settings that would expose the agent (no token off this machine, a blank
+    token, a bind that accepts any Host header) before the agent is built."""
+    import os
+
+    from q3agent.mcp_server import (
+        TOKEN_ENV,
+        ServeConfigError,
+        allowed_hosts_for,
+        check_http_settings,
+    )
+
+    check_http_settings(args.host, args.token or os.environ.get(TOKEN_ENV))
+    if not allowed_hosts_for(args.host, args.port, args.allowed_host):
+        raise ServeConfigError(
+            f"serving on {args.host} needs --allowed-host NAME[:PORT] (the host name "
+            "clients use), so that DNS-rebinding requests can be refused"
+        )
+
+
+async def _served_agent(args: argparse.Namespace, runtime: Any, capability: Any) -> ServedAgent:
+    """The served agent the flags describe (``runtime``/``capability``: see _serve_runtime)."""
+    from q3agent.cli.served_agent import make_served_agent, scripted_runtime
+    from q3agent.mcp_server import ReadPolicy
+    from q3agent.options import RunOptions
+
+    if args.agent is None and args.runtime_script is not None:
+        runtime = scripted_runtime(args.runtime_script)
+    return await make_served_agent(
+        agent_spec=args.agent,
+        model=args.model,
+        runtime=runtime,
+        capability=capability,
+        mcp_config=args.mcp_config,
+        system_prompt=args.system,
+        options=None if args.agent else RunOptions(max_steps=args.max_steps),
+        read_policy=ReadPolicy.of(args.allow_folder, args.allow_url),
+        rag_store=args.rag_store,
+        rag_url=args.rag_url,
+        research=args.research,
+        max_task_tokens=args.max_task_tokens,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
