@@ -7,7 +7,11 @@ for the ``[[marker]]`` found there (:func:`frameworks_workloads.reply_for`) and 
 request the engine's own forcing constraint for that reply: on vLLM the scripted-token logits
 processor's ``vllm_xargs`` (see :mod:`q3agent.serving.testing_vllm`), on SGLang its
 scripted-token ``custom_logit_processor`` with ``custom_params`` (see
-:mod:`q3agent.serving.testing_sglang`). Nothing else in the
+:mod:`q3agent.serving.testing_sglang`). Where the request makes the engine add its own
+structured-output grammar (``tool_choice="required"`` or a named tool; on SGLang also a
+``strict`` tool under ``tool_choice="auto"``), the reply is written in the shape that grammar
+admits, as a constrained model would write it (:func:`frameworks_workloads.reply_for`): the
+forced tokens then pass the engine's grammar instead of fighting it. Nothing else in the
 request is touched: sampling, tools, ``tool_choice``, streaming and the chat template kwargs
 all reach the engine as the client wrote them, and the engine's tokenizer, template,
 reasoning and tool parsers and prefix cache stay in the path.
@@ -53,6 +57,8 @@ class Logged:
     reply: str
     started: float
     stream: bool
+    finished: float = 0.0
+    """``time.monotonic()`` when the engine's reply (its last chunk, when streamed) came back."""
 
 
 @dataclass
@@ -137,7 +143,12 @@ class ForcingProxy:
         )
         choice = body.get("tool_choice")
         required = bool(names) and (choice == "required" or isinstance(choice, dict))
-        reply = reply_for(turn, names, required=required)
+        # SGLang puts its structural tag on tool_choice="auto" too when a tool is strict
+        tagged = choice in (None, "auto") and any(
+            isinstance(t, dict) and (t.get("function") or {}).get("strict")
+            for t in body.get("tools") or []
+        )
+        reply = reply_for(turn, names, required=required, tagged=tagged, engine=self.engine)
         # a safety net for every client alike: no scripted reply is near this long
         for key in ("max_tokens", "max_completion_tokens"):
             if key in body and body[key] is not None:
@@ -184,11 +195,13 @@ class ForcingProxy:
         body = json.loads(raw)
         reply = self.force(body, path)
         stream = bool(body.get("stream"))
-        self.log.add(Logged(label, path, body, reply, time.monotonic(), stream))
+        entry = Logged(label, path, body, reply, time.monotonic(), stream)
+        self.log.add(entry)
         content = json.dumps(body).encode()
         headers["content-type"] = "application/json"
         if not stream:
             upstream = await self.client.post(url, content=content, headers=headers)
+            entry.finished = time.monotonic()
             return Response(
                 upstream.content,
                 status_code=upstream.status_code,
@@ -202,6 +215,7 @@ class ForcingProxy:
                 async for chunk in upstream.aiter_raw():
                     yield chunk
             finally:
+                entry.finished = time.monotonic()
                 await upstream.aclose()
 
         return StreamingResponse(

@@ -376,42 +376,61 @@ def expected_reasoning(key: str) -> frozenset[str]:
 
 
 def reply_for(
-    last_turn: str, tool_names: frozenset[str] = frozenset(), *, required: bool = False
+    last_turn: str,
+    tool_names: frozenset[str] = frozenset(),
+    *,
+    required: bool = False,
+    tagged: bool = False,
+    engine: str = "vllm",
 ) -> str:
     """The scripted reply to a conversation whose last turn (the text after the last assistant
     turn) is ``last_turn``: the reply of its last known marker, or :data:`FALLBACK_REPLY`.
 
     A final answer goes through a ``final_answer`` tool when the conversation offers one
-    (smolagents' protocol): a model that follows its prompt answers that way. With
-    ``required`` (the request's ``tool_choice`` makes the engine constrain the reply to its
-    JSON-array grammar) the same calls are written in the shape that grammar admits, as a
-    constrained model would write them.
+    (smolagents' protocol): a model that follows its prompt answers that way. Where the engine
+    constrains the reply with its own grammar, the same calls are written in the shape that
+    grammar admits, as a constrained model would write them:
+
+    - ``required`` (``tool_choice`` is ``"required"`` or names a tool): vLLM's JSON-array
+      grammar; on SGLang (``engine="sglang"``) its ``qwen25`` structural tag with at least one
+      call, starting right after ``</think>``: only calls, each
+      ``<tool_call>\\n{"name":"NAME", "arguments":ARGS}\\n</tool_call>``;
+    - ``tagged`` (SGLang, ``tool_choice="auto"`` with a ``strict`` tool): the same tag, triggered
+      by ``<tool_call>``: the text around the calls stays, each call is written in that shape.
     """
     reply, found = FALLBACK_REPLY, ""
     for key in reversed(MARKER.findall(last_turn)):
         if key in REPLIES:
             reply, found = REPLIES[key], key
             break
+    if required and engine == "sglang":
+        return _sglang_required_form(found, reply, tool_names)
     if required:
         return _required_form(found, reply, tool_names)
     if "final_answer" in tool_names and "<tool_call>" not in reply.rsplit("</think>", 1)[-1]:
         head, sep, answer = reply.rpartition("</think>\n\n")
         answer = answer.removesuffix(END)
         reply = head + sep + call("final_answer", answer=answer) + END
+    if tagged and engine == "sglang":
+        return _sglang_tagged_form(found, reply)
     return reply
 
 
 _CALL_JSON = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
 
+def _intended_calls(key: str, body: str) -> list[tuple[str, dict[str, Any]]]:
+    """The calls a reply means: a panel case's (whatever its quirks), else the calls in it."""
+    if key.startswith("panel "):
+        return list(PANEL[int(key.split()[1]) - 1].calls)
+    return [tuple(json.loads(m).values()) for m in _CALL_JSON.findall(body)]  # type: ignore[misc]
+
+
 def _required_form(key: str, reply: str, tool_names: frozenset[str]) -> str:
     # the engine's grammar starts right after </think> and admits no newline before the array
     head, sep, body = reply.rpartition("</think>")
     body = body.removesuffix(END).lstrip("\n")
-    if key.startswith("panel "):
-        calls = list(PANEL[int(key.split()[1]) - 1].calls)
-    else:
-        calls = [tuple(json.loads(m).values()) for m in _CALL_JSON.findall(body)]
+    calls = _intended_calls(key, body)
     if not calls:
         name = (
             "final_answer" if "final_answer" in tool_names else next(iter(sorted(tool_names)), "")
@@ -419,6 +438,41 @@ def _required_form(key: str, reply: str, tool_names: frozenset[str]) -> str:
         calls = [(name, {"answer": body})]
     array = [{"name": n, "parameters": a} for n, a in calls]
     return head + sep + json.dumps(array, ensure_ascii=False) + END
+
+
+def sglang_tag_call(name: str, arguments: dict[str, Any]) -> str:
+    """One call as SGLang's ``qwen25`` structural tag writes it (begin
+    ``<tool_call>\\n{"name":"NAME", "arguments":``, the arguments, end ``}\\n</tool_call>``)."""
+    args = json.dumps(arguments, ensure_ascii=False)
+    return f'<tool_call>\n{{"name":"{name}", "arguments":{args}}}\n</tool_call>'
+
+
+def _sglang_required_form(key: str, reply: str, tool_names: frozenset[str]) -> str:
+    # the grammar starts right after </think> with a call: no newline, no text around the calls
+    head, sep, body = reply.rpartition("</think>")
+    body = body.removesuffix(END).lstrip("\n")
+    calls = _intended_calls(key, body)
+    if not calls:
+        name = (
+            "final_answer" if "final_answer" in tool_names else next(iter(sorted(tool_names)), "")
+        )
+        calls = [(name, {"answer": body})]
+    return head + sep + "\n".join(sglang_tag_call(n, a) for n, a in calls) + END
+
+
+def _sglang_tagged_form(key: str, reply: str) -> str:
+    # text is free; from each <tool_call> on, the tag writes the call (and closes it)
+    head, sep, body = reply.rpartition("</think>")
+    body = body.removesuffix(END)
+    calls = _intended_calls(key, body)
+    pieces = body.split("<tool_call>")
+    if len(pieces) - 1 != len(calls):
+        return reply
+    out = pieces[0]
+    for (name, args), piece in zip(calls, pieces[1:], strict=True):
+        _, closed, after = piece.partition("</tool_call>")
+        out += sglang_tag_call(name, args) + (after if closed else "")
+    return head + sep + out + END
 
 
 # ---------------------------------------------------------------------------- checking
