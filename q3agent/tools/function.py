@@ -29,7 +29,9 @@ from typing import (
     Generic,
     Literal,
     ParamSpec,
+    TypedDict,
     TypeVar,
+    Unpack,
     get_args,
     get_origin,
     overload,
@@ -54,6 +56,7 @@ __all__ = [
     "DocstringStyle",
     "FunctionSchema",
     "FunctionTool",
+    "ToolOptions",
     "clean_schema",
     "function_schema",
     "parse_docstring",
@@ -558,47 +561,30 @@ class FunctionTool(Tool, Generic[P, R]):
         return self.function(*args, **kwargs)
 
 
+class ToolOptions(TypedDict, total=False):
+    """The keyword options of :func:`tool`, as :class:`FunctionTool` takes them."""
+
+    name: str | None
+    description: str | None
+    requires_approval: bool
+    timeout: float | None
+    max_retries: int
+    strict: bool
+    docstring_style: DocstringStyle | None
+
+
 @overload
-def tool(
-    func: Callable[P, R],
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    requires_approval: bool = False,
-    timeout: float | None = None,
-    max_retries: int = 2,
-    strict: bool = False,
-    docstring_style: DocstringStyle | None = None,
-) -> FunctionTool[P, R]: ...
+def tool(func: Callable[P, R], /, **options: Unpack[ToolOptions]) -> FunctionTool[P, R]: ...
 
 
 @overload
 def tool(
-    func: None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    requires_approval: bool = False,
-    timeout: float | None = None,
-    max_retries: int = 2,
-    strict: bool = False,
-    docstring_style: DocstringStyle | None = None,
+    func: None = None, /, **options: Unpack[ToolOptions]
 ) -> Callable[[Callable[P, R]], FunctionTool[P, R]]: ...
 
 
 def tool(
-    func: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    requires_approval: bool = False,
-    timeout: float | None = None,
-    max_retries: int = 2,
-    strict: bool = False,
-    docstring_style: DocstringStyle | None = None,
+    func: Callable[P, R] | None = None, /, **options: Unpack[ToolOptions]
 ) -> FunctionTool[P, R] | Callable[[Callable[P, R]], FunctionTool[P, R]]:
     """Make a :class:`FunctionTool` from a function: ``@tool``, ``@tool(name=...)`` or
     ``tool(obj.method)``.
@@ -627,16 +613,7 @@ def tool(
     """
 
     def wrap(f: Callable[P, R]) -> FunctionTool[P, R]:
-        return FunctionTool(
-            f,
-            name=name,
-            description=description,
-            requires_approval=requires_approval,
-            timeout=timeout,
-            max_retries=max_retries,
-            strict=strict,
-            docstring_style=docstring_style,
-        )
+        return FunctionTool(f, **options)
 
     if func is not None:
         return wrap(func)
