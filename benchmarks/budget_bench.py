@@ -20,8 +20,8 @@ from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import THINKING_SAMPLING
 from q3agent.qwen3.thinking import budget_continuation
 from q3agent.serving.base import Generation, GenerationRequest, RuntimeWrapper
-from q3agent.serving.testing_models import make_tiny_qwen3
 from q3agent.serving.transformers_runtime import TransformersRuntime
+from q3agent.testing.models import make_tiny_qwen3
 
 BUDGET = 64
 

@@ -180,7 +180,7 @@ class Engine:
 
 
 def tiny_model(scratch: Path) -> Path:
-    from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+    from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 
     return make_tiny_qwen3(
         scratch / "tiny-qwen3",

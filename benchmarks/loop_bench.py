@@ -27,7 +27,7 @@ from q3agent.memory.context_window import ContextWindow
 from q3agent.qwen3.messages import AssistantMessage, UserMessage
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import Generation, GenerationChunk, GenerationRequest, RuntimeWrapper
-from q3agent.serving.testing import FunctionRuntime
+from q3agent.testing.runtimes import FunctionRuntime
 
 STEPS = 10
 RUNS = 5

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from q3agent import Agent
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.tools.mcp import MCPServerStdio
 
 FAULTY = str(Path(__file__).resolve().parents[1] / "tests" / "tools" / "faulty_mcp_server.py")

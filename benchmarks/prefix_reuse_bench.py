@@ -22,8 +22,8 @@ import anyio
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import GenerationRequest
-from q3agent.serving.testing_models import make_tiny_qwen3
 from q3agent.serving.transformers_runtime import TransformersRuntime
+from q3agent.testing.models import make_tiny_qwen3
 from q3agent.types import SamplingParams
 
 FILLER = (

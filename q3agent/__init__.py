@@ -28,8 +28,8 @@ _EXPORTS = {
     "NeverThink": "q3agent.policy.builtin",
     "PlanAct": "q3agent.policy.builtin",
     "StepMode": "q3agent.policy.base",
-    "ScriptedRuntime": "q3agent.serving.testing",
-    "FunctionRuntime": "q3agent.serving.testing",
+    "ScriptedRuntime": "q3agent.testing.runtimes",
+    "FunctionRuntime": "q3agent.testing.runtimes",
     "SamplingParams": "q3agent.types",
     "Usage": "q3agent.types",
 }
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from q3agent.policy.base import StepMode
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
     from q3agent.result import RunResult, StepRecord, UsageLimits
-    from q3agent.serving.testing import FunctionRuntime, ScriptedRuntime
+    from q3agent.testing.runtimes import FunctionRuntime, ScriptedRuntime
     from q3agent.tools.base import Tool, ToolError
     from q3agent.tools.context import RunContext
     from q3agent.tools.function import tool

@@ -29,7 +29,7 @@ from q3agent.events import (
     ToolResultEvent,
 )
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT, budget_continuation
-from q3agent.serving.testing import FunctionRuntime, ScriptedRuntime
+from q3agent.testing.runtimes import FunctionRuntime, ScriptedRuntime
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from q3agent.qwen3.messages import ToolCall, ToolCallError
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import StepRecord
 from q3agent.serving.base import Generation, GenerationRequest
-from q3agent.serving.testing import FunctionRuntime, ScriptedRuntime
+from q3agent.testing.runtimes import FunctionRuntime, ScriptedRuntime
 from q3agent.types import Usage
 
 pytestmark = pytest.mark.anyio

@@ -233,7 +233,7 @@ def test_loopback_detection_and_app_wrapping() -> None:
     assert not is_loopback("0.0.0.0")
     assert not is_loopback("192.168.1.10")
     from q3agent import Agent
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
     with pytest.raises(ServeConfigError, match="without a bearer token"):
@@ -245,7 +245,7 @@ async def test_ask_in_process_with_rag_citations_and_rag_tools(tmp_path: Path) -
     from q3agent import Agent
     from q3agent.mcp_server import ServedAgent
     from q3agent.rag import Ingestor, RagStore, Retriever
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     doc = tmp_path / "fjords.md"
     doc.write_text(
@@ -287,7 +287,7 @@ async def test_research_tool_reports_progress_and_returns_a_cited_report() -> No
     from q3agent.mcp_server import ServedAgent
     from q3agent.research.fixture_runtime import ResearchFixtureRuntime
     from q3agent.research.pipeline import ResearchAgent
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     docs = ROOT / "tests" / "research" / "fixtures" / "docs"
     research = ResearchAgent(None, runtime=ResearchFixtureRuntime(), docs=[docs])
@@ -359,7 +359,7 @@ async def test_rag_ingest_reads_only_what_the_operator_allowed(tmp_path: Path, w
     from q3agent import Agent
     from q3agent.mcp_server import ServedAgent
     from q3agent.rag import Ingestor, RagStore, Retriever
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     allowed = tmp_path / "docs"
     allowed.mkdir()
@@ -524,7 +524,7 @@ def test_allowed_hosts_cover_every_bind_address() -> None:
     assert allowed_hosts_for("0.0.0.0", 8000) == []
     assert allowed_hosts_for("0.0.0.0", 8000, ["box.lan"]) == ["box.lan:8000"]
     from q3agent import Agent
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
     with pytest.raises(ServeConfigError, match="--allowed-host"):
@@ -534,7 +534,7 @@ def test_allowed_hosts_cover_every_bind_address() -> None:
 async def test_a_huge_task_is_refused_in_tokens_without_running_the_agent() -> None:
     from q3agent import Agent
     from q3agent.mcp_server import ServedAgent
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     runtime = ScriptedRuntime(["never used"])
     served = ServedAgent(Agent(runtime=runtime), max_task_tokens=2_000)
@@ -555,7 +555,7 @@ async def test_unknown_prompt_is_invalid_params() -> None:
     from mcp import MCPError
 
     from q3agent import Agent
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
     async with Client(server) as client:
@@ -697,7 +697,7 @@ async def test_a_busy_port_is_one_typed_error_before_serving() -> None:
     from q3agent import Agent
     from q3agent.errors import UsageError
     from q3agent.mcp_server import PortInUse, serve
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     server = build_mcp_server(Agent(runtime=ScriptedRuntime([])), lifespan_close=False)
     with socket.socket() as busy:
@@ -715,7 +715,7 @@ async def test_unreadable_ingest_paths_give_their_reason(tmp_path: Path) -> None
     from q3agent import Agent
     from q3agent.mcp_server import ServedAgent
     from q3agent.rag import Ingestor, RagStore, Retriever
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     store = RagStore.ephemeral()
     served = ServedAgent(

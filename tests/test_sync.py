@@ -14,7 +14,7 @@ from q3agent.policy.builtin import NeverThink
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
-from q3agent.serving.testing_server import (
+from q3agent.testing.http_server import (
     ScriptedHTTPServer,
     sglang_generate_reply,
     vllm_completion_choice,

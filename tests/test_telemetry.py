@@ -7,8 +7,8 @@ import json
 import pytest
 
 from q3agent import Agent, NeverThink, tool
-from q3agent.serving.testing import ScriptedRuntime
 from q3agent.telemetry import emit_run_spans
+from q3agent.testing.runtimes import ScriptedRuntime
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402

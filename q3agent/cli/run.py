@@ -70,8 +70,8 @@ def check_tools(spec: str, loaded: Any) -> list[Any]:
 
 
 def load_script(path: str | Path) -> list[str]:
-    """Completions for ``--script`` (see :func:`q3agent.serving.testing.load_completions`)."""
-    from q3agent.serving.testing import ScriptFileError, load_completions
+    """Completions for ``--script`` (see :func:`q3agent.testing.runtimes.load_completions`)."""
+    from q3agent.testing.runtimes import ScriptFileError, load_completions
 
     try:
         return load_completions(path)
@@ -95,7 +95,7 @@ def run_command(args: argparse.Namespace) -> int:
     from q3agent.policy.base import Policy
     from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
     from q3agent.serving.base import Runtime
-    from q3agent.serving.testing import ScriptedRuntime
+    from q3agent.testing.runtimes import ScriptedRuntime
 
     # With --json, stdout carries the JSON result alone; the steps go to stderr.
     console = Console(highlight=False, stderr=bool(args.json))

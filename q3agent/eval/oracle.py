@@ -31,7 +31,7 @@ from q3agent.eval.bfcl_data import MAX_STEPS_PER_TURN, BfclEntry
 from q3agent.eval.bfcl_envs import method_parameters
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import GenerationRequest
-from q3agent.serving.testing import FunctionRuntime
+from q3agent.testing.runtimes import FunctionRuntime
 
 __all__ = [
     "HOLDOUT_MESSAGE",

@@ -1,6 +1,6 @@
 """A stand-in model for the research pipeline: reads each stage's prompt, writes plausible output.
 
-:class:`ResearchFixtureRuntime` is a :class:`~q3agent.serving.testing.FunctionRuntime` that
+:class:`ResearchFixtureRuntime` is a :class:`~q3agent.testing.runtimes.FunctionRuntime` that
 recognises the stage from the prompt's ``Research stage: <name>.`` line and answers the way
 a careful model would: plans sub-questions per entity in the question, calls ``rag_search``
 and ``fetch_url`` with queries taken from the sub-question, follows relevant links, quotes
@@ -21,7 +21,7 @@ import anyio
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.research.prompts import TABLE_HINT, stage_of
 from q3agent.serving.base import GenerationRequest
-from q3agent.serving.testing import FunctionRuntime
+from q3agent.testing.runtimes import FunctionRuntime
 
 _TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|\Z)", re.DOTALL)
 _BLOCK = re.compile(r"(?m)^\[(\d+)\] (.*)$")

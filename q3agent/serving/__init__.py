@@ -1,5 +1,6 @@
 """Runtimes behind one async protocol: SGLang (embedded, remote), OpenAI-compatible,
-transformers, and the scripted/function test doubles. Heavy imports stay inside each runtime."""
+transformers (the test runtimes and doubles live in :mod:`q3agent.testing`). Heavy imports
+stay inside each runtime."""
 
 from q3agent.serving.base import (
     ContextLengthError,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.testing_server import ScriptedHTTPServer
+from q3agent.testing.http_server import ScriptedHTTPServer
 from tests.cli.conftest import Cli
 
 TOOLS = (

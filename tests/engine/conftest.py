@@ -23,8 +23,8 @@ from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
-from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from q3agent.serving.testing_vllm import VLLMServer, engine_missing_reason, script_body
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 
 Kind = Literal["dense", "moe"]
 TEMPLATE = Path(__file__).parents[2].parent / "shared" / "reference" / "qwen3_chat_template.jinja"

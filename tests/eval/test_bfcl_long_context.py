@@ -15,8 +15,8 @@ from q3agent.eval.bfcl_data import load_category
 from q3agent.eval.bfcl_runner import EvalConfig, run_bfcl
 from q3agent.eval.bfcl_settings import PRESETS
 from q3agent.eval.oracle import OracleRuntime
-from q3agent.serving.sglang_double import SGLangEngineDouble
 from q3agent.serving.sglang_runtime import SGLangRuntime
+from q3agent.testing.sglang_double import SGLangEngineDouble
 
 pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 

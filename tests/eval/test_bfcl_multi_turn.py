@@ -11,7 +11,7 @@ from q3agent.eval.bfcl_multi_turn import BfclExecutor
 from q3agent.eval.bfcl_runner import EvalConfig, run_bfcl
 from q3agent.eval.oracle import HOLDOUT_MESSAGE, NoisyOracleRuntime, OracleRuntime
 from q3agent.serving.base import Generation, GenerationRequest, Runtime, RuntimeWrapper
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.tools.context import RunContext
 
 pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")

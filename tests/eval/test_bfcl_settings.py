@@ -8,7 +8,7 @@ import pytest
 from q3agent.eval.bfcl_data import load_category
 from q3agent.eval.bfcl_runner import EvalConfig, run_bfcl
 from q3agent.eval.bfcl_settings import request_max_tokens
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 
 pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 

@@ -15,7 +15,7 @@ from q3agent.eval.oracle import (
     NoisyOracleRuntime,
     OracleRuntime,
 )
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 
 pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
 

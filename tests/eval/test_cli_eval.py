@@ -63,7 +63,7 @@ VLLM_CONTEXT_ERROR = {
 def test_every_request_failing_is_loud_and_exits_non_zero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from q3agent.serving.testing_server import ScriptedHTTPServer
+    from q3agent.testing.http_server import ScriptedHTTPServer
 
     with ScriptedHTTPServer() as server:
         for _ in range(2):

@@ -15,7 +15,7 @@ from q3agent.memory.context_window import (
     FitResult,
 )
 from q3agent.serving.base import GenerationRequest
-from q3agent.serving.testing import FunctionRuntime
+from q3agent.testing.runtimes import FunctionRuntime
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from q3agent import Agent, AlwaysThink, NeverThink, PlanAct, tool
 from q3agent.policy.base import RunState
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.parsing import parse
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 
 pytestmark = pytest.mark.anyio
 

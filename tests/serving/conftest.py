@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.serving.testing_models import make_tiny_qwen3
+from q3agent.testing.models import make_tiny_qwen3
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import GenerationRequest
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio

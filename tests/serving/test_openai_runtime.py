@@ -22,7 +22,7 @@ from q3agent.serving.base import (
     ToolCallConstraint,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime, qwen3_completion_text
-from q3agent.serving.testing_server import ScriptedHTTPServer, vllm_completion_choice
+from q3agent.testing.http_server import ScriptedHTTPServer, vllm_completion_choice
 from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ import pytest
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import ContextLengthError, GenerationRequest
 from q3agent.serving.settings import LimitedRuntime, RuntimeSettings, SettingsError, served_name
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio

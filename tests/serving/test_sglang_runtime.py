@@ -40,7 +40,7 @@ from q3agent.serving.sglang_runtime import (
     SGLangRuntime,
     tool_call_tag_json,
 )
-from q3agent.serving.testing_server import ScriptedHTTPServer
+from q3agent.testing.http_server import ScriptedHTTPServer
 from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError as ServerToolError
 
 from q3agent.events import ToolCallEvent
 from q3agent.qwen3.messages import ToolCall, ToolMessage
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.tools.base import ToolError
 from q3agent.tools.context import RunContext
 from q3agent.tools.executor import execute_tool_calls

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from q3agent import Agent, RunOptions
 from q3agent.qwen3.messages import ToolCall
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.tools.base import Tool, ToolError
 from q3agent.tools.context import RunContext
 from q3agent.tools.mcp import Elicitation, MCPServerInProcess, MCPServerStdio, SamplingRequest

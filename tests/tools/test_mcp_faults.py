@@ -13,7 +13,7 @@ import pytest
 
 from q3agent import Agent
 from q3agent.events import ToolProgress
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.tools.base import ToolError
 from q3agent.tools.mcp import MCPServerError, MCPServerStdio
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from q3agent import Agent
-from q3agent.serving.testing import ScriptedRuntime
+from q3agent.testing.runtimes import ScriptedRuntime
 from q3agent.tools.base import ToolError
 from q3agent.tools.mcp import MCPServerStdio
 from q3agent.tools.mcp.server_log import crash_reason, is_bare_failure

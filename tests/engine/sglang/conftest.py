@@ -29,13 +29,13 @@ import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
-from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from q3agent.serving.testing_sglang import (
     SGLangServer,
     script_params,
     scripted_processor_str,
     sglang_missing_reason,
 )
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 
 Kind = Literal["dense", "moe"]
 TEMPLATE = Path(__file__).parents[3].parent / "shared" / "reference" / "qwen3_chat_template.jinja"

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from q3agent.serving.testing_sglang import (
     engine_env,
     kernel_calls,
     sglang_missing_reason,
     sglang_python,
 )
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from tests.engine.sglang.conftest import TEMPLATE
 
 SCRIPT = Path(__file__).with_name("embedded_agent.py")

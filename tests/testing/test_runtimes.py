@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.serving.testing import ScriptFileError, load_completions
+from q3agent.testing.runtimes import ScriptFileError, load_completions
 
 
 def test_strings_and_both_object_keys_load_in_order(tmp_path: Path) -> None:

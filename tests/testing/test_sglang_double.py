@@ -15,8 +15,8 @@ from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import ContextLengthError, GenerationRequest
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
-from q3agent.serving.sglang_double import SGLangEngineDouble
 from q3agent.serving.sglang_runtime import SGLangRuntime
+from q3agent.testing.sglang_double import SGLangEngineDouble
 from q3agent.types import SamplingParams
 
 pytestmark = pytest.mark.anyio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from q3agent.serving.testing_models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 
 TEMPLATE = Path(__file__).parents[2].parent / "shared" / "reference" / "qwen3_chat_template.jinja"
 
