@@ -9,6 +9,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from q3agent import __version__
 from q3agent.cli.exits import FAILURE, INTERRUPTED, OK, exit_status
@@ -36,6 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_run_command(sub)
+
+    models = sub.add_parser("models", help="list Qwen3 models with sizes and GPU needs")
+    models.add_argument(
+        "--json",
+        action="store_true",
+        help="print the registry as one JSON object on stdout instead of the table",
+    )
+    models.set_defaults(func=_cmd_models)
+
+    for module, function in _PLUGINS:
+        getattr(importlib.import_module(module), function)(sub)
+    for leaf in _leaf_parsers(parser):
+        leaf.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks and library warnings",
+        )
+    return parser
+
+
+def _add_run_command(sub: Any) -> None:
+    """``run``: its task, runtime flags, tools, thinking, limits and outputs."""
     run = sub.add_parser(
         "run",
         help="run an agent on a task",
@@ -83,26 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
         "to stderr)"
     )  # fmt: skip
     run.set_defaults(func=_cmd_run)
-
-    models = sub.add_parser("models", help="list Qwen3 models with sizes and GPU needs")
-    models.add_argument(
-        "--json",
-        action="store_true",
-        help="print the registry as one JSON object on stdout instead of the table",
-    )
-    models.set_defaults(func=_cmd_models)
-
-    for module, function in _PLUGINS:
-        getattr(importlib.import_module(module), function)(sub)
-    for leaf in _leaf_parsers(parser):
-        leaf.add_argument(
-            "-v",
-            "--verbose",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show tracebacks and library warnings",
-        )
-    return parser
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:

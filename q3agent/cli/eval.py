@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,7 +18,7 @@ from q3agent.cli.options import ModelChoice, add_runtime_options, resolve_model_
 from q3agent.cli.outputs import check_output_dir
 
 if TYPE_CHECKING:
-    from q3agent.eval.bfcl_runner import EntryResult, EvalConfig, EvalReport
+    from q3agent.eval.bfcl_runner import EntryResult, EvalConfig, EvalReport, ResultsLog
     from q3agent.serving.base import Runtime
 
 __all__ = [
@@ -80,6 +80,26 @@ def add_eval_commands(subparsers: Any) -> None:
         extra_runtimes=("oracle", "noisy-oracle"),
         max_tokens_help="completion token limit per request",
     )
+    _add_setting_options(bfcl)
+    bfcl.add_argument("--limit", type=int, default=None, help="First N entries per category.")
+    bfcl.add_argument(
+        "--out",
+        default="bfcl-results",
+        metavar="DIR",
+        help="Output folder: each entry is written to <category>.jsonl as it finishes, "
+        "scores.json at the end; run the same command again to resume an interrupted run "
+        "(default bfcl-results).",
+    )
+    bfcl.add_argument(
+        "--concurrency", type=int, default=64, help="Entries in flight at once (default 64)."
+    )
+    bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
+    bfcl.set_defaults(func=run_bfcl_command)
+
+
+def _add_setting_options(bfcl: argparse.ArgumentParser) -> None:
+    """The evaluation setting: ``--preset``, ``--mode``, ``--thinking``, ``--sampling``,
+    ``--holdout``, ``--multi-turn-context-length`` and ``--thinking-budget``."""
     bfcl.add_argument(
         "--preset",
         choices=tuple(PRESET_HELP),
@@ -132,20 +152,6 @@ def add_eval_commands(subparsers: Any) -> None:
         help="Reasoning-token budget; several values run a sweep (thinking on) and print "
         "accuracy against budget.",
     )
-    bfcl.add_argument("--limit", type=int, default=None, help="First N entries per category.")
-    bfcl.add_argument(
-        "--out",
-        default="bfcl-results",
-        metavar="DIR",
-        help="Output folder: each entry is written to <category>.jsonl as it finishes, "
-        "scores.json at the end; run the same command again to resume an interrupted run "
-        "(default bfcl-results).",
-    )
-    bfcl.add_argument(
-        "--concurrency", type=int, default=64, help="Entries in flight at once (default 64)."
-    )
-    bfcl.add_argument("--temperature", type=float, default=None, help="Override temperature.")
-    bfcl.set_defaults(func=run_bfcl_command)
 
 
 def make_runtime(choice: ModelChoice, context_length: int | None = None) -> Runtime:
@@ -341,13 +347,7 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
     entries stay in ``--out``, where the same command resumes.
     """
     from q3agent.eval.bfcl_data import resolve_categories
-    from q3agent.eval.bfcl_runner import (
-        EvalReport,
-        ResultsLog,
-        run_bfcl,
-        run_budget_sweep,
-        sweep_table,
-    )
+    from q3agent.eval.bfcl_runner import ResultsLog
 
     try:
         categories = tuple(resolve_categories(args.categories))
@@ -360,90 +360,34 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, "--out")
     # a folder of other settings is refused before any work; the sweep checks per budget
     log = None if budgets and len(budgets) > 1 else ResultsLog.open(out, config)
-    progress = EvalProgress()
-    cancel = anyio.Event()
+    run = _BfclRun(choice, config, out, budgets, log)
+    return anyio.run(run.main)
 
-    async def on_interrupt() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT) as signals:
-            async for _ in signals:  # SIGTERM arrives here too (cli.interrupts)
-                print(
-                    "interrupted: scoring the entries that finished…", file=sys.stderr, flush=True
-                )
-                cancel.set()
-                return
 
-    def interrupted_note(report: EvalReport, where: Path) -> None:
-        print(
-            f"interrupted: {len(report.results)} of {report.planned} entries finished and are "
-            f"kept in {where}; run the same command again to resume",
-            file=sys.stderr,
-        )
+@dataclass
+class _BfclRun:
+    """One ``eval bfcl`` run: a budget sweep or a single run (in engine phases), with progress
+    lines and Ctrl-C/SIGTERM scoring what finished."""
 
-    async def sweep() -> int:
-        assert budgets is not None
-        runtime = make_runtime(choice)
-        try:
-            reports = await run_budget_sweep(
-                runtime,
-                config,
-                budgets,
-                out_dir=out,
-                cancel=cancel,
-                on_result=progress.entry,
-                on_start=progress.start,
-            )
-        finally:
-            await runtime.aclose()
-        for budget, report in reports:
-            report.write(out / f"budget-{budget}")
-        print(sweep_table(reports))
-        print(f"results written to {out}")
-        if reports and reports[-1][1].interrupted:
-            interrupted_note(reports[-1][1], out / f"budget-{reports[-1][0]}")
-            return INTERRUPTED
-        return max(report_failures(report) for _, report in reports)
+    choice: ModelChoice
+    config: EvalConfig
+    out: Path
+    budgets: list[int] | None
+    log: ResultsLog | None
+    progress: EvalProgress = field(default_factory=EvalProgress)
+    cancel: anyio.Event = field(default_factory=anyio.Event)
 
-    async def single() -> int:
-        assert log is not None
-        parts: list[EvalReport] = []
-        for phase_categories, engine_context in engine_phases(config):
-            runtime = make_runtime(choice, engine_context)
-            note = _server_yarn_note(replace(config, categories=phase_categories), runtime)
-            if note:
-                print(note, file=sys.stderr)
-            try:
-                parts.append(
-                    await run_bfcl(
-                        runtime,
-                        replace(config, categories=phase_categories),
-                        on_result=progress.entry,
-                        on_start=progress.start,
-                        log=log,
-                        cancel=cancel,
-                    )
-                )
-            finally:
-                await runtime.aclose()
-            if parts[-1].interrupted:
-                break
-        report = EvalReport.merge(config, parts)
-        report.write(out)
-        print(report.table())
-        print(f"results written to {out}")
-        if report.interrupted:
-            interrupted_note(report, out)
-            return INTERRUPTED
-        return report_failures(report)
-
-    async def main() -> int:
-        print(config.describe())
+    async def main(self) -> int:
+        """Print the setting, run, and return the exit code; a failure is raised as itself."""
+        print(self.config.describe())
         failure: Exception | None = None
         code = OK
         async with anyio.create_task_group() as tg:
-            tg.start_soon(on_interrupt)
-            tg.start_soon(progress.heartbeat)
+            tg.start_soon(self.watch_signals)
+            tg.start_soon(self.progress.heartbeat)
             try:
-                code = await (sweep() if budgets and len(budgets) > 1 else single())
+                budgets = self.budgets
+                code = await (self.sweep() if budgets and len(budgets) > 1 else self.single())
             except Exception as exc:  # raised as itself below, not inside an exception group
                 failure = exc
             finally:
@@ -452,7 +396,90 @@ def run_bfcl_command(args: argparse.Namespace) -> int:
             raise failure
         return code
 
-    return anyio.run(main)
+    async def watch_signals(self) -> None:
+        """On Ctrl-C (or SIGTERM), stop starting entries and score those that finished."""
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:  # SIGTERM arrives here too (cli.interrupts)
+                print(
+                    "interrupted: scoring the entries that finished…", file=sys.stderr, flush=True
+                )
+                self.cancel.set()
+                return
+
+    async def sweep(self) -> int:
+        """Run every ``--thinking-budget`` in turn and print accuracy against budget."""
+        from q3agent.eval.bfcl_runner import run_budget_sweep, sweep_table
+
+        assert self.budgets is not None
+        runtime = make_runtime(self.choice)
+        try:
+            reports = await run_budget_sweep(
+                runtime,
+                self.config,
+                self.budgets,
+                out_dir=self.out,
+                cancel=self.cancel,
+                on_result=self.progress.entry,
+                on_start=self.progress.start,
+            )
+        finally:
+            await runtime.aclose()
+        for budget, report in reports:
+            report.write(self.out / f"budget-{budget}")
+        print(sweep_table(reports))
+        print(f"results written to {self.out}")
+        if reports and reports[-1][1].interrupted:
+            _interrupted_note(reports[-1][1], self.out / f"budget-{reports[-1][0]}")
+            return INTERRUPTED
+        return max(report_failures(report) for _, report in reports)
+
+    async def single(self) -> int:
+        """Run the categories, one engine phase per context size; print the scores."""
+        from q3agent.eval.bfcl_runner import EvalReport
+
+        parts: list[EvalReport] = []
+        for phase_categories, engine_context in engine_phases(self.config):
+            parts.append(await self.phase(phase_categories, engine_context))
+            if parts[-1].interrupted:
+                break
+        report = EvalReport.merge(self.config, parts)
+        report.write(self.out)
+        print(report.table())
+        print(f"results written to {self.out}")
+        if report.interrupted:
+            _interrupted_note(report, self.out)
+            return INTERRUPTED
+        return report_failures(report)
+
+    async def phase(self, categories: tuple[str, ...], engine_context: int | None) -> EvalReport:
+        """Run ``categories`` on a runtime started for ``engine_context`` (then closed)."""
+        from q3agent.eval.bfcl_runner import run_bfcl
+
+        assert self.log is not None
+        runtime = make_runtime(self.choice, engine_context)
+        phase_config = replace(self.config, categories=categories)
+        note = _server_yarn_note(phase_config, runtime)
+        if note:
+            print(note, file=sys.stderr)
+        try:
+            return await run_bfcl(
+                runtime,
+                phase_config,
+                on_result=self.progress.entry,
+                on_start=self.progress.start,
+                log=self.log,
+                cancel=self.cancel,
+            )
+        finally:
+            await runtime.aclose()
+
+
+def _interrupted_note(report: EvalReport, where: Path) -> None:
+    print(
+        f"interrupted: {len(report.results)} of {report.planned} entries finished and are "
+        f"kept in {where}; run the same command again to resume",
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ from q3agent.errors import UsageError
 from q3agent.serving.settings import MAX_TOKENS_ENV
 
 if TYPE_CHECKING:
+    from q3agent.agent import Agent
+    from q3agent.policy.base import Policy
     from q3agent.result import RunResult
 
 
@@ -82,8 +84,89 @@ def load_script(path: str | Path) -> list[str]:
 def run_command(args: argparse.Namespace) -> int:
     """``q3agent run``: 0 when the agent answered, 1 when the run ended otherwise, 130 when
     interrupted (the ``--trace`` is written first)."""
+    import anyio
+
+    # With --json, stdout carries the JSON result alone; the steps go to stderr.
+    console = Console(highlight=False, stderr=bool(args.json))
+    if not args.task.strip():
+        raise UsageError('the task is empty: q3agent run "TASK", e.g. q3agent run "What is 2+2?"')
+    if args.trace:
+        check_output_file(args.trace, "--trace")
+    agent = _build_agent(args)
+
+    async def main() -> RunResult:
+        final = await _stream_steps(agent, args.task, console)
+        await agent.aclose()
+        return final
+
+    result = anyio.run(main)
+    return _report_result(args, result, console)
+
+
+def _build_agent(args: argparse.Namespace) -> Agent:
+    """The agent the flags describe; tools, MCP config and script are checked before the
+    model loads."""
     from q3agent.agent import Agent
     from q3agent.cli.options import resolve_model_choice
+    from q3agent.serving.base import Runtime
+    from q3agent.testing.runtimes import ScriptedRuntime
+    from q3agent.tools.base import ToolDefinitionError
+
+    choice = resolve_model_choice(args)
+    tools: list[Any] = []
+    for spec in args.tools or ():
+        loaded = load_object(spec)
+        tools.extend(check_tools(spec, loaded))
+    servers = _mcp_servers(args.mcp_config) if args.mcp_config else []
+    # the model last: everything above is checked before a model loads
+    runtime: Runtime = (
+        choice.limit(ScriptedRuntime(load_script(args.script)))
+        if args.script
+        else choice.build_runtime()
+    )
+    try:
+        return Agent(
+            choice.model,
+            runtime=runtime,
+            capability=choice.capability,
+            tools=tools,
+            mcp_servers=servers,
+            policy=_thinking_policy(args.thinking, args.budget),
+            system_prompt=args.system,
+            max_steps=args.max_steps,
+        )
+    except ToolDefinitionError as exc:
+        raise LoadError(f"--tools: {exc}") from None
+
+
+def _mcp_servers(config: str) -> list[Any]:
+    """The servers of ``--mcp-config``, asking on the terminal when a server wants input."""
+    from q3agent.tools.mcp import MCPServerError, ask_on_terminal, load_mcp_config
+
+    try:
+        servers = list(load_mcp_config(config))
+    except MCPServerError as exc:  # reading the file: nothing has started yet
+        raise LoadError(f"--mcp-config: {exc}") from None
+    for server in servers:  # servers may ask the user for input on the terminal
+        if server.elicitation is None and sys.stdin.isatty():
+            server.elicitation = ask_on_terminal
+    return servers
+
+
+def _thinking_policy(thinking: str, budget: int) -> Policy:
+    """``--thinking on|off|policy`` (with ``--thinking-budget``) as a thinking policy."""
+    from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
+
+    if thinking == "on":
+        return AlwaysThink(budget)
+    if thinking == "off":
+        return NeverThink()
+    return PlanAct()
+
+
+async def _stream_steps(agent: Agent, task: str, console: Console) -> RunResult:
+    """Run ``task``, printing each step, the reasoning, the answer and the tool calls as they
+    stream; the run's result."""
     from q3agent.events import (
         ContentDelta,
         FinalResult,
@@ -92,90 +175,33 @@ def run_command(args: argparse.Namespace) -> int:
         ToolCallEvent,
         ToolResultEvent,
     )
-    from q3agent.policy.base import Policy
-    from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
-    from q3agent.serving.base import Runtime
-    from q3agent.testing.runtimes import ScriptedRuntime
 
-    # With --json, stdout carries the JSON result alone; the steps go to stderr.
-    console = Console(highlight=False, stderr=bool(args.json))
-    if not args.task.strip():
-        raise UsageError('the task is empty: q3agent run "TASK", e.g. q3agent run "What is 2+2?"')
-    if args.trace:
-        check_output_file(args.trace, "--trace")
-    choice = resolve_model_choice(args)
-    tools: list[Any] = []
-    for spec in args.tools or ():
-        loaded = load_object(spec)
-        tools.extend(check_tools(spec, loaded))
-    servers: list[Any] = []
-    if args.mcp_config:
-        from q3agent.tools.mcp import MCPServerError, ask_on_terminal, load_mcp_config
+    final: RunResult | None = None
+    async for event in agent.stream(task):
+        if isinstance(event, StepStart):
+            mode = "thinking" if event.mode.thinking else "direct"
+            console.print(
+                f"[bold blue]step {event.step}[/] [dim]({mode}: {escape(event.mode.reason)})[/]"
+            )
+        elif isinstance(event, ReasoningDelta):
+            console.print(escape(event.text), style="dim italic", end="")
+        elif isinstance(event, ContentDelta):
+            console.print(escape(event.text), end="")
+        elif isinstance(event, ToolCallEvent):
+            call = event.call
+            shown = getattr(call, "arguments", None) or getattr(call, "raw", "")
+            console.print(f"\n[yellow]→ {escape(str(call.name))}[/] {escape(str(shown))}")
+        elif isinstance(event, ToolResultEvent):
+            style = "red" if event.result.is_error else "green"
+            console.print(f"[{style}]← {escape(event.result.content[:500])}[/]")
+        elif isinstance(event, FinalResult):
+            final = event.result
+    assert final is not None
+    return final
 
-        try:
-            servers = list(load_mcp_config(args.mcp_config))
-        except MCPServerError as exc:  # reading the file: nothing has started yet
-            raise LoadError(f"--mcp-config: {exc}") from None
-        for server in servers:  # servers may ask the user for input on the terminal
-            if server.elicitation is None and sys.stdin.isatty():
-                server.elicitation = ask_on_terminal
-    # the model last: everything above is checked before a model loads
-    runtime: Runtime = (
-        choice.limit(ScriptedRuntime(load_script(args.script)))
-        if args.script
-        else choice.build_runtime()
-    )
-    policy: Policy = (
-        AlwaysThink(args.budget)
-        if args.thinking == "on"
-        else NeverThink()
-        if args.thinking == "off"
-        else PlanAct()
-    )
-    from q3agent.tools.base import ToolDefinitionError
 
-    try:
-        agent = Agent(
-            choice.model,
-            runtime=runtime,
-            capability=choice.capability,
-            tools=tools,
-            mcp_servers=servers,
-            policy=policy,
-            system_prompt=args.system,
-            max_steps=args.max_steps,
-        )
-    except ToolDefinitionError as exc:
-        raise LoadError(f"--tools: {exc}") from None
-
-    async def main() -> RunResult:
-        final: RunResult | None = None
-        async for event in agent.stream(args.task):
-            if isinstance(event, StepStart):
-                mode = "thinking" if event.mode.thinking else "direct"
-                console.print(
-                    f"[bold blue]step {event.step}[/] [dim]({mode}: {escape(event.mode.reason)})[/]"
-                )
-            elif isinstance(event, ReasoningDelta):
-                console.print(escape(event.text), style="dim italic", end="")
-            elif isinstance(event, ContentDelta):
-                console.print(escape(event.text), end="")
-            elif isinstance(event, ToolCallEvent):
-                call = event.call
-                shown = getattr(call, "arguments", None) or getattr(call, "raw", "")
-                console.print(f"\n[yellow]→ {escape(str(call.name))}[/] {escape(str(shown))}")
-            elif isinstance(event, ToolResultEvent):
-                style = "red" if event.result.is_error else "green"
-                console.print(f"[{style}]← {escape(event.result.content[:500])}[/]")
-            elif isinstance(event, FinalResult):
-                final = event.result
-        assert final is not None
-        await agent.aclose()
-        return final
-
-    import anyio
-
-    result = anyio.run(main)
+def _report_result(args: argparse.Namespace, result: RunResult, console: Console) -> int:
+    """Print the run's summary (and ``--json``), write ``--trace``; the exit status."""
     u = result.usage
     console.print(
         f"\n[bold]{result.status}[/] · {len(result.steps)} steps · {u.requests} requests · "

@@ -42,6 +42,7 @@ from q3agent.policy.base import Policy, RunState, StepMode, ThinkingCapability
 from q3agent.qwen3.messages import (
     AssistantMessage,
     Message,
+    ToolCall,
     ToolMessage,
     UserMessage,
     dump_messages,
@@ -233,86 +234,12 @@ async def run_multi_turn(
     """Run one multi-turn entry BFCL's way and score it with both decoders."""
     from q3agent.eval.bfcl_runner import EntryResult
 
-    tok = runtime.tokenizer
-    capability = model_capability(config.model, config.capability)
-    functions = list(entry.functions)
-    builder = PromptBuilder(tok, to_qwen3_tools(functions))
-    run = MultiTurnRun()
+    turns = _EntryTurns(entry, runtime, config, policy, context_length)
+    run = turns.run
     started = time.perf_counter()
     with _executor(entry) as executor:
         for turn, turn_messages in enumerate(entry.turns):
-            rerender = turn == 0
-            if turn in entry.missed_functions:
-                held = entry.missed_functions[turn]
-                if config.holdout == "tools":
-                    functions += held
-                    builder = PromptBuilder(tok, to_qwen3_tools(functions))
-                    rerender = True
-                text = holdout_message(held, config.holdout)
-            else:
-                text = str(turn_messages[-1]["content"])
-            user = UserMessage(content=text)
-            run.messages.append(user)
-            tally = _TurnTally(
-                tok.count(text), len(functions), capability, config.max_steps_per_turn + 1
-            )
-            mode = policy.decide(tally.state())
-            thinking = mode.thinking if capability == "hybrid" else None
-            if rerender:
-                builder.start(run.messages, enable_thinking=thinking)
-            else:
-                builder.append_user(user, enable_thinking=thinking)
-            steps_text: list[str] = []
-            steps_calls: list[list[str]] = []
-            while True:
-                request_id = f"{entry.id}-{turn}-{tally.step}"
-                generation, completion = await _generate(
-                    runtime, builder, mode, capability, config, context_length, request_id
-                )
-                run.usage += generation.usage
-                if mode.thinking:
-                    tally.thinking_steps += 1
-                    tally.thinking_tokens += generation.usage.reasoning_tokens
-                tally.last_hit_budget = generation.hit_budget
-                parsed = parse_generation(tok, generation)
-                calls = list(parsed.tool_calls)
-                assistant = AssistantMessage(
-                    content=parsed.content, reasoning_content=parsed.reasoning, tool_calls=calls
-                )
-                builder.append_generation(
-                    generation.token_ids, message=assistant, finish_reason=generation.finish_reason
-                )
-                run.messages.append(assistant)
-                steps_text.append(completion)
-                rendered = [call_string(c) for c in calls]
-                steps_calls.append(rendered)
-                if not rendered:  # BFCL: a step without a decodable call ends the turn
-                    break
-                results = executor.execute(rendered)
-                tool_messages = [
-                    ToolMessage(
-                        content=result,
-                        name=call.name,
-                        tool_call_id=call.id,
-                        is_error=result.startswith("Error during execution"),
-                    )
-                    for call, result in zip(calls, results, strict=True)
-                ]
-                run.messages.extend(tool_messages)
-                failed = sum(m.is_error for m in tool_messages)
-                tally.tool_calls += len(rendered)
-                tally.failures += failed
-                tally.last_failed, tally.last_had_calls = failed > 0, True
-                tally.step += 1
-                if tally.step > config.max_steps_per_turn:  # BFCL's force-quit
-                    run.force_quit = True
-                    break
-                mode = policy.decide(tally.state())
-                builder.append_tool_results(
-                    tool_messages, enable_thinking=mode.thinking if capability == "hybrid" else None
-                )
-            run.completions.append(steps_text)
-            run.calls.append(steps_calls)
+            await turns.run_turn(turn, turn_messages, executor)
             if run.force_quit:
                 break
     latency = time.perf_counter() - started
@@ -329,6 +256,139 @@ async def run_multi_turn(
         bfcl_verdict=check_multi_turn(entry, bfcl_calls, force_quit=run.force_quit),
         bfcl_calls=bfcl_calls,
     )
+
+
+class _EntryTurns:
+    """One entry's user turns on one append-only prompt, each run until a step holds no call
+    (or BFCL's step limit force-quits the entry); what they produced is in :attr:`run`."""
+
+    def __init__(
+        self,
+        entry: BfclEntry,
+        runtime: Runtime,
+        config: EvalConfig,
+        policy: Policy,
+        context_length: int | None,
+    ) -> None:
+        self.entry = entry
+        self.runtime = runtime
+        self.config = config
+        self.policy = policy
+        self.context_length = context_length
+        self.tok = runtime.tokenizer
+        self.capability = model_capability(config.model, config.capability)
+        self.functions = list(entry.functions)
+        self.builder = PromptBuilder(self.tok, to_qwen3_tools(self.functions))
+        self.run = MultiTurnRun()
+
+    def _thinking(self, mode: StepMode) -> bool | None:
+        """``enable_thinking`` for the template: only hybrid models take it."""
+        return mode.thinking if self.capability == "hybrid" else None
+
+    def _user_message(self, turn: int, turn_messages: Sequence[dict[str, Any]]) -> UserMessage:
+        """The turn's user message; a ``miss_func`` turn announces its held-out functions
+        (in the tools block, which re-renders the prompt, or in the message)."""
+        if turn not in self.entry.missed_functions:
+            return UserMessage(content=str(turn_messages[-1]["content"]))
+        held = self.entry.missed_functions[turn]
+        if self.config.holdout == "tools":
+            self.functions += held
+            self.builder = PromptBuilder(self.tok, to_qwen3_tools(self.functions))
+        return UserMessage(content=holdout_message(held, self.config.holdout))
+
+    async def run_turn(
+        self, turn: int, turn_messages: Sequence[dict[str, Any]], executor: BfclExecutor
+    ) -> None:
+        """Ask the model step after step until a step holds no call; run each step's calls."""
+        rerender = turn == 0 or (
+            turn in self.entry.missed_functions and self.config.holdout == "tools"
+        )
+        user = self._user_message(turn, turn_messages)
+        self.run.messages.append(user)
+        tally = _TurnTally(
+            self.tok.count(user.content),
+            len(self.functions),
+            self.capability,
+            self.config.max_steps_per_turn + 1,
+        )
+        mode = self.policy.decide(tally.state())
+        if rerender:
+            self.builder.start(self.run.messages, enable_thinking=self._thinking(mode))
+        else:
+            self.builder.append_user(user, enable_thinking=self._thinking(mode))
+        steps_text: list[str] = []
+        steps_calls: list[list[str]] = []
+        while True:
+            calls, completion = await self._step(turn, tally, mode)
+            steps_text.append(completion)
+            rendered = [call_string(c) for c in calls]
+            steps_calls.append(rendered)
+            if not rendered:  # BFCL: a step without a decodable call ends the turn
+                break
+            tool_messages = self._execute(calls, rendered, executor, tally)
+            if tally.step > self.config.max_steps_per_turn:  # BFCL's force-quit
+                self.run.force_quit = True
+                break
+            mode = self.policy.decide(tally.state())
+            self.builder.append_tool_results(tool_messages, enable_thinking=self._thinking(mode))
+        self.run.completions.append(steps_text)
+        self.run.calls.append(steps_calls)
+
+    async def _step(
+        self, turn: int, tally: _TurnTally, mode: StepMode
+    ) -> tuple[list[ToolCall], str]:
+        """One model step appended to the prompt; its parsed calls and its completion text."""
+        request_id = f"{self.entry.id}-{turn}-{tally.step}"
+        generation, completion = await _generate(
+            self.runtime,
+            self.builder,
+            mode,
+            self.capability,
+            self.config,
+            self.context_length,
+            request_id,
+        )
+        self.run.usage += generation.usage
+        if mode.thinking:
+            tally.thinking_steps += 1
+            tally.thinking_tokens += generation.usage.reasoning_tokens
+        tally.last_hit_budget = generation.hit_budget
+        parsed = parse_generation(self.tok, generation)
+        calls = list(parsed.tool_calls)
+        assistant = AssistantMessage(
+            content=parsed.content, reasoning_content=parsed.reasoning, tool_calls=calls
+        )
+        self.builder.append_generation(
+            generation.token_ids, message=assistant, finish_reason=generation.finish_reason
+        )
+        self.run.messages.append(assistant)
+        return calls, completion
+
+    def _execute(
+        self,
+        calls: list[ToolCall],
+        rendered: list[str],
+        executor: BfclExecutor,
+        tally: _TurnTally,
+    ) -> list[ToolMessage]:
+        """Run a step's calls with BFCL's executor; their results as tool messages."""
+        results = executor.execute(rendered)
+        tool_messages = [
+            ToolMessage(
+                content=result,
+                name=call.name,
+                tool_call_id=call.id,
+                is_error=result.startswith("Error during execution"),
+            )
+            for call, result in zip(calls, results, strict=True)
+        ]
+        self.run.messages.extend(tool_messages)
+        failed = sum(m.is_error for m in tool_messages)
+        tally.tool_calls += len(rendered)
+        tally.failures += failed
+        tally.last_failed, tally.last_had_calls = failed > 0, True
+        tally.step += 1
+        return tool_messages
 
 
 def bfcl_turns(completions: Sequence[Sequence[str]]) -> list[list[list[str]]]:

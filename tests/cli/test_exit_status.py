@@ -106,8 +106,6 @@ def test_serve_mcp_on_a_busy_port_is_one_line_and_2(
             "serve-mcp", "--transport", "streamable-http", "--port", str(port),
             "--script", str(script), cwd=tmp_path, timeout=120,
         )  # fmt: skip
-    if done.returncode != USAGE and "Traceback" in done.stderr:
-        pytest.skip("needs serve() to bind before starting (helper 19core's mcp_server change)")
     assert done.returncode == USAGE, done.stderr
     assert str(port) in one_error_line(done.stderr)
 
