@@ -69,7 +69,6 @@ from q3agent.serving.base import (
     GenerationRequest,
     Runtime,
     RuntimeWrapper,
-    Usage,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime, SGLangRuntime
@@ -84,6 +83,7 @@ from q3agent.serving.testing_sglang import (
 )
 from q3agent.serving.testing_vllm import VLLMServer, script_body
 from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.types import Usage
 
 SERVED = "tiny-qwen3"
 TEMPLATE = Path(__file__).parents[1].parent / "shared" / "reference" / "qwen3_chat_template.jinja"
