@@ -71,6 +71,16 @@ TOOL_CALL_FORMAT = (
 """The call format Qwen3's chat template teaches, quoted in parse-error results."""
 
 
+_DENIED = (
+    "Error: the call to '{name}' was not run: {reason}. "
+    "Do not repeat it; continue without it or ask the user how to proceed."
+)
+_TIMED_OUT = (
+    "Error: '{name}' did not finish within {seconds:g} seconds and was stopped. "
+    "Try again with a smaller request, or continue without it."
+)
+
+
 @dataclass(frozen=True)
 class ToolResult:
     """The outcome of one call block; :meth:`to_message` is what goes back to the model."""
@@ -109,20 +119,12 @@ class ToolResult:
     @classmethod
     def denied(cls, call_id: str, name: str, reason: str) -> ToolResult:
         """A call that was not run because approval was refused; ``reason`` says why."""
-        content = (
-            f"Error: the call to '{name}' was not run: {reason}. "
-            "Do not repeat it; continue without it or ask the user how to proceed."
-        )
-        return cls.error(call_id, name, "denied", content)
+        return cls.error(call_id, name, "denied", _DENIED.format(name=name, reason=reason))
 
     @classmethod
     def timeout(cls, call_id: str, name: str, seconds: float) -> ToolResult:
         """A call stopped after running ``seconds`` (its limit) without finishing."""
-        content = (
-            f"Error: '{name}' did not finish within {seconds:g} seconds and was stopped. "
-            "Try again with a smaller request, or continue without it."
-        )
-        return cls.error(call_id, name, "timeout", content)
+        return cls.error(call_id, name, "timeout", _TIMED_OUT.format(name=name, seconds=seconds))
 
     def to_message(self) -> ToolMessage:
         """The :class:`ToolMessage` answering this call."""
