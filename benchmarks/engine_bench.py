@@ -605,8 +605,11 @@ def main() -> None:
             summary = anyio.run(bench, make_target(server.base_url), args.budget)
         finally:
             server.stop()
-        if isinstance(server, SGLangServer) and server.kernel_calls():
-            sys.exit(f"SGLang called shimmed sgl_kernel functions: {server.kernel_calls()}")
+        if isinstance(server, SGLangServer):
+            calls = server.kernel_calls()
+            server.cleanup()  # its work folder, the kernel-call record read
+            if calls:
+                sys.exit(f"SGLang called shimmed sgl_kernel functions: {sorted(set(calls))}")
         _finish(summary, args.out)
 
 
