@@ -112,6 +112,7 @@ async def test_calls_run_concurrently_and_results_come_back_in_call_order() -> N
     n = 4
     started = 0
     all_started = anyio.Event()
+    finished = {i: anyio.Event() for i in range(n)}
     finish_order: list[int] = []
 
     @tool
@@ -123,8 +124,10 @@ async def test_calls_run_concurrently_and_results_come_back_in_call_order() -> N
             all_started.set()
         await all_started.wait()
         # Finish in reverse order to prove results are re-ordered by call index.
-        await anyio.sleep(0.01 * (n - i))
+        if i + 1 < n:
+            await finished[i + 1].wait()
         finish_order.append(i)
+        finished[i].set()
         return f"done {i}"
 
     calls = [_call("barrier", index=i, i=i) for i in (2, 0, 3, 1)]
