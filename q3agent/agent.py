@@ -11,8 +11,9 @@ from typing import Any, Literal
 import anyio
 
 from q3agent._sync import SyncPortal
+from q3agent.conversation import Conversation
 from q3agent.events import Event, FinalResult
-from q3agent.loop import Conversation, LoopSettings, run_task
+from q3agent.loop import LoopSettings, run_task
 from q3agent.memory.context_window import NATIVE_CONTEXT, ContextWindow
 from q3agent.memory.recorder import SessionRecorder
 from q3agent.memory.sessions import Session, SessionStore, session_store

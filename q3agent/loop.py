@@ -18,24 +18,21 @@ from typing import Any
 
 import anyio
 
+from q3agent.conversation import Conversation
 from q3agent.events import (
-    ContentDelta,
     Event,
     FinalResult,
-    ReasoningDelta,
     StepEnd,
     StepStart,
     ToolCallEvent,
     ToolProgress,
     ToolResultEvent,
 )
-from q3agent.memory.context_window import ContextOverflowError, ContextWindow, summary_request
-from q3agent.memory.recorder import SessionRecorder
+from q3agent.memory.context_window import ContextOverflowError, summary_request
 from q3agent.options import RunOptions
 from q3agent.policy.base import Policy, ReconsideringPolicy, RunState, StepMode, ThinkingCapability
 from q3agent.qwen3.chat_format import render_ids
 from q3agent.qwen3.messages import (
-    AssistantMessage,
     Message,
     ToolCall,
     ToolCallError,
@@ -45,7 +42,6 @@ from q3agent.qwen3.messages import (
 )
 from q3agent.qwen3.models import sampling_for
 from q3agent.qwen3.parsing import Parsed, parse, parse_ids
-from q3agent.qwen3.prompt import PromptBuilder
 from q3agent.qwen3.streaming import StreamEvent, StreamParser
 from q3agent.qwen3.thinking import soft_switch
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
@@ -82,82 +78,16 @@ class LoopSettings:
 
 
 @dataclass
-class Conversation:
-    """A session's history: typed messages plus the append-only prompt ids.
-
-    ``needs_render`` is set when the ids no longer end at a clean turn boundary (a run that
-    stopped at a limit, an error or a cancellation, or a changed tool set): the next task then
-    re-renders the conversation from its messages and records where the prefix diverged.
-    """
-
-    builder: PromptBuilder
-    messages: list[Message] = field(default_factory=list)
-    needs_render: bool = True
-    previous_ids: Sequence[int] = ()
-    """The last prompt of a builder that was replaced (to report the divergence)."""
-    recorder: SessionRecorder | None = None
-    """Persists the conversation as it happens (``Agent.session(store=...)``)."""
-    context: ContextWindow | None = None
-    """Summarises older turns when the prompt nears the model's window."""
-    compact_floor: int = 0
-    """Prompt length below which no new compaction is tried (after one that fell short)."""
-
-    def add(self, message: Message) -> None:
-        """Append a message (and persist it)."""
-        self.messages.append(message)
-        if self.recorder is not None:
-            self.recorder.messages([message])
-
-    def close_step(
-        self, tool_messages: Sequence[ToolMessage], record: StepRecord | Mapping[str, Any]
-    ) -> None:
-        """Add a step's tool messages and, when persisting, close the step atomically."""
-        self.messages.extend(tool_messages)
-        if self.recorder is not None:
-            data = record.to_json() if isinstance(record, StepRecord) else record
-            self.recorder.step(data, tool_messages)
-
-    def set_tools(self, tokenizer: Qwen3Tokenizer, tools: Sequence[dict[str, Any]]) -> None:
-        """Use a new tool set from the next task on (the system turn changes: re-render)."""
-        self.previous_ids = self.builder.ids or self.previous_ids
-        self.builder = PromptBuilder(tokenizer, tools)
-        self.needs_render = True
-
-    def open_task(self, enable_thinking: bool | None) -> int | None:
-        """Bring the prompt up to ``messages`` and open the next generation turn.
-
-        At a clean turn boundary the newest user message is appended; otherwise (first task,
-        a resumed or interrupted conversation, new tools, a compaction) the conversation is
-        re-rendered. Returns the index where the prompt stopped being an extension of the
-        previous one, or ``None`` when it only grew.
-        """
-        before = self.builder.ids or self.previous_ids
-        if self.needs_render or self.builder.awaiting_generation or not self.builder.ids:
-            self.builder.start(self.messages, enable_thinking=enable_thinking)
-            self.needs_render = False
-            self.previous_ids = ()
-            if not before:
-                return None
-            after = self.builder.ids
-            first_diff = next(
-                (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), None
-            )
-            if first_diff is None:
-                return None if len(after) >= len(before) else len(after)
-            return first_diff
-        user = self.messages[-1]
-        assert isinstance(user, UserMessage)
-        return self.builder.append_user(user, enable_thinking=enable_thinking).diverged_at
-
-
-@dataclass
 class _Tally:
     """Running counts the policy and the limits read."""
 
     usage: Usage = field(default_factory=Usage)
     tool_calls: int = 0
     failures: int = 0
-    errors_by_tool: Counter[str] = field(default_factory=Counter)
+    tool_errors: int = 0
+    """Failed tool calls in this run, all tools together (for ``max_tool_errors``)."""
+    errors_in_a_row: Counter[str] = field(default_factory=Counter)
+    """Each tool's failed calls since its last success (for its ``max_retries``)."""
     last_failed: bool = False
     last_had_calls: bool = False
     last_hit_budget: bool = False
@@ -166,31 +96,13 @@ class _Tally:
     soft_switch: bool | None = None
     """The user's /think or /no_think; only user and system turns set it, so once a task."""
 
-
-def _state(
-    s: LoopSettings,
-    step: int,
-    task_tokens: int,
-    tally: _Tally,
-    thinking: bool | None,
-) -> RunState:
-    """The snapshot of the run the policy decides from."""
-    return RunState(
-        step=step,
-        task_tokens=task_tokens,
-        num_tools=len(s.tools),
-        capability=s.capability,
-        tool_calls_so_far=tally.tool_calls,
-        failures_so_far=tally.failures,
-        last_step_failed=tally.last_failed,
-        last_step_had_calls=tally.last_had_calls,
-        last_thinking_hit_budget=tally.last_hit_budget,
-        thinking_steps=tally.thinking_steps,
-        thinking_tokens_used=tally.thinking_tokens,
-        max_steps=s.options.max_steps,
-        soft_switch=tally.soft_switch,
-        user_enable_thinking=thinking,
-    )
+    def count_generation(self, mode: StepMode, generation: BudgetedGeneration) -> None:
+        """Count a step's completion: its usage, its thinking, whether it hit the budget."""
+        self.usage += generation.usage
+        if mode.thinking:
+            self.thinking_steps += 1
+            self.thinking_tokens += generation.usage.reasoning_tokens
+        self.last_hit_budget = generation.hit_budget
 
 
 def _template_thinking(s: LoopSettings, mode: StepMode) -> bool | None:
@@ -204,15 +116,6 @@ def _constraint(s: LoopSettings, step: int) -> ToolCallConstraint | None:
     choice = s.options.tool_choice
     chosen = s.tools.values() if choice == "required" else [s.tools[choice]]
     return ToolCallConstraint(tools=tuple(t.schema() for t in chosen), required=True)
-
-
-def _assistant(parsed: Parsed) -> AssistantMessage:
-    """The assistant turn as a message; unparseable call blocks stay visible in the content."""
-    broken = "\n".join(e.raw for e in parsed.errors)
-    content = f"{parsed.content}\n{broken}".strip("\n") if broken else parsed.content
-    return AssistantMessage(
-        content=content, reasoning_content=parsed.reasoning, tool_calls=list(parsed.tool_calls)
-    )
 
 
 def parse_generation(
@@ -249,37 +152,6 @@ def _stream_events(
 def _is_failure(result: ToolResult) -> bool:
     """An error, or an empty result: both send the policy into recovery."""
     return result.is_error or not result.content.strip()
-
-
-def _step_record(
-    index: int,
-    mode: StepMode,
-    generation: BudgetedGeneration,
-    parsed: Parsed,
-    started_at: float,
-    latency: float,
-    results: Sequence[ToolResult] = (),
-    *,
-    diverged_at: int | None = None,
-    redone: bool = False,
-) -> StepRecord:
-    return StepRecord(
-        index=index,
-        thinking=mode.thinking,
-        budget=mode.budget,
-        reason=mode.reason,
-        usage=generation.usage,
-        latency_s=latency,
-        reasoning=parsed.reasoning,
-        content=parsed.content,
-        tool_calls=tuple(parsed.calls),
-        tool_results=tuple(results),
-        hit_budget=generation.hit_budget,
-        finish_reason=generation.finish_reason,
-        prompt_diverged_at=diverged_at,
-        redone=redone,
-        started_at=started_at,
-    )
 
 
 async def _run_tools(
@@ -367,9 +239,13 @@ def _account(
     tally.failures += len(failed)
     tally.last_failed = bool(failed)
     tally.last_had_calls = True
-    for r in results:
+    for r in results:  # in call order: a success resets its tool's count
+        name = r.name or "<unparsed>"
         if r.is_error:
-            tally.errors_by_tool[r.name or "<unparsed>"] += 1
+            tally.tool_errors += 1
+            tally.errors_in_a_row[name] += 1
+        else:
+            tally.errors_in_a_row.pop(name, None)
     return _retry_budget_spent(s, tally)
 
 
@@ -390,17 +266,346 @@ async def _compact(s: LoopSettings, conv: Conversation, tally: _Tally) -> bool:
         request = GenerationRequest(prompt_ids=tuple(prompt), sampling=sampling_for(False))
         generation = await s.runtime.generate(request)
         tally.usage += generation.usage
-        if generation.ids_exact:
-            return parse_ids(generation.token_ids, s.runtime.tokenizer).content
-        return parse(generation.text).content
+        return parse_generation(s.runtime.tokenizer, generation).content
 
     fitted = await window.fit(conv.messages, summarize, [t.schema() for t in s.tools.values()])
-    conv.messages[:] = fitted.messages
-    conv.needs_render = True
-    conv.compact_floor = fitted.tokens_after + window.max_tokens // 10
-    if conv.recorder is not None:
-        conv.recorder.replace(conv.messages)
+    conv.compacted(fitted.messages, fitted.tokens_after + window.max_tokens // 10)
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The model answered: the run ends with ``answer`` (``truncated`` if cut at the limit)."""
+
+    answer: str
+    reasoning: str | None
+    status: RunStatus = "answer"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunAgain:
+    """The step's tools ran: the next step goes on from their results."""
+
+    tool_messages: tuple[ToolMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RedoWithThinking:
+    """The policy asked for the answer once more, in ``mode`` (with thinking)."""
+
+    mode: StepMode
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The run ends without an answer: a limit, a spent retry budget, an error, cancellation."""
+
+    status: RunStatus
+    detail: str
+    error: BaseException | None = None
+
+
+StepOutcome = Answered | RunAgain | RedoWithThinking | Stopped
+"""What one step of :func:`run_task` decided: end the run, or which step comes next."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Generated:
+    """One step's completion, parsed, with what its step record needs."""
+
+    index: int
+    mode: StepMode
+    request: GenerationRequest
+    generation: BudgetedGeneration
+    parsed: Parsed
+    started_at: float
+    latency: float
+
+    def record(
+        self,
+        results: Sequence[ToolResult] = (),
+        *,
+        diverged_at: int | None = None,
+        redone: bool = False,
+    ) -> StepRecord:
+        """The step's record, with its tools' results."""
+        generation, parsed, mode = self.generation, self.parsed, self.mode
+        return StepRecord(
+            index=self.index,
+            thinking=mode.thinking,
+            budget=mode.budget,
+            reason=mode.reason,
+            usage=generation.usage,
+            latency_s=self.latency,
+            reasoning=parsed.reasoning,
+            content=parsed.content,
+            tool_calls=tuple(parsed.calls),
+            tool_results=tuple(results),
+            hit_budget=generation.hit_budget,
+            finish_reason=generation.finish_reason,
+            prompt_diverged_at=diverged_at,
+            redone=redone,
+            started_at=self.started_at,
+        )
+
+
+@dataclass
+class _TaskRun:
+    """One task's run: the state its steps share, and the steps themselves."""
+
+    s: LoopSettings
+    conv: Conversation
+    stream: bool
+    thinking: bool | None
+    pending: Sequence[ToolCall | ToolCallError]
+    """The interrupted step's calls still to run (when resuming)."""
+    first_message: int
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    tally: _Tally = field(default_factory=_Tally)
+    steps: list[StepRecord] = field(default_factory=list)
+    step: int = 0
+    mode: StepMode = field(init=False)
+    task_tokens: int = 0
+    schemas: tuple[dict[str, Any], ...] = ()
+    in_flight: int | None = None
+    """Prompt tokens of the request in progress; ``None`` between requests."""
+    streamed: int = 0
+    """Completion tokens the request in progress has streamed so far."""
+    outcome: StepOutcome | None = None
+    """What the last step decided (:meth:`run_step` sets it)."""
+
+    @classmethod
+    def open(
+        cls,
+        s: LoopSettings,
+        conv: Conversation,
+        task: str | None,
+        stream: bool,
+        thinking: bool | None,
+    ) -> _TaskRun:
+        """Add the task's user message (none when resuming) and set up the run's state."""
+        pending = pending_tool_calls(conv.messages) if task is None else []
+        run = cls(s, conv, stream, thinking, pending, first_message=len(conv.messages))
+        if task is not None:
+            conv.add(UserMessage(content=task))
+        query = next((m.content for m in reversed(conv.messages) if isinstance(m, UserMessage)), "")
+        run.task_tokens = s.runtime.tokenizer.count(query)
+        run.tally.soft_switch = soft_switch(conv.messages)
+        run.schemas = tuple(t.schema() for t in s.tools.values())
+        return run
+
+    def state(self) -> RunState:
+        """The snapshot of the run the policy decides from."""
+        s, tally = self.s, self.tally
+        return RunState(
+            step=self.step,
+            task_tokens=self.task_tokens,
+            num_tools=len(s.tools),
+            capability=s.capability,
+            tool_calls_so_far=tally.tool_calls,
+            failures_so_far=tally.failures,
+            last_step_failed=tally.last_failed,
+            last_step_had_calls=tally.last_had_calls,
+            last_thinking_hit_budget=tally.last_hit_budget,
+            thinking_steps=tally.thinking_steps,
+            thinking_tokens_used=tally.thinking_tokens,
+            max_steps=s.options.max_steps,
+            soft_switch=tally.soft_switch,
+            user_enable_thinking=self.thinking,
+        )
+
+    async def start(self) -> None:
+        """Finish an interrupted step's calls, compact if due, and open the first step."""
+        s, conv = self.s, self.conv
+        if self.pending:
+            ctx = RunContext(deps=s.deps, run_id=self.run_id, step=0, messages=tuple(conv.messages))
+            results = await _run_tools(s, conv, self.pending, ctx)
+            _account(s, self.tally, self.pending, results)
+            conv.close_step([r.to_message() for r in results], {"resumed_calls": len(self.pending)})
+        await _compact(s, conv, self.tally)
+        self.mode = s.policy.decide(self.state())
+        conv.begin(_template_thinking(s, self.mode))
+
+    async def run_step(self) -> AsyncGenerator[Event, None]:
+        """One step: generate; then answer, redo with thinking, or run the calls.
+
+        The step's events are yielded; what it decided is left in :attr:`outcome`.
+        """
+        yield StepStart(self.step, self.mode)
+        generated: _Generated | None = None
+        async with contextlib.aclosing(self._generate()) as items:
+            async for item in items:
+                if isinstance(item, _Generated):
+                    generated = item
+                else:
+                    yield item
+        assert generated is not None
+        calls = generated.parsed.calls
+        if not self.stream:
+            for call in calls:
+                yield ToolCallEvent(self.step, call)
+        diverged = self.conv.take_divergence()
+        if calls:
+            async with contextlib.aclosing(self._act(generated, diverged)) as events:
+                async for event in events:
+                    yield event
+            return
+        redo = self._redo_mode(generated)
+        record = generated.record(diverged_at=diverged, redone=redo is not None)
+        self.outcome = (
+            RedoWithThinking(redo) if redo is not None else self._answer(generated, record)
+        )
+        self.steps.append(record)
+        yield StepEnd(record)
+
+    def _request(self, constraint: ToolCallConstraint | None) -> GenerationRequest:
+        s, mode = self.s, self.mode
+        sampling = mode.sampling
+        cap = s.options.max_tokens
+        if cap is not None and sampling.max_tokens > cap:
+            sampling = sampling.with_(max_tokens=cap)
+        return GenerationRequest(
+            prompt_ids=self.conv.builder.ids,
+            sampling=sampling,
+            constraint=constraint,
+            messages=tuple(self.conv.messages),
+            tools=self.schemas,
+            enable_thinking=_template_thinking(s, mode),
+            request_id=f"{self.run_id}-{self.step}",
+        )
+
+    async def _generate(self) -> AsyncGenerator[Event | _Generated, None]:
+        """Generate the step's completion (thinking under its budget when asked), parse it."""
+        s, mode, tok = self.s, self.mode, self.s.runtime.tokenizer
+        prompt_open = s.capability == "thinking_only"
+        if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
+            self.conv.builder.append_text("<think>\n", trusted=True)
+        # streamed deltas are parsed as they come; otherwise the whole completion, once
+        parser = None
+        if self.stream:
+            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok, step=self.step)
+        constraint = _constraint(s, self.step)
+        request = self._request(constraint)
+        started, started_at = time.perf_counter(), time.time()
+        generation: BudgetedGeneration | None = None
+        # what this request has cost so far, counted if the run is cancelled before it ends
+        self.in_flight, self.streamed = len(request.prompt_ids), 0
+        budget = mode.budget if mode.thinking else None
+        async for item in generate_with_budget(
+            s.runtime, request, budget, model_opens_think=not prompt_open, stream=self.stream
+        ):
+            if isinstance(item, TextDelta):
+                assert parser is not None  # runtimes yield deltas only when streaming
+                self.streamed += len(item.token_ids)
+                for event in _stream_events(parser, item, constrained=constraint is not None):
+                    yield event
+            else:
+                generation = item
+        assert generation is not None
+        latency = time.perf_counter() - started
+        parsed = parse_generation(
+            tok, generation, thinking_started=prompt_open, constrained=constraint is not None
+        )
+        self.in_flight = None
+        self.tally.count_generation(mode, generation)
+        yield _Generated(self.step, mode, request, generation, parsed, started_at, latency)
+
+    def _redo_mode(self, generated: _Generated) -> StepMode | None:
+        """The mode to ask for the answer again in, if the policy wants that and steps remain."""
+        policy = self.s.policy
+        if generated.mode.thinking or not isinstance(policy, ReconsideringPolicy):
+            return None
+        redo = policy.reconsider(self.state(), generated.parsed)
+        return redo if redo is not None and self.step + 1 < self.s.options.max_steps else None
+
+    def _answer(self, generated: _Generated, record: StepRecord) -> Answered:
+        """Add the answer to the conversation; the run ends with it."""
+        generation, parsed = generated.generation, generated.parsed
+        self.conv.add_assistant(parsed, generation.token_ids, generation.finish_reason)
+        self.conv.end_with_answer(record)
+        if generation.finish_reason == "length":
+            detail = _truncated_detail(generated.request, generation)
+            return Answered(parsed.content, parsed.reasoning, "truncated", detail)
+        return Answered(parsed.content, parsed.reasoning)
+
+    async def _act(
+        self, generated: _Generated, diverged: int | None
+    ) -> AsyncGenerator[Event, None]:
+        """Run the step's calls concurrently, answer each in call order, check the limits."""
+        s, conv, calls = self.s, self.conv, generated.parsed.calls
+        generation = generated.generation
+        conv.add_assistant(generated.parsed, generation.token_ids, generation.finish_reason)
+        ctx = RunContext(
+            deps=s.deps, run_id=self.run_id, step=self.step, messages=tuple(conv.messages)
+        )
+        results: list[ToolResult] = []
+        async with contextlib.aclosing(_run_tools_reporting(s, conv, calls, ctx)) as reports:
+            async for progress_or_results in reports:
+                if isinstance(progress_or_results, ToolProgress):
+                    yield progress_or_results
+                else:
+                    results = progress_or_results
+        for tool_result in results:
+            yield ToolResultEvent(self.step, tool_result)
+        stop = _account(s, self.tally, calls, results)
+        tool_messages = tuple(r.to_message() for r in results)
+        record = generated.record(results, diverged_at=diverged)
+        conv.close_step(tool_messages, record)
+        self.steps.append(record)
+        yield StepEnd(record)
+        over = s.options.usage_limits.exceeded(self.tally.usage)
+        if stop is not None:
+            self.outcome = Stopped("error", stop)
+        elif over is not None:
+            self.outcome = Stopped("usage_limit", over)
+        else:
+            self.outcome = RunAgain(tool_messages)
+
+    def redo(self, mode: StepMode) -> None:
+        """Ask for the answer again, in ``mode``, from the same generation prompt."""
+        self.mode = mode
+        self.conv.builder.reopen_generation(enable_thinking=_template_thinking(self.s, mode))
+        self.step += 1
+
+    async def advance(self, outcome: RunAgain) -> None:
+        """The next step's mode, then its prompt: the tools' results, or a compacted history."""
+        s, conv = self.s, self.conv
+        self.step += 1
+        self.mode = s.policy.decide(self.state())
+        enable_thinking = _template_thinking(s, self.mode)
+        if await _compact(s, conv, self.tally):
+            conv.begin(enable_thinking)
+        else:
+            conv.builder.append_tool_results(outcome.tool_messages, enable_thinking=enable_thinking)
+
+    def cancelled(self) -> Stopped:
+        """The run was cancelled: count the request it was waiting for (it ran, in part)."""
+        if self.in_flight is not None:
+            self.tally.usage += Usage(
+                prompt_tokens=self.in_flight, completion_tokens=self.streamed, requests=1
+            )
+        return Stopped("cancelled", "the run was cancelled")
+
+    def result(self, outcome: Answered | Stopped) -> RunResult:
+        """The run's result, from how it ended."""
+        answer, reasoning, error = "", None, None
+        if isinstance(outcome, Answered):
+            answer, reasoning = outcome.answer, outcome.reasoning
+        else:
+            error = outcome.error
+        return RunResult(
+            answer=answer,
+            reasoning=reasoning,
+            messages=list(self.conv.messages[self.first_message :]),
+            steps=self.steps,
+            usage=self.tally.usage,
+            status=outcome.status,
+            detail=outcome.detail,
+            run_id=self.run_id,
+            prompt_ids=self.conv.builder.ids.to_tuple(),
+            error=error,
+        )
 
 
 async def run_task(
@@ -419,207 +624,39 @@ async def run_task(
     the task that iterates this stops in-flight tools; the result then has status
     ``cancelled`` and what was done so far.
     """
-    run_id = uuid.uuid4().hex[:12]
-    tok = s.runtime.tokenizer
-    tally = _Tally()
-    steps: list[StepRecord] = []
-    first_message = len(conv.messages)
-    status: RunStatus = "step_limit"
-    detail = f"stopped after max_steps={s.options.max_steps} steps without an answer"
-    answer, reasoning = "", None
-    error: BaseException | None = None
-
-    pending = pending_tool_calls(conv.messages) if task is None else []
-    if task is not None:
-        conv.add(UserMessage(content=task))
-    query = next((m.content for m in reversed(conv.messages) if isinstance(m, UserMessage)), "")
-    task_tokens = tok.count(query)
-    tally.soft_switch = soft_switch(conv.messages)
-    schemas = tuple(t.schema() for t in s.tools.values())
-    step = 0
-    in_flight: int | None = None  # prompt tokens of the request in progress, None between
-    streamed = 0  # and the completion tokens it has streamed so far
-    try:
-        if pending:  # resuming: finish the interrupted step's tool calls first
-            ctx = RunContext(deps=s.deps, run_id=run_id, step=0, messages=tuple(conv.messages))
-            results = await _run_tools(s, conv, pending, ctx)
-            _account(s, tally, pending, results)
-            conv.close_step([r.to_message() for r in results], {"resumed_calls": len(pending)})
-        await _compact(s, conv, tally)
-        mode = s.policy.decide(_state(s, 0, task_tokens, tally, thinking))
-        diverged_at = conv.open_task(_template_thinking(s, mode))
-        conv.needs_render = True  # until the task ends cleanly with an answer
-
-        while step < s.options.max_steps:
-            # 1. generate this step's completion (thinking under its budget when asked)
-            yield StepStart(step, mode)
-            prompt_open = s.capability == "thinking_only"
-            if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
-                conv.builder.append_text("<think>\n", trusted=True)
-            # streamed deltas are parsed as they come; otherwise the whole completion, once
-            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok) if stream else None
-            constraint = _constraint(s, step)
-            constrained = constraint is not None
-            sampling = mode.sampling
-            if s.options.max_tokens is not None and sampling.max_tokens > s.options.max_tokens:
-                sampling = sampling.with_(max_tokens=s.options.max_tokens)
-            request = GenerationRequest(
-                prompt_ids=conv.builder.ids,
-                sampling=sampling,
-                constraint=constraint,
-                messages=tuple(conv.messages),
-                tools=schemas,
-                enable_thinking=_template_thinking(s, mode),
-                request_id=f"{run_id}-{step}",
-            )
-            started, started_at = time.perf_counter(), time.time()
-            generation: BudgetedGeneration | None = None
-            # what this request has cost so far, counted if the run is cancelled before it ends
-            in_flight, streamed = len(request.prompt_ids), 0
-            async for item in generate_with_budget(
-                s.runtime,
-                request,
-                mode.budget if mode.thinking else None,
-                model_opens_think=not prompt_open,
-                stream=stream,
-            ):
-                if isinstance(item, TextDelta):
-                    assert parser is not None  # runtimes yield deltas only when streaming
-                    streamed += len(item.token_ids)
-                    for ev in _stream_events(parser, item, constrained=constrained):
-                        if isinstance(ev, ReasoningDelta):
-                            yield ReasoningDelta(step, ev.text)
-                        elif isinstance(ev, ContentDelta):
-                            yield ContentDelta(step, ev.text)
-                        elif isinstance(ev, ToolCallEvent):
-                            yield ToolCallEvent(step, ev.call)
-                else:
-                    generation = item
-            assert generation is not None
-            latency = time.perf_counter() - started
-            parsed = parse_generation(
-                tok, generation, thinking_started=prompt_open, constrained=constrained
-            )
-            in_flight = None
-            tally.usage += generation.usage
-            if mode.thinking:
-                tally.thinking_steps += 1
-                tally.thinking_tokens += generation.usage.reasoning_tokens
-            tally.last_hit_budget = generation.hit_budget
-            calls = parsed.calls
-            if not stream:
-                for call in calls:
-                    yield ToolCallEvent(step, call)
-            diverged, diverged_at = diverged_at, None  # reported on the step that saw it
-
-            # 2. a final answer: the policy may ask for it once more, with thinking
-            if not calls:
-                redo = None
-                if not mode.thinking and isinstance(s.policy, ReconsideringPolicy):
-                    state = _state(s, step, task_tokens, tally, thinking)
-                    redo = s.policy.reconsider(state, parsed)
-                if redo is not None and step + 1 < s.options.max_steps:
-                    record = _step_record(
-                        step,
-                        mode,
-                        generation,
-                        parsed,
-                        started_at,
-                        latency,
-                        diverged_at=diverged,
-                        redone=True,
-                    )
-                    steps.append(record)
-                    yield StepEnd(record)
-                    mode = redo
-                    conv.builder.reopen_generation(enable_thinking=_template_thinking(s, mode))
-                    step += 1
-                    continue
-                message = _assistant(parsed)
-                conv.builder.append_generation(
-                    generation.token_ids, message=message, finish_reason=generation.finish_reason
-                )
-                conv.add(message)
-                record = _step_record(
-                    step, mode, generation, parsed, started_at, latency, diverged_at=diverged
-                )
-                conv.close_step([], record)
-                conv.needs_render = False
-                steps.append(record)
-                yield StepEnd(record)
-                status, detail = "answer", ""
-                if generation.finish_reason == "length":
-                    status, detail = "truncated", _truncated_detail(request, generation)
-                answer, reasoning = parsed.content, parsed.reasoning
-                break
-
-            # 3. tool calls: run them concurrently, answer each in call order
-            message = _assistant(parsed)
-            conv.builder.append_generation(
-                generation.token_ids, message=message, finish_reason=generation.finish_reason
-            )
-            conv.add(message)
-            ctx = RunContext(deps=s.deps, run_id=run_id, step=step, messages=tuple(conv.messages))
-            results = []
-            async for progress_or_results in _run_tools_reporting(s, conv, calls, ctx):
-                if isinstance(progress_or_results, ToolProgress):
-                    yield progress_or_results
-                else:
-                    results = progress_or_results
-            for tool_result in results:
-                yield ToolResultEvent(step, tool_result)
-            stop = _account(s, tally, calls, results)
-            tool_messages = [r.to_message() for r in results]
-            record = _step_record(
-                step, mode, generation, parsed, started_at, latency, results, diverged_at=diverged
-            )
-            conv.close_step(tool_messages, record)
-            steps.append(record)
-            yield StepEnd(record)
-            step += 1
-
-            # 4. budgets and limits, then the next step's mode and generation prompt
-            if stop is not None:
-                status, detail = "error", stop
-                break
-            over = s.options.usage_limits.exceeded(tally.usage)
-            if over is not None:
-                status, detail = "usage_limit", over
-                break
-            mode = s.policy.decide(_state(s, step, task_tokens, tally, thinking))
-            if await _compact(s, conv, tally):
-                diverged_at = conv.open_task(_template_thinking(s, mode))
-                conv.needs_render = True
-            else:
-                conv.builder.append_tool_results(
-                    tool_messages, enable_thinking=_template_thinking(s, mode)
-                )
-    except anyio.get_cancelled_exc_class():
-        status, detail = "cancelled", "the run was cancelled"
-        if in_flight is not None:  # the request it was waiting for ran (in part): count it
-            tally.usage += Usage(prompt_tokens=in_flight, completion_tokens=streamed, requests=1)
-    except RuntimeError_ as exc:
-        status, detail, error = "error", str(exc), exc
-    except ContextOverflowError as exc:
-        status, error = "error", exc
-        detail = (
-            f"{exc} Start a new session, shorten the task, or use a longer context "
-            "(Agent(context_window=ContextWindow(max_tokens=131072)) with YaRN enabled)."
-        )
-
-    result = RunResult(
-        answer=answer,
-        reasoning=reasoning,
-        messages=list(conv.messages[first_message:]),
-        steps=steps,
-        usage=tally.usage,
-        status=status,
-        detail=detail,
-        run_id=run_id,
-        prompt_ids=conv.builder.ids.to_tuple(),
-        error=error,
+    run = _TaskRun.open(s, conv, task, stream, thinking)
+    limit = s.options.max_steps
+    end: Answered | Stopped = Stopped(
+        "step_limit", f"stopped after max_steps={limit} steps without an answer"
     )
-    yield FinalResult(result)
+    try:
+        await run.start()
+        while run.step < limit:
+            async with contextlib.aclosing(run.run_step()) as events:
+                async for event in events:
+                    yield event
+            outcome, run.outcome = run.outcome, None
+            if isinstance(outcome, RedoWithThinking):
+                run.redo(outcome.mode)
+            elif isinstance(outcome, RunAgain):
+                await run.advance(outcome)
+            else:
+                assert outcome is not None  # every step ends with its outcome
+                end = outcome
+                break
+    except anyio.get_cancelled_exc_class():
+        end = run.cancelled()
+    except RuntimeError_ as exc:
+        end = Stopped("error", str(exc), exc)
+    except ContextOverflowError as exc:
+        end = Stopped("error", f"{exc} {_LONGER_CONTEXT}", exc)
+    yield FinalResult(run.result(end))
+
+
+_LONGER_CONTEXT = (
+    "Start a new session, shorten the task, or use a longer context "
+    "(Agent(context_window=ContextWindow(max_tokens=131072)) with YaRN enabled)."
+)
 
 
 def _truncated_detail(request: GenerationRequest, generation: BudgetedGeneration) -> str:
@@ -635,14 +672,14 @@ def _truncated_detail(request: GenerationRequest, generation: BudgetedGeneration
 
 def _retry_budget_spent(s: LoopSettings, tally: _Tally) -> str | None:
     """Why the run must stop because tools keep failing, or ``None``."""
-    for name, count in tally.errors_by_tool.items():
+    for name, count in tally.errors_in_a_row.items():
         tool = s.tools.get(name)
         if tool is not None and count > tool.max_retries:
             return (
-                f"tool {name!r} failed {count} times, more than its max_retries="
+                f"tool {name!r} failed {count} times in a row, more than its max_retries="
                 f"{tool.max_retries}; see the step records for its errors"
             )
-    total = sum(tally.errors_by_tool.values())
+    total = tally.tool_errors
     limit = s.options.max_tool_errors
     if total > limit:
         return (

@@ -35,7 +35,8 @@ class RunOptions:
     usage_limits: UsageLimits = field(default_factory=UsageLimits)
     """Caps on requests and tokens; reaching one ends the run with status ``usage_limit``."""
     max_tool_errors: int = 8
-    """Most failed tool calls in one run (all tools together) before it ends with ``error``."""
+    """Most failed tool calls in one run, all tools together, before it ends with ``error``
+    (successes do not reset it; each tool's own ``max_retries`` counts failures in a row)."""
     tool_timeout: float | None = 60.0
     """Seconds a tool call may take unless the tool sets its own; ``None``: no limit."""
     max_output_chars: int = 16_000

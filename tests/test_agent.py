@@ -257,6 +257,29 @@ async def test_retry_budget_ends_the_run_with_a_clear_status() -> None:
     assert len(result.steps) == 2
 
 
+async def test_max_retries_counts_failures_in_a_row_and_a_success_resets_it() -> None:
+    @tool(max_retries=1)
+    def flaky(n: int) -> str:
+        """Fails on odd attempts.
+
+        Args:
+            n: The attempt.
+        """
+        if n % 2:
+            raise RuntimeError("backend down")
+        return "ok"
+
+    # fail, ok, fail, ok, fail, fail: only the last two are two failures in a row
+    script = [call("flaky", n=n) for n in (1, 2, 3, 4, 5, 7)] + ["Done."]
+    agent = Agent(runtime=ScriptedRuntime(script), tools=[flaky], policy=NeverThink())
+    result = await agent.arun("Use flaky.")
+
+    assert result.status == "error"
+    assert "'flaky' failed 2 times in a row" in result.detail
+    assert "max_retries=1" in result.detail
+    assert len(result.steps) == 6
+
+
 async def test_step_limit() -> None:
     runtime = ScriptedRuntime([call("add", a=1, b=1)] * 3)
     agent = Agent(runtime=runtime, tools=[add], policy=NeverThink(), max_steps=3)

@@ -115,8 +115,10 @@ class Tool(ABC):
     timeout: float | None = None
     """Seconds one call may take; ``None`` uses the executor's default."""
     max_retries: int = 2
-    """How many failed calls in a row (invalid arguments, errors) the model gets for this tool
-    before the agent stops offering retries. Counted by the agent loop."""
+    """How many failed calls of this tool in a row (invalid arguments, errors, timeouts) the
+    model may retry: one more ends the run with status ``error``. A successful call resets the
+    count. Counted by the agent loop; ``RunOptions.max_tool_errors`` caps all failures of a
+    run together."""
     strict: bool = False
     """When true, the schema is rendered with ``"strict": true`` and arguments are validated
     without type coercion (function tools) and with unknown arguments rejected."""
