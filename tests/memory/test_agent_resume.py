@@ -39,6 +39,12 @@ def test_killed_run_resumes_from_its_last_completed_step(tmp_path: Path) -> None
         assert first.poll() is None, first.communicate()[1]
         assert time.monotonic() < deadline, "the run never reached the hanging call"
         time.sleep(0.05)
+    # add(1, 0) runs beside add(1, 1): kill only once its result is recorded (a call done but
+    # not yet recorded when its process dies may run again, by design)
+    while len(SessionStore(db).open("task-1").load().tool_results) < 3:
+        assert first.poll() is None, first.communicate()[1]
+        assert time.monotonic() < deadline, "add(1, 0)'s result was never recorded"
+        time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
 
