@@ -21,10 +21,12 @@ Design decisions (see ``docs/serving.md`` for the user-facing version):
   ``finish_reason`` is appended, so ``token_ids`` always end with the id that ended the turn.
 * Every request gets its own ``rid`` (the request's id plus a unique suffix): SGLang aborts a
   streaming request whose rid is reused, and a budget continuation is a new request.
-* ``max_new_tokens`` is clamped to what the context leaves after the prompt
-  (:func:`~q3agent.serving.base.fit_to_context`): SGLang rejects ``prompt + max_new_tokens >=
-  context_length`` outright. The context comes from the engine (``context_len``) or the
-  server (``/get_model_info``, ``/v1/models``).
+* ``max_new_tokens`` is clamped to what the context leaves after the prompt, by SGLang's own
+  rules (:func:`fit_to_sglang`): a prompt of ``context_length - 6`` tokens or more is a
+  :class:`~q3agent.serving.base.ContextLengthError` before it is sent (SGLang would answer
+  HTTP 400), and the completion gets at most ``context_length - prompt - 2`` tokens. The
+  context comes from the engine (``context_len``) or the server (``/get_model_info``,
+  ``/v1/models``).
 * Streaming: SGLang sends cumulative chunks by default and deltas under
   ``--incremental-streaming-output`` (older releases sent cumulative text with delta ids
   under ``--stream-output``). A chunk's ids are a delta when the ids received so far plus the
@@ -49,6 +51,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +68,7 @@ from q3agent.serving._http import (
     post_json,
 )
 from q3agent.serving.base import (
+    ContextLengthError,
     Generation,
     GenerationChunk,
     GenerationRequest,
@@ -362,6 +366,39 @@ class _SGLangCodec:
             ),
             requests=1,
         )
+
+
+SGLANG_INPUT_RESERVE = 6
+"""Positions below the context length a prompt may not reach on SGLang: its scheduler refuses
+a prompt of ``context_length - 6`` tokens or more (its ``max_req_input_len`` is the context
+minus 1 minus 5; "Input length (N tokens) exceeds the maximum allowed length", HTTP 400 from a
+server). Seen on SGLang 0.5.23 with ``--context-length 4096``: 4,089 tokens ran, 4,090 did not."""
+
+
+def fit_to_sglang(
+    request: GenerationRequest,
+    context_length: int | None,
+    *,
+    model: str = "",
+    max_tokens: int | None = None,
+) -> GenerationRequest:
+    """:func:`~q3agent.serving.base.fit_to_context` with SGLang's own limits.
+
+    A prompt SGLang would refuse (:data:`SGLANG_INPUT_RESERVE`) is a
+    :class:`~q3agent.serving.base.ContextLengthError` here, before anything is sent, and
+    ``max_tokens`` is clamped to ``context_length - prompt - 2``, the most SGLang's scheduler
+    lets a request write (it cuts longer ones there itself, with finish reason ``length``).
+    """
+    request = fit_to_context(request, context_length, model=model, max_tokens=max_tokens)
+    if context_length is None or context_length <= SGLANG_INPUT_RESERVE:
+        return request
+    prompt = len(request.prompt_ids)
+    if prompt >= context_length - SGLANG_INPUT_RESERVE:
+        raise ContextLengthError(prompt, context_length, model=model)
+    room = context_length - prompt - 2
+    if request.sampling.max_tokens <= room:
+        return request
+    return replace(request, sampling=request.sampling.with_(max_tokens=room))
 
 
 def unique_rid(request_id: str | None) -> str:
@@ -835,7 +872,7 @@ class SGLangRuntime(_CodecOwner):
         """Run one request on the engine and map its reply."""
         self.start()
         codec = self._codec_()
-        request = fit_to_context(
+        request = fit_to_sglang(
             request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
         )
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
@@ -855,7 +892,7 @@ class SGLangRuntime(_CodecOwner):
         """Run one request, yielding text as the engine produces it."""
         self.start()
         codec = self._codec_()
-        request = fit_to_context(
+        request = fit_to_sglang(
             request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
         )
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
@@ -1031,7 +1068,7 @@ class RemoteSGLangRuntime(_CodecOwner):
         return self._context_length
 
     async def _fit(self, request: GenerationRequest) -> GenerationRequest:
-        return fit_to_context(
+        return fit_to_sglang(
             request,
             await self.fetch_context_length(),
             model=self.model_name,
