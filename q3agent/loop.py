@@ -3,6 +3,11 @@
 One task of a conversation runs here, top to bottom. Everything around it (runtimes, the
 prompt builder, the parser, tool execution, policies) lives in its own module; this file only
 decides what happens in which order and what is recorded.
+
+:func:`run_task` reads in one screen: finish an interrupted step, then run one step at a time
+(:meth:`_TaskRun.run_step`: generate, then answer, redo with thinking, or run the calls), each
+step leaving a :data:`StepOutcome` that says whether and how the run goes on, then build the
+result. The history and its prompt ids live in :class:`~q3agent.conversation.Conversation`.
 """
 
 from __future__ import annotations
