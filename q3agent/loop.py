@@ -373,6 +373,7 @@ class _TaskRun:
     mode: StepMode = field(init=False)
     task_tokens: int = 0
     schemas: tuple[dict[str, Any], ...] = ()
+    tok: Qwen3Tokenizer = field(init=False)
     in_flight: int | None = None
     """Prompt tokens of the request in progress; ``None`` between requests."""
     streamed: int = 0
@@ -398,6 +399,7 @@ class _TaskRun:
         run.task_tokens = s.runtime.tokenizer.count(query)
         run.tally.soft_switch = soft_switch(conv.messages)
         run.schemas = tuple(t.schema() for t in s.tools.values())
+        run.tok = s.runtime.tokenizer
         return run
 
     def state(self) -> RunState:
@@ -437,113 +439,47 @@ class _TaskRun:
 
         The step's events are yielded; what it decided is left in :attr:`outcome`.
         """
-        yield StepStart(self.step, self.mode)
-        generated: _Generated | None = None
-        async with contextlib.aclosing(self._generate()) as items:
-            async for item in items:
-                if isinstance(item, _Generated):
-                    generated = item
-                else:
-                    yield item
-        assert generated is not None
-        calls = generated.parsed.calls
-        if not self.stream:
-            for call in calls:
-                yield ToolCallEvent(self.step, call)
-        diverged = self.conv.take_divergence()
-        if calls:
-            async with contextlib.aclosing(self._act(generated, diverged)) as events:
-                async for event in events:
-                    yield event
-            return
-        redo = self._redo_mode(generated)
-        record = generated.record(diverged_at=diverged, redone=redo is not None)
-        self.outcome = (
-            RedoWithThinking(redo) if redo is not None else self._answer(generated, record)
-        )
-        self.steps.append(record)
-        yield StepEnd(record)
-
-    def _request(self, constraint: ToolCallConstraint | None) -> GenerationRequest:
-        s, mode = self.s, self.mode
-        sampling = mode.sampling
-        cap = s.options.max_tokens
-        if cap is not None and sampling.max_tokens > cap:
-            sampling = sampling.with_(max_tokens=cap)
-        return GenerationRequest(
-            prompt_ids=self.conv.builder.ids,
-            sampling=sampling,
-            constraint=constraint,
-            messages=tuple(self.conv.messages),
-            tools=self.schemas,
-            enable_thinking=_template_thinking(s, mode),
-            request_id=f"{self.run_id}-{self.step}",
-        )
-
-    async def _generate(self) -> AsyncGenerator[Event | _Generated, None]:
-        """Generate the step's completion (thinking under its budget when asked), parse it."""
-        s, mode, tok = self.s, self.mode, self.s.runtime.tokenizer
+        s, conv, step = self.s, self.conv, self.step
+        yield StepStart(step, self.mode)
+        # 1. generate the completion (thinking under its budget when asked)
         prompt_open = s.capability == "thinking_only"
         if prompt_open:  # Thinking-2507: the template's generation prompt opens <think>
-            self.conv.builder.append_text("<think>\n", trusted=True)
+            conv.builder.append_text("<think>\n", trusted=True)
         # streamed deltas are parsed as they come; otherwise the whole completion, once
         parser = None
         if self.stream:
-            parser = StreamParser(thinking_started=prompt_open, tokenizer=tok, step=self.step)
-        constraint = _constraint(s, self.step)
-        request = self._request(constraint)
+            parser = StreamParser(thinking_started=prompt_open, tokenizer=self.tok, step=step)
+        request = self._request()
+        constrained = request.constraint is not None
         started, started_at = time.perf_counter(), time.time()
         generation: BudgetedGeneration | None = None
         # what this request has cost so far, counted if the run is cancelled before it ends
         self.in_flight, self.streamed = len(request.prompt_ids), 0
-        budget = mode.budget if mode.thinking else None
+        budget = self.mode.budget if self.mode.thinking else None
         async for item in generate_with_budget(
             s.runtime, request, budget, model_opens_think=not prompt_open, stream=self.stream
         ):
             if isinstance(item, TextDelta):
                 assert parser is not None  # runtimes yield deltas only when streaming
                 self.streamed += len(item.token_ids)
-                for event in _stream_events(parser, item, constrained=constraint is not None):
+                for event in _stream_events(parser, item, constrained=constrained):
                     yield event
             else:
                 generation = item
         assert generation is not None
-        latency = time.perf_counter() - started
-        parsed = parse_generation(
-            tok, generation, thinking_started=prompt_open, constrained=constraint is not None
-        )
-        self.in_flight = None
-        self.tally.count_generation(mode, generation)
-        yield _Generated(self.step, mode, request, generation, parsed, started_at, latency)
-
-    def _redo_mode(self, generated: _Generated) -> StepMode | None:
-        """The mode to ask for the answer again in, if the policy wants that and steps remain."""
-        policy = self.s.policy
-        if generated.mode.thinking or not isinstance(policy, ReconsideringPolicy):
-            return None
-        redo = policy.reconsider(self.state(), generated.parsed)
-        return redo if redo is not None and self.step + 1 < self.s.options.max_steps else None
-
-    def _answer(self, generated: _Generated, record: StepRecord) -> Answered:
-        """Add the answer to the conversation; the run ends with it."""
-        generation, parsed = generated.generation, generated.parsed
-        self.conv.add_assistant(parsed, generation.token_ids, generation.finish_reason)
-        self.conv.end_with_answer(record)
-        if generation.finish_reason == "length":
-            detail = _truncated_detail(generated.request, generation)
-            return Answered(parsed.content, parsed.reasoning, "truncated", detail)
-        return Answered(parsed.content, parsed.reasoning)
-
-    async def _act(
-        self, generated: _Generated, diverged: int | None
-    ) -> AsyncGenerator[Event, None]:
-        """Run the step's calls concurrently, answer each in call order, check the limits."""
-        s, conv, calls = self.s, self.conv, generated.parsed.calls
-        generation = generated.generation
+        generated = self._generated(request, generation, started, started_at, prompt_open)
+        calls = generated.parsed.calls
+        if not self.stream:
+            for call in calls:
+                yield ToolCallEvent(step, call)
+        diverged = conv.take_divergence()  # reported on the step that saw it
+        # 2. an answer (the policy may ask for it once more, with thinking) ...
+        if not calls:
+            yield StepEnd(self._answer_or_redo(generated, diverged))
+            return
+        # 3. ... or tool calls: run them concurrently, answer each in call order
         conv.add_assistant(generated.parsed, generation.token_ids, generation.finish_reason)
-        ctx = RunContext(
-            deps=s.deps, run_id=self.run_id, step=self.step, messages=tuple(conv.messages)
-        )
+        ctx = RunContext(deps=s.deps, run_id=self.run_id, step=step, messages=tuple(conv.messages))
         results: list[ToolResult] = []
         async with contextlib.aclosing(_run_tools_reporting(s, conv, calls, ctx)) as reports:
             async for progress_or_results in reports:
@@ -552,13 +488,76 @@ class _TaskRun:
                 else:
                     results = progress_or_results
         for tool_result in results:
-            yield ToolResultEvent(self.step, tool_result)
-        stop = _account(s, self.tally, calls, results)
+            yield ToolResultEvent(step, tool_result)
+        yield StepEnd(self._close_tools_step(generated, results, diverged))
+
+    def _request(self) -> GenerationRequest:
+        """The step's request: its prompt, sampling (capped at ``max_tokens``), constraint."""
+        s, mode = self.s, self.mode
+        sampling = mode.sampling
+        cap = s.options.max_tokens
+        if cap is not None and sampling.max_tokens > cap:
+            sampling = sampling.with_(max_tokens=cap)
+        return GenerationRequest(
+            prompt_ids=self.conv.builder.ids,
+            sampling=sampling,
+            constraint=_constraint(s, self.step),
+            messages=tuple(self.conv.messages),
+            tools=self.schemas,
+            enable_thinking=_template_thinking(s, mode),
+            request_id=f"{self.run_id}-{self.step}",
+        )
+
+    def _generated(
+        self,
+        request: GenerationRequest,
+        generation: BudgetedGeneration,
+        started: float,
+        started_at: float,
+        prompt_open: bool,
+    ) -> _Generated:
+        """Parse the completion and count it."""
+        latency = time.perf_counter() - started
+        constrained = request.constraint is not None
+        parsed = parse_generation(
+            self.tok, generation, thinking_started=prompt_open, constrained=constrained
+        )
+        self.in_flight = None
+        self.tally.count_generation(self.mode, generation)
+        return _Generated(self.step, self.mode, request, generation, parsed, started_at, latency)
+
+    def _answer_or_redo(self, generated: _Generated, diverged: int | None) -> StepRecord:
+        """End the run with the answer, or ask for it again (with thinking) if the policy wants
+        that and a step remains; the step's record."""
+        redo = None
+        policy = self.s.policy
+        if not generated.mode.thinking and isinstance(policy, ReconsideringPolicy):
+            redo = policy.reconsider(self.state(), generated.parsed)
+        if redo is not None and self.step + 1 < self.s.options.max_steps:
+            record = generated.record(diverged_at=diverged, redone=True)
+            self.outcome = RedoWithThinking(redo)
+        else:
+            generation, parsed = generated.generation, generated.parsed
+            self.conv.add_assistant(parsed, generation.token_ids, generation.finish_reason)
+            record = generated.record(diverged_at=diverged)
+            self.conv.end_with_answer(record)
+            self.outcome = Answered(parsed.content, parsed.reasoning)
+            if generation.finish_reason == "length":
+                detail = _truncated_detail(generated.request, generation)
+                self.outcome = Answered(parsed.content, parsed.reasoning, "truncated", detail)
+        self.steps.append(record)
+        return record
+
+    def _close_tools_step(
+        self, generated: _Generated, results: list[ToolResult], diverged: int | None
+    ) -> StepRecord:
+        """Count the step's calls, record it, and check the retry budgets and usage limits."""
+        s = self.s
+        stop = _account(s, self.tally, generated.parsed.calls, results)
         tool_messages = tuple(r.to_message() for r in results)
         record = generated.record(results, diverged_at=diverged)
-        conv.close_step(tool_messages, record)
+        self.conv.close_step(tool_messages, record)
         self.steps.append(record)
-        yield StepEnd(record)
         over = s.options.usage_limits.exceeded(self.tally.usage)
         if stop is not None:
             self.outcome = Stopped("error", stop)
@@ -566,6 +565,7 @@ class _TaskRun:
             self.outcome = Stopped("usage_limit", over)
         else:
             self.outcome = RunAgain(tool_messages)
+        return record
 
     def redo(self, mode: StepMode) -> None:
         """Ask for the answer again, in ``mode``, from the same generation prompt."""
