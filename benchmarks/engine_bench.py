@@ -71,7 +71,7 @@ from q3agent.serving.base import (
     RuntimeWrapper,
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
-from q3agent.serving.sglang_runtime import RemoteSGLangRuntime, SGLangRuntime
+from q3agent.serving.sglang_runtime import RemoteSGLangRuntime, SGLangRequestOptions, SGLangRuntime
 from q3agent.serving.testing_sglang import (
     ENGINE_KWARGS,
     SGLangServer,
@@ -174,7 +174,10 @@ def sglang_target(base_url: str) -> Target:
 
     def runtime(script: Script, engine_budget: bool) -> Runtime:
         return RemoteSGLangRuntime(
-            base_url, model_name=SERVED, engine_budget=engine_budget, **_sglang_script(script)
+            base_url,
+            model_name=SERVED,
+            engine_budget=engine_budget,
+            request_options=SGLangRequestOptions(**_sglang_script(script)),
         )
 
     version = _version(f"{base_url}/get_server_info")
@@ -193,7 +196,7 @@ def embedded_target(owner: SGLangRuntime, model: str) -> Target:
             tp_size=1,
             engine_factory=lambda **_: engine,
             engine_budget=engine_budget,
-            **_sglang_script(script),
+            request_options=SGLangRequestOptions(**_sglang_script(script)),
         )
 
     return Target("sglang-embedded", str(sglang.__version__), runtime, shared_engine=True)

@@ -164,8 +164,8 @@ class Agent:
         from_env = RuntimeSettings.from_env().max_tokens
         if from_env is not None:
             return from_env
-        own = getattr(runtime, "max_tokens", None)
-        if isinstance(own, int) and not isinstance(own, bool) and own >= 1:
+        own = runtime.max_tokens if runtime is not None else None
+        if own is not None and own >= 1:
             return own
         return DEFAULT_MAX_TOKENS
 
@@ -216,8 +216,8 @@ class Agent:
                 break
             except (UnknownModelError, OSError, ValueError):
                 continue
-        served = getattr(runtime, "context_length", None)  # what the engine really allows
-        if isinstance(served, int) and 0 < served < size:
+        served = runtime.context_length  # what the engine really allows
+        if served is not None and 0 < served < size:
             size = served
         return ContextWindow(runtime.tokenizer, max_tokens=size)
 
@@ -391,9 +391,7 @@ class AgentSession:
                     history.insert(0, SystemMessage(content=agent.system_prompt))
                     if self._recorder is not None:
                         self._recorder.replace(history)
-                fetch = getattr(runtime, "fetch_context_length", None)
-                if callable(fetch):  # a server runtime: learn its context before sizing
-                    await fetch()
+                await runtime.fetch_context_length()  # a server asks once, before sizing
                 builder = PromptBuilder(runtime.tokenizer, schemas)
                 conversation = self._conversation = Conversation(
                     builder,

@@ -169,10 +169,12 @@ def make_runtime(choice: ModelChoice, context_length: int | None = None) -> Runt
 
         return NoisyOracleRuntime()
     from q3agent.eval.bfcl_settings import yarn_factor
+    from q3agent.serving.base import RuntimeWrapper
     from q3agent.serving.sglang_runtime import SGLangRuntime
 
     runtime = choice.build_runtime()
-    engine = getattr(runtime, "inner", runtime)  # under a --max-tokens/--context-length limit
+    # under a --max-tokens/--context-length limit the engine is the wrapped runtime
+    engine = runtime.inner if isinstance(runtime, RuntimeWrapper) else runtime
     if isinstance(engine, SGLangRuntime) and yarn_factor(context_length) is not None:
         from q3agent.serving.select import select_runtime
 

@@ -12,19 +12,23 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
-from q3agent.serving.base import RuntimeError_, RuntimeUnavailableError
+from q3agent.serving.base import RuntimeBase, RuntimeError_, RuntimeUnavailableError
+
+if TYPE_CHECKING:
+    from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
 logger = logging.getLogger("q3agent.serving.http")
 
@@ -228,7 +232,7 @@ def _timeout_error(server: str, url: str, exc: Exception, timeout: float | None)
     limit = f" within {timeout:g} s" if timeout else ""
     return RuntimeTimeoutError(
         f"The {server} at {url} did not answer{limit} ({type(exc).__name__}). Long generations "
-        "need a larger timeout (timeout=...), or stream the request."
+        "need a larger timeout (http=HTTPOptions(timeout=...)), or stream the request."
     )
 
 
@@ -396,3 +400,85 @@ def auth_headers(api_key: str | None, extra: Mapping[str, str] | None = None) ->
     if extra:
         headers.update(extra)
     return headers
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPOptions:
+    """How a server runtime talks HTTP: timeouts, retries, extra headers.
+
+    ``timeout`` is the read timeout in seconds (a long generation must fit in it),
+    ``connect_timeout`` the time to open a connection; ``retry`` says what is retried and how
+    patiently; ``headers`` go with every request (the API key has its own parameter);
+    ``sleep`` is what backoff waits with (tests pass a recorder).
+    """
+
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    headers: Mapping[str, str] | None = None
+    sleep: Sleep = anyio.sleep
+
+
+ContextSource = tuple[str, tuple[str, ...]]
+"""A path on the server (after ``base_url``) and the JSON keys that may hold the context."""
+
+
+class HTTPRuntimeBase(RuntimeBase):
+    """What the server runtimes share: the HTTP client, the tokenizer made on first use, and
+    the context length given or asked of the server once (:meth:`fetch_context_length`)."""
+
+    base_url: str
+    _context_sources: Sequence[ContextSource] = ()
+    """Where :meth:`fetch_context_length` looks, in order (set by each subclass)."""
+    _served_model: str | None = None
+    """The model id to prefer among a ``/v1/models`` answer's entries."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        http: HTTPOptions | None,
+        tokenizer: Qwen3Tokenizer | str | os.PathLike[str] | None,
+        context_length: int | None,
+    ) -> None:
+        http = http or HTTPOptions()
+        self.http = http
+        self.retry = http.retry
+        self._sleep = http.sleep
+        self._client = httpx.AsyncClient(
+            headers=auth_headers(api_key, http.headers),
+            timeout=httpx.Timeout(http.timeout, connect=http.connect_timeout),
+        )
+        self._tokenizer_source = tokenizer
+        self._context_length = context_length
+        self._context_checked = context_length is not None
+
+    def _load_tokenizer(self) -> Qwen3Tokenizer:
+        from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+        return Qwen3Tokenizer.resolve(self._tokenizer_source)
+
+    @property
+    def context_length(self) -> int | None:
+        """The server's context length (given, or read on the first request; None if unknown)."""
+        return self._context_length
+
+    async def fetch_context_length(self) -> int | None:
+        """Ask the server for its context length once, at each of the runtime's sources in turn.
+
+        A server that answers none leaves it unknown: requests then go unclamped.
+        """
+        if self._context_checked:
+            return self._context_length
+        self._context_checked = True
+        for path, keys in self._context_sources:
+            url = f"{self.base_url}{path}"
+            found = await get_context_length(self._client, url, keys, model=self._served_model)
+            if found is not None:
+                self._context_length = found
+                break
+        return self._context_length
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the server keeps running)."""
+        await self._client.aclose()

@@ -99,9 +99,30 @@ class GenerationChunk:
     prefill cost."""
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeCapabilities:
+    """What a runtime supports beyond the protocol's minimum.
+
+    Callers branch on these flags, never on a runtime's class or on probing its attributes.
+    """
+
+    token_ids: bool = True
+    """Prompts go in as token ids and completions come back as the ids the model sampled
+    (``False``: a server that takes and returns text only; see :attr:`Generation.ids_exact`)."""
+    tool_call_constraint: bool = False
+    """``GenerationRequest.constraint`` is enforced by a grammar while decoding."""
+    engine_budget: bool = False
+    """``GenerationRequest.engine_budget`` is applied inside the engine, so a thinking-budget
+    hit stays one request (:mod:`q3agent.serving.engine_budget`)."""
+
+
 @runtime_checkable
 class Runtime(Protocol):
-    """Anything that can run a Qwen3 model for the agent loop."""
+    """Anything that can run a Qwen3 model for the agent loop.
+
+    Subclass :class:`RuntimeBase` (or :class:`RuntimeWrapper`) to get the defaults for
+    everything but :meth:`generate`, :meth:`stream` and :attr:`model_name`.
+    """
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
@@ -111,6 +132,25 @@ class Runtime(Protocol):
     @property
     def model_name(self) -> str:
         """A human-readable model name for traces and errors."""
+        ...
+
+    @property
+    def capabilities(self) -> RuntimeCapabilities:
+        """What this runtime supports (token-id prompts, constraints, in-engine budget)."""
+        ...
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The runtime's own cap on completion tokens per request (``None``: none)."""
+        ...
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens of context (prompt plus completion) the model allows, when known now."""
+        ...
+
+    async def fetch_context_length(self) -> int | None:
+        """The context length, learning it first where that takes a request (servers ask once)."""
         ...
 
     async def generate(self, request: GenerationRequest) -> Generation:
@@ -124,6 +164,49 @@ class Runtime(Protocol):
     async def aclose(self) -> None:
         """Release what the runtime holds (engine, HTTP client, GPU memory)."""
         ...
+
+
+class RuntimeBase:
+    """Defaults every runtime shares: a tokenizer made on first use, no declared context,
+    no completion cap, default :class:`RuntimeCapabilities`, nothing to close.
+
+    A subclass sets ``_tokenizer`` (or overrides :meth:`_load_tokenizer`) and implements
+    ``model_name``, ``generate`` and ``stream``; it overrides what it knows better.
+    """
+
+    _tokenizer: Qwen3Tokenizer | None = None
+    max_tokens: int | None = None
+    """Most completion tokens per request (``None``: as each request asks)."""
+
+    def _load_tokenizer(self) -> Qwen3Tokenizer:
+        """The tokenizer to use when none was given (called once, on first use)."""
+        from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+
+        return Qwen3Tokenizer.offline()
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        """The Qwen3 tokenizer (the one given, else loaded on first access)."""
+        if self._tokenizer is None:
+            self._tokenizer = self._load_tokenizer()
+        return self._tokenizer
+
+    @property
+    def capabilities(self) -> RuntimeCapabilities:
+        """Token-id prompts; no constraints or in-engine budget unless a subclass says so."""
+        return RuntimeCapabilities()
+
+    @property
+    def context_length(self) -> int | None:
+        """The context length when known (``None`` here: unknown)."""
+        return None
+
+    async def fetch_context_length(self) -> int | None:
+        """The context length; runtimes that must ask a server override this."""
+        return self.context_length
+
+    async def aclose(self) -> None:
+        """Release what the runtime holds (nothing here)."""
 
 
 class RuntimeWrapper:
@@ -146,6 +229,16 @@ class RuntimeWrapper:
         """The wrapped runtime's model name."""
         return self.inner.model_name
 
+    @property
+    def capabilities(self) -> RuntimeCapabilities:
+        """The wrapped runtime's capabilities."""
+        return self.inner.capabilities
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The wrapped runtime's completion cap."""
+        return self.inner.max_tokens
+
     async def generate(self, request: GenerationRequest) -> Generation:
         """The wrapped runtime's completion."""
         return await self.inner.generate(request)
@@ -155,23 +248,13 @@ class RuntimeWrapper:
         return self.inner.stream(request)
 
     @property
-    def engine_budget(self) -> bool:
-        """Whether the wrapped runtime applies the thinking budget inside its engine."""
-        return getattr(self.inner, "engine_budget", False) is True
-
-    @property
     def context_length(self) -> int | None:
         """The wrapped runtime's context length, if it knows one."""
-        found = getattr(self.inner, "context_length", None)
-        return found if isinstance(found, int) else None
+        return self.inner.context_length
 
     async def fetch_context_length(self) -> int | None:
         """Let the wrapped runtime learn its context length (servers ask once)."""
-        fetch = getattr(self.inner, "fetch_context_length", None)
-        if callable(fetch):
-            found = await fetch()
-            return found if isinstance(found, int) else None
-        return self.context_length
+        return await self.inner.fetch_context_length()
 
     async def aclose(self) -> None:
         """Close the wrapped runtime."""

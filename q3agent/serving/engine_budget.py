@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+    from q3agent.serving.base import Runtime
 
 LIMIT_ARG = "q3agent_budget_limit"
 """Completion tokens the reasoning may take before the early-stop ids are forced (the budget,
@@ -151,9 +152,10 @@ def follows_budget(ids: Sequence[int], limit: int, variants: Sequence[Sequence[i
     return False
 
 
-def applies_budget_in_engine(runtime: object) -> bool:
-    """Whether ``runtime`` forces the early-stop text inside its engine (``engine_budget``)."""
-    return getattr(runtime, "engine_budget", False) is True
+def applies_budget_in_engine(runtime: Runtime) -> bool:
+    """Whether ``runtime`` forces the early-stop text inside its engine (its
+    ``capabilities.engine_budget``)."""
+    return runtime.capabilities.engine_budget
 
 
 def _newline_counter(decode: Callable[[list[int]], str]) -> Callable[[Sequence[int]], int]:

@@ -43,16 +43,11 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-import httpx
-
 from q3agent.qwen3.thinking import count_reasoning_tokens, reasoning_mode
 from q3agent.serving._http import (
-    RetryPolicy,
+    HTTPOptions,
+    HTTPRuntimeBase,
     RuntimeHTTPError,
-    Sleep,
-    auth_headers,
-    get_context_length,
     open_stream,
     post_json,
 )
@@ -60,6 +55,7 @@ from q3agent.serving.base import (
     Generation,
     GenerationChunk,
     GenerationRequest,
+    RuntimeCapabilities,
     RuntimeUnavailableError,
     ToolCallConstraint,
     check_max_tokens,
@@ -156,7 +152,7 @@ def _finish_reason(raw: Any) -> FinishReason:
     return "stop"
 
 
-class OpenAICompatibleRuntime:
+class OpenAICompatibleRuntime(HTTPRuntimeBase):
     """A Qwen3 model served by an OpenAI-compatible HTTP server.
 
     ``model`` is the served model name the server expects in requests. ``tokenizer`` is a
@@ -184,15 +180,11 @@ class OpenAICompatibleRuntime:
         chat: bool = False,
         prompt_format: PromptFormat = "ids",
         extended_sampling: bool = True,
-        timeout: float = 600.0,
-        connect_timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        headers: Mapping[str, str] | None = None,
+        http: HTTPOptions | None = None,
         extra_body: Mapping[str, Any] | None = None,
         context_length: int | None = None,
         engine_budget: bool = False,
         max_tokens: int | None = None,
-        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.max_tokens = check_max_tokens(max_tokens)
         """Most completion tokens per request (``None``: as each request asks)."""
@@ -204,26 +196,27 @@ class OpenAICompatibleRuntime:
         self.chat = chat
         self.prompt_format: PromptFormat = prompt_format
         self.extended_sampling = extended_sampling
-        self.retry = retry or RetryPolicy()
         self.extra_body = dict(extra_body or {})
-        self._tokenizer_source = tokenizer
-        self._tokenizer: Qwen3Tokenizer | None = None
-        self._sleep = sleep
-        self._client = httpx.AsyncClient(
-            headers=auth_headers(api_key, headers),
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        super().__init__(
+            api_key=api_key, http=http, tokenizer=tokenizer, context_length=context_length
         )
+        self._context_sources = (("/models", ("max_model_len",)),)
+        self._served_model = model
         self._warned: set[str] = set()
-        self._context_length = context_length
-        self._context_checked = context_length is not None
         self._engine_budget = engine_budget
 
     @property
-    def engine_budget(self) -> bool:
-        """Whether the server forces the thinking budget's early-stop text itself (the
-        ``engine_budget`` argument: a vLLM server started with ``--logits-processors
-        q3agent.serving.engine_budget:VLLMThinkingBudget``)."""
-        return self._engine_budget
+    def capabilities(self) -> RuntimeCapabilities:
+        """Token ids unless the server is spoken to in chat or text form; tool-call constraints
+        in chat mode (``tool_choice``) or with ``extended_sampling`` (``structured_outputs``);
+        the in-engine thinking budget when
+        the server runs q3agent's logits processor (the ``engine_budget`` argument: a vLLM server
+        started with ``--logits-processors q3agent.serving.engine_budget:VLLMThinkingBudget``)."""
+        return RuntimeCapabilities(
+            token_ids=not self.chat and self.prompt_format == "ids",
+            tool_call_constraint=self.chat or self.extended_sampling,
+            engine_budget=self._engine_budget,
+        )
 
     def _add_engine_budget(self, body: dict[str, Any], request: GenerationRequest) -> None:
         if self._engine_budget and request.engine_budget is not None:
@@ -232,32 +225,9 @@ class OpenAICompatibleRuntime:
             body["vllm_xargs"] = extra
 
     @property
-    def tokenizer(self) -> Qwen3Tokenizer:
-        """The Qwen3 tokenizer used to build prompts and ids."""
-        if self._tokenizer is None:
-            from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-
-            self._tokenizer = Qwen3Tokenizer.resolve(self._tokenizer_source)
-        return self._tokenizer
-
-    @property
     def model_name(self) -> str:
         """The served model name."""
         return self.model
-
-    @property
-    def context_length(self) -> int | None:
-        """The server's context (given, or read on the first request; None while unknown)."""
-        return self._context_length
-
-    async def fetch_context_length(self) -> int | None:
-        """Read ``max_model_len`` from the server's ``/v1/models`` once (None if it has none)."""
-        if not self._context_checked:
-            self._context_checked = True
-            self._context_length = await get_context_length(
-                self._client, f"{self.base_url}/models", ("max_model_len",), model=self.model
-            )
-        return self._context_length
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -581,10 +551,6 @@ class OpenAICompatibleRuntime:
         emitted = state.emitted
         tail = generation.text[len(emitted) :] if generation.text.startswith(emitted) else ""
         yield GenerationChunk(text=tail, generation=generation)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
 
 
 def _first_choice(out: Any) -> Mapping[str, Any]:

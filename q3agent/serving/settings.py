@@ -144,8 +144,13 @@ class LimitedRuntime(RuntimeWrapper):
         self, inner: Runtime, *, max_tokens: int | None = None, context_length: int | None = None
     ) -> None:
         super().__init__(inner)
-        self.max_tokens = max_tokens
+        self._max_tokens = max_tokens
         self._declared_context = context_length
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The declared completion cap, else the wrapped runtime's."""
+        return self._max_tokens if self._max_tokens is not None else self.inner.max_tokens
 
     @property
     def context_length(self) -> int | None:
@@ -157,8 +162,9 @@ class LimitedRuntime(RuntimeWrapper):
         return self._declared_context or await super().fetch_context_length()
 
     def _limit(self, request: GenerationRequest) -> GenerationRequest:
-        if self.max_tokens is not None and request.sampling.max_tokens > self.max_tokens:
-            request = replace(request, sampling=request.sampling.with_(max_tokens=self.max_tokens))
+        cap = self._max_tokens
+        if cap is not None and request.sampling.max_tokens > cap:
+            request = replace(request, sampling=request.sampling.with_(max_tokens=cap))
         return fit_to_context(request, self._declared_context, model=self.model_name)
 
     async def generate(self, request: GenerationRequest) -> Generation:

@@ -49,21 +49,17 @@ import os
 import sys
 import threading
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from q3agent.qwen3.thinking import ReasoningMode, count_reasoning_tokens, reasoning_mode
 from q3agent.serving._http import (
-    RetryPolicy,
-    Sleep,
-    auth_headers,
-    get_context_length,
+    HTTPOptions,
+    HTTPRuntimeBase,
     open_stream,
     post_json,
 )
@@ -72,6 +68,8 @@ from q3agent.serving.base import (
     Generation,
     GenerationChunk,
     GenerationRequest,
+    RuntimeBase,
+    RuntimeCapabilities,
     RuntimeUnavailableError,
     ToolCallConstraint,
     check_max_tokens,
@@ -582,38 +580,51 @@ def shutdown_engine_only(engine: Any, engine_pids: Sequence[int]) -> None:
 # The embedded engine
 
 
-class _CodecOwner(ABC):
+@dataclass(frozen=True, slots=True)
+class SGLangRequestOptions:
+    """What both SGLang runtimes add to every request beyond its sampling settings.
+
+    ``enable_thinking_budget_processor`` attaches SGLang's ``Qwen3ThinkingBudgetLogitProcessor``
+    with ``thinking_budget`` (the default when :meth:`SGLangRuntime.generate` gets none);
+    ``legacy_structural_tag`` sends the older ``structures``/``triggers`` form of the tool-call
+    tag (:func:`tool_call_tag_json`); ``custom_logit_processor`` (a
+    ``CustomLogitProcessor.to_str()`` string) is attached instead of the budget processor, with
+    ``custom_params`` merged into each request's ``custom_params``. The processors need an
+    engine or server started with ``enable_custom_logit_processor``.
+    """
+
+    enable_thinking_budget_processor: bool = False
+    thinking_budget: int | None = None
+    legacy_structural_tag: bool = False
+    custom_logit_processor: str | None = None
+    custom_params: Mapping[str, Any] | None = None
+
+
+class _CodecOwner(RuntimeBase):
     """What both SGLang runtimes share: request options and the codec built from them."""
 
-    _codec: _SGLangCodec | None
-    _budget_processor: bool
-    _thinking_budget: int | None
-    _legacy_structural_tag: bool
-    _custom_logit_processor: str | None
-    _custom_params: Mapping[str, Any] | None
-    _engine_budget: bool
+    _codec: _SGLangCodec | None = None
+    _options: SGLangRequestOptions = SGLangRequestOptions()
+    _engine_budget: bool = False
 
     @property
-    def engine_budget(self) -> bool:
-        """Whether the engine forces the thinking budget's early-stop text itself (the
-        ``engine_budget`` argument; see :mod:`q3agent.serving.engine_budget`)."""
-        return self._engine_budget
-
-    @property
-    @abstractmethod
-    def tokenizer(self) -> Qwen3Tokenizer:
-        """The tokenizer the codec encodes and decodes with."""
+    def capabilities(self) -> RuntimeCapabilities:
+        """Token ids, tool-call constraints (SGLang's structural tag) and, with
+        ``engine_budget=True``, the thinking budget forced inside the engine
+        (:mod:`q3agent.serving.engine_budget`)."""
+        return RuntimeCapabilities(tool_call_constraint=True, engine_budget=self._engine_budget)
 
     def _codec_(self) -> _SGLangCodec:
         """The request builder and reply reader, made on first use (it needs the tokenizer)."""
         if self._codec is None:
+            options = self._options
             self._codec = _SGLangCodec(
                 self.tokenizer,
-                thinking_budget_processor=self._budget_processor,
-                default_thinking_budget=self._thinking_budget,
-                legacy_structural_tag=self._legacy_structural_tag,
-                custom_logit_processor=self._custom_logit_processor,
-                custom_params=self._custom_params,
+                thinking_budget_processor=options.enable_thinking_budget_processor,
+                default_thinking_budget=options.thinking_budget,
+                legacy_structural_tag=options.legacy_structural_tag,
+                custom_logit_processor=options.custom_logit_processor,
+                custom_params=options.custom_params,
                 engine_budget=self._engine_budget,
             )
         return self._codec
@@ -676,11 +687,7 @@ class SGLangRuntime(_CodecOwner):
         ep_size: int | None = None,
         context_length: int | None = None,
         mem_fraction_static: float | None = None,
-        enable_thinking_budget_processor: bool = False,
-        thinking_budget: int | None = None,
-        legacy_structural_tag: bool = False,
-        custom_logit_processor: str | None = None,
-        custom_params: Mapping[str, Any] | None = None,
+        request_options: SGLangRequestOptions | None = None,
         engine_budget: bool = False,
         max_tokens: int | None = None,
         tokenizer: Qwen3Tokenizer | None = None,
@@ -699,18 +706,13 @@ class SGLangRuntime(_CodecOwner):
         self._ep_size = ep_size
         self._context_length = context_length
         self._mem_fraction_static = mem_fraction_static
-        self._budget_processor = enable_thinking_budget_processor
+        self._options = request_options or SGLangRequestOptions()
         self._engine_factory = engine_factory
         self._gpu_count = gpu_count
         self._gpu_memory_gb = gpu_memory_gb
         self._engine_kwargs = engine_kwargs
         self._tokenizer = tokenizer
-        self._thinking_budget = thinking_budget
-        self._legacy_structural_tag = legacy_structural_tag
-        self._custom_logit_processor = custom_logit_processor
-        self._custom_params = custom_params
         self._engine_budget = engine_budget
-        self._codec: _SGLangCodec | None = None
         self._engine: Any = None
         self._engine_pids: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -722,12 +724,9 @@ class SGLangRuntime(_CodecOwner):
                 "with a longer window (the 2507 releases have 262,144 natively)."
             )
 
-    @property
-    def tokenizer(self) -> Qwen3Tokenizer:
-        """The Qwen3 tokenizer (the model directory's, else the shared offline build)."""
-        if self._tokenizer is None:
-            self._tokenizer = _default_tokenizer(self._model_path)
-        return self._tokenizer
+    def _load_tokenizer(self) -> Qwen3Tokenizer:
+        """The model directory's tokenizer, else the shared offline build."""
+        return _default_tokenizer(self._model_path)
 
     @property
     def model_name(self) -> str:
@@ -807,7 +806,7 @@ class SGLangRuntime(_CodecOwner):
         if self._mem_fraction_static is not None:
             args["mem_fraction_static"] = self._mem_fraction_static
         args["schedule_policy"] = "lpm"
-        if self._budget_processor or self._custom_logit_processor is not None:
+        if self._options.enable_thinking_budget_processor or self._options.custom_logit_processor:
             args["enable_custom_logit_processor"] = True
         if self._engine_budget:
             args["enable_custom_logit_processor"] = True
@@ -949,7 +948,7 @@ class SGLangRuntime(_CodecOwner):
 # A running SGLang server
 
 
-class RemoteSGLangRuntime(_CodecOwner):
+class RemoteSGLangRuntime(_CodecOwner, HTTPRuntimeBase):
     """Qwen3 on a running SGLang server (or its cache-aware router), via native ``/generate``.
 
     Sends ``{"input_ids", "sampling_params", "stream", "custom_logit_processor"?, "rid"?}``
@@ -981,21 +980,13 @@ class RemoteSGLangRuntime(_CodecOwner):
         model_name: str = "qwen3 (remote SGLang)",
         tokenizer: Qwen3Tokenizer | str | os.PathLike[str] | None = None,
         api_key: str | None = None,
-        timeout: float = 600.0,
-        connect_timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        enable_thinking_budget_processor: bool = False,
-        thinking_budget: int | None = None,
-        legacy_structural_tag: bool = False,
-        custom_logit_processor: str | None = None,
-        custom_params: Mapping[str, Any] | None = None,
+        http: HTTPOptions | None = None,
+        request_options: SGLangRequestOptions | None = None,
         engine_budget: bool = False,
         max_tokens: int | None = None,
-        headers: Mapping[str, str] | None = None,
         context_length: int | None = None,
         router: bool = False,
         constrained_url: str | None = None,
-        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.max_tokens = check_max_tokens(max_tokens)
         """Most completion tokens per request (``None``: as each request asks)."""
@@ -1003,69 +994,32 @@ class RemoteSGLangRuntime(_CodecOwner):
         self.router = router or constrained_url is not None
         self.constrained_url = constrained_url.rstrip("/") if constrained_url else None
         self._warned_router = False
-        self._context_length = context_length
-        self._context_checked = context_length is not None
         self._model_name = model_name
-        self._tokenizer_source = tokenizer
-        self._tokenizer: Qwen3Tokenizer | None = None
-        self.retry = retry or RetryPolicy()
-        self._sleep = sleep
-        self._client = httpx.AsyncClient(
-            headers=auth_headers(api_key, headers),
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        super().__init__(
+            api_key=api_key, http=http, tokenizer=tokenizer, context_length=context_length
         )
-        self._budget_processor = enable_thinking_budget_processor
-        self._thinking_budget = thinking_budget
-        self._legacy_structural_tag = legacy_structural_tag
-        self._custom_logit_processor = custom_logit_processor
-        self._custom_params = custom_params
+        self._context_sources = (
+            ("/get_model_info", ("context_length", "max_context_length", "max_model_len")),
+            ("/v1/models", ("max_model_len",)),
+        )
+        self._options = request_options or SGLangRequestOptions()
         self._engine_budget = engine_budget
-        self._codec: _SGLangCodec | None = None
 
     @property
-    def engine_budget(self) -> bool:
-        """Whether the server forces the budget's early-stop text (``engine_budget=True`` on
-        a server started with ``--enable-custom-logit-processor --disable-overlap-schedule``).
-        Behind a router without ``constrained_url`` it is false: the router drops
+    def capabilities(self) -> RuntimeCapabilities:
+        """As :class:`SGLangRuntime`; the in-engine budget needs ``engine_budget=True`` on a
+        server started with ``--enable-custom-logit-processor --disable-overlap-schedule``, and
+        behind a router without ``constrained_url`` it is off: the router drops
         ``custom_params``, so the budget procedure cuts and continues instead."""
-        return self._engine_budget and (not self.router or self.constrained_url is not None)
-
-    @property
-    def tokenizer(self) -> Qwen3Tokenizer:
-        """The Qwen3 tokenizer used for reasoning counts and streamed text."""
-        if self._tokenizer is None:
-            from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-
-            self._tokenizer = Qwen3Tokenizer.resolve(self._tokenizer_source)
-        return self._tokenizer
+        direct = not self.router or self.constrained_url is not None
+        return RuntimeCapabilities(
+            tool_call_constraint=True, engine_budget=self._engine_budget and direct
+        )
 
     @property
     def model_name(self) -> str:
         """The name given at construction (the server decides which model runs)."""
         return self._model_name
-
-    @property
-    def context_length(self) -> int | None:
-        """The server's context length (given, or read on the first request; None if unknown)."""
-        return self._context_length
-
-    async def fetch_context_length(self) -> int | None:
-        """Ask the server for its context length once (``/get_model_info``, ``/v1/models``).
-
-        A server that answers neither leaves it unknown: requests then go unclamped.
-        """
-        if self._context_checked:
-            return self._context_length
-        self._context_checked = True
-        for path, keys in (
-            ("/get_model_info", ("context_length", "max_context_length", "max_model_len")),
-            ("/v1/models", ("max_model_len",)),
-        ):
-            found = await get_context_length(self._client, f"{self.base_url}{path}", keys)
-            if found is not None:
-                self._context_length = found
-                break
-        return self._context_length
 
     async def _fit(self, request: GenerationRequest) -> GenerationRequest:
         return fit_to_sglang(
@@ -1137,7 +1091,3 @@ class RemoteSGLangRuntime(_CodecOwner):
             f"The SGLang server at {self.base_url} ended the stream before the request "
             "finished; check the server log."
         )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client (the server keeps running)."""
-        await self._client.aclose()

@@ -32,6 +32,8 @@ from q3agent.serving.base import (
     Generation,
     GenerationChunk,
     GenerationRequest,
+    RuntimeBase,
+    RuntimeCapabilities,
     RuntimeUnavailableError,
     ToolCallConstraint,
     check_max_tokens,
@@ -109,7 +111,7 @@ class _Decode:
         return self.finish is not None
 
 
-class TransformersRuntime:
+class TransformersRuntime(RuntimeBase):
     """Run a Qwen3 model with transformers; reuses the KV cache of the previous request.
 
     ``model`` is a registry name (``Qwen3-8B``), a Hugging Face id (``Qwen/Qwen3-8B``, looked
@@ -152,14 +154,11 @@ class TransformersRuntime:
 
     # -- protocol properties -----------------------------------------------------------------
 
-    @property
-    def tokenizer(self) -> Qwen3Tokenizer:
-        """The model directory's tokenizer (or the one passed in), loaded on first access."""
-        if self._tokenizer is None:
-            from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+    def _load_tokenizer(self) -> Qwen3Tokenizer:
+        """The model directory's tokenizer (when none was passed in)."""
+        from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 
-            self._tokenizer = Qwen3Tokenizer.from_pretrained(self.model_dir)
-        return self._tokenizer
+        return Qwen3Tokenizer.from_pretrained(self.model_dir)
 
     @property
     def model_name(self) -> str:
@@ -201,9 +200,10 @@ class TransformersRuntime:
         return tuple(self._cache_ids)
 
     @property
-    def engine_budget(self) -> bool:
-        """True: the decode loop forces the budget's early-stop text itself (one request)."""
-        return True
+    def capabilities(self) -> RuntimeCapabilities:
+        """Token ids, grammar-constrained tool calls (xgrammar), and the thinking budget
+        applied in the decode loop itself (one request)."""
+        return RuntimeCapabilities(tool_call_constraint=True, engine_budget=True)
 
     # -- protocol methods ----------------------------------------------------------------------
 

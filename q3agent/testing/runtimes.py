@@ -24,6 +24,7 @@ from q3agent.serving.base import (
     Generation,
     GenerationChunk,
     GenerationRequest,
+    RuntimeCapabilities,
     completion_text,
     fit_to_context,
 )
@@ -130,6 +131,18 @@ class _TestRuntimeBase(ABC):
     def model_name(self) -> str:
         """The name shown in traces."""
         return self._model_name
+
+    max_tokens: int | None = None
+    """No completion cap of its own: each request's ``max_tokens`` applies."""
+
+    @property
+    def capabilities(self) -> RuntimeCapabilities:
+        """Token ids in and out; constraints and an in-engine budget are not simulated."""
+        return RuntimeCapabilities()
+
+    async def fetch_context_length(self) -> int | None:
+        """The ``context_length`` given (a test runtime has nothing to ask)."""
+        return self.context_length
 
     @abstractmethod
     async def _complete(self, request: GenerationRequest) -> Completion:

@@ -33,7 +33,7 @@ async def test_a_budget_hit_is_one_request_with_the_early_stop_text(
     budget = len(tok.encode_trusted(f"<think>\n{REASONING}")) // 2
     last_turn = f"<think>\nThe tool said 5.\n</think>\n\n{ANSWER}<|im_end|>"
     runtime = dense.runtime([first_turn, last_turn], chat=mode == "chat", engine_budget=True)
-    assert runtime.engine_budget
+    assert runtime.capabilities.engine_budget
     agent = Agent(None, runtime=runtime, tools=[add], policy=Fixed(thinking=True, budget=budget))
     try:
         result = await _run(agent, "What is 2 + 3? Think, then use the tool.", stream=stream)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from q3agent.serving.base import (
     Generation,
     GenerationChunk,
     GenerationRequest,
+    RuntimeCapabilities,
     RuntimeWrapper,
     closing_stream,
 )
@@ -123,9 +125,10 @@ class Recording(RuntimeWrapper):
         self.usages: list[Usage | None] = []
 
     @property
-    def engine_budget(self) -> bool:
-        """The inner runtime's answer, or False to force abort-and-continue."""
-        return self.in_engine and applies_budget_in_engine(self.inner)
+    def capabilities(self) -> RuntimeCapabilities:
+        """The inner runtime's, with the in-engine budget off to force abort-and-continue."""
+        inner = self.inner.capabilities
+        return replace(inner, engine_budget=self.in_engine and applies_budget_in_engine(self.inner))
 
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)

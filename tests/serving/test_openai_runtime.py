@@ -13,7 +13,7 @@ import pytest
 
 from q3agent.qwen3.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving._http import RetryPolicy, RuntimeHTTPError
+from q3agent.serving._http import HTTPOptions, RetryPolicy, RuntimeHTTPError
 from q3agent.serving.base import (
     ContextLengthError,
     GenerationRequest,
@@ -172,7 +172,9 @@ async def test_retries_then_succeeds_and_refused_connections_give_up(
             ("json", 200, completion("Ok."), {}),
         ]
     )
-    runtime = OpenAICompatibleRuntime(server.url, "qwen3", tokenizer=tokenizer, retry=FAST_RETRY)
+    runtime = OpenAICompatibleRuntime(
+        server.url, "qwen3", tokenizer=tokenizer, http=HTTPOptions(retry=FAST_RETRY)
+    )
     assert (await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))).text == "Ok."
     assert len(server.requests) == 3
     await runtime.aclose()
@@ -180,7 +182,10 @@ async def test_retries_then_succeeds_and_refused_connections_give_up(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dead = OpenAICompatibleRuntime(
-        f"http://127.0.0.1:{port}/v1", "qwen3", tokenizer=tokenizer, retry=FAST_RETRY
+        f"http://127.0.0.1:{port}/v1",
+        "qwen3",
+        tokenizer=tokenizer,
+        http=HTTPOptions(retry=FAST_RETRY),
     )
     with pytest.raises(RuntimeUnavailableError, match="after 4 attempts"):
         await dead.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
@@ -479,7 +484,9 @@ async def test_https_against_a_plain_http_port_fails_at_once_with_the_fix(
 ) -> None:
     """A TLS handshake with a plain-HTTP server is not retried; the error names http://."""
     url = server.url.replace("http://", "https://") + "/v1"
-    runtime = OpenAICompatibleRuntime(url, "qwen3", tokenizer=tokenizer, retry=FAST_RETRY)
+    runtime = OpenAICompatibleRuntime(
+        url, "qwen3", tokenizer=tokenizer, http=HTTPOptions(retry=FAST_RETRY)
+    )
     with (
         caplog.at_level("WARNING", logger="q3agent.serving.http"),
         pytest.raises(RuntimeUnavailableError) as info,

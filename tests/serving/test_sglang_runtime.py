@@ -28,7 +28,7 @@ import xgrammar as xgr
 from xgrammar.testing import _is_grammar_accept_string
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving._http import RetryPolicy, RuntimeHTTPError, RuntimeTimeoutError
+from q3agent.serving._http import HTTPOptions, RetryPolicy, RuntimeHTTPError, RuntimeTimeoutError
 from q3agent.serving.base import (
     GenerationRequest,
     Runtime,
@@ -37,6 +37,7 @@ from q3agent.serving.base import (
 )
 from q3agent.serving.sglang_runtime import (
     RemoteSGLangRuntime,
+    SGLangRequestOptions,
     SGLangRuntime,
     tool_call_tag_json,
 )
@@ -457,7 +458,11 @@ def test_structural_tag_follows_the_prompts_thinking_state(tokenizer: Qwen3Token
 async def test_thinking_budget_processor_is_attached_when_it_can_act(
     tokenizer: Qwen3Tokenizer,
 ) -> None:
-    runtime, script = fake_runtime(enable_thinking_budget_processor=True, thinking_budget=64)
+    runtime, script = fake_runtime(
+        request_options=SGLangRequestOptions(
+            enable_thinking_budget_processor=True, thinking_budget=64
+        )
+    )
     assert runtime.engine_args()["enable_custom_logit_processor"] is True
     ids = prompt(tokenizer)
     for _ in range(3):
@@ -529,8 +534,9 @@ async def test_remote_posts_native_generate_and_maps_the_reply(
         server.url,
         api_key="sk-test",
         tokenizer=tokenizer,
-        enable_thinking_budget_processor=True,
-        thinking_budget=32,
+        request_options=SGLangRequestOptions(
+            enable_thinking_budget_processor=True, thinking_budget=32
+        ),
     )
     constraint = ToolCallConstraint(tools=(WEATHER_TOOL,), required=True)
     generation = await runtime.generate(
@@ -579,7 +585,9 @@ async def test_remote_retries_429_and_503_honouring_retry_after(
             ("json", 200, sglang_reply(tokenizer, "Sunny.", prompt_len=len(ids)), {}),
         ]
     )
-    runtime = RemoteSGLangRuntime(server.url, tokenizer=tokenizer, retry=FAST_RETRY)
+    runtime = RemoteSGLangRuntime(
+        server.url, tokenizer=tokenizer, http=HTTPOptions(retry=FAST_RETRY)
+    )
     with caplog.at_level(logging.WARNING, logger="q3agent.serving.http"):
         generation = await runtime.generate(GenerationRequest(prompt_ids=ids))
     await runtime.aclose()
@@ -594,7 +602,9 @@ async def test_remote_gives_up_with_the_servers_message(
     server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.append(("json", 400, {"error": "max_new_tokens too large"}, {}))
-    runtime = RemoteSGLangRuntime(server.url, tokenizer=tokenizer, retry=FAST_RETRY)
+    runtime = RemoteSGLangRuntime(
+        server.url, tokenizer=tokenizer, http=HTTPOptions(retry=FAST_RETRY)
+    )
     with pytest.raises(RuntimeHTTPError, match=r"HTTP 400.*max_new_tokens too large") as info:
         await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
     await runtime.aclose()
@@ -606,7 +616,7 @@ async def test_remote_timeout_is_a_clear_error(
     server: ScriptedHTTPServer, tokenizer: Qwen3Tokenizer
 ) -> None:
     server.script.append(("sleep", 1.0))
-    runtime = RemoteSGLangRuntime(server.url, tokenizer=tokenizer, timeout=0.2)
+    runtime = RemoteSGLangRuntime(server.url, tokenizer=tokenizer, http=HTTPOptions(timeout=0.2))
     with pytest.raises(RuntimeTimeoutError, match=r"did not answer within 0.2 s.*timeout="):
         await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
     await runtime.aclose()
@@ -617,7 +627,9 @@ async def test_connection_refused_is_runtime_unavailable(tokenizer: Qwen3Tokeniz
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here once the socket closes
-    runtime = RemoteSGLangRuntime(f"http://127.0.0.1:{port}", tokenizer=tokenizer, retry=FAST_RETRY)
+    runtime = RemoteSGLangRuntime(
+        f"http://127.0.0.1:{port}", tokenizer=tokenizer, http=HTTPOptions(retry=FAST_RETRY)
+    )
     with pytest.raises(RuntimeUnavailableError, match=r"Could not reach .* after 4 attempts"):
         await runtime.generate(GenerationRequest(prompt_ids=prompt(tokenizer)))
     await runtime.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,13 @@ from q3agent import Agent, RunOptions, tool
 from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
-from q3agent.serving.base import Generation, GenerationChunk, GenerationRequest, RuntimeWrapper
+from q3agent.serving.base import (
+    Generation,
+    GenerationChunk,
+    GenerationRequest,
+    RuntimeCapabilities,
+    RuntimeWrapper,
+)
 from q3agent.serving.transformers_runtime import TransformersRuntime
 
 pytestmark = pytest.mark.anyio
@@ -53,8 +60,8 @@ class AbortAndContinue(Recording):
     """Hides the runtime's in-engine budget, so the budget procedure cuts and continues."""
 
     @property
-    def engine_budget(self) -> bool:
-        return False
+    def capabilities(self) -> RuntimeCapabilities:
+        return replace(self.inner.capabilities, engine_budget=False)
 
 
 class Short:

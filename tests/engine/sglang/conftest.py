@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
+from q3agent.serving.sglang_runtime import RemoteSGLangRuntime, SGLangRequestOptions
 from q3agent.serving.testing_sglang import (
     SGLangServer,
     script_params,
@@ -86,8 +86,13 @@ class SGLangEngine:
         """q3agent's remote runtime for this server whose model follows ``turns`` (one per
         assistant reply of the conversation; none: the random model samples freely)."""
         if turns:
-            kwargs.setdefault("custom_logit_processor", scripted_processor_str())
-            kwargs.setdefault("custom_params", script_params(encode_turns(turns)))
+            kwargs.setdefault(
+                "request_options",
+                SGLangRequestOptions(
+                    custom_logit_processor=scripted_processor_str(),
+                    custom_params=script_params(encode_turns(turns)),
+                ),
+            )
         kwargs.setdefault("model_name", f"tiny-qwen3-{self.kind}")
         return RemoteSGLangRuntime(self.base_url, **kwargs)
 

@@ -23,7 +23,7 @@ from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult
-from q3agent.serving.sglang_runtime import SGLangRuntime
+from q3agent.serving.sglang_runtime import SGLangRequestOptions, SGLangRuntime
 from q3agent.serving.testing_sglang import ENGINE_KWARGS, script_params, scripted_processor_str
 
 REASONING = "I need the sum of two and three, so I will call the add tool with a=2 and b=3."
@@ -117,8 +117,12 @@ def main(model_dir: str, port: int) -> None:
     runtime = SGLangRuntime(
         model_dir,
         tp_size=1,
-        custom_logit_processor=scripted_processor_str(),
-        custom_params=script_params([Qwen3Tokenizer.offline().encode_trusted(t) for t in TURNS]),
+        request_options=SGLangRequestOptions(
+            custom_logit_processor=scripted_processor_str(),
+            custom_params=script_params(
+                [Qwen3Tokenizer.offline().encode_trusted(t) for t in TURNS]
+            ),
+        ),
         port=port,  # the engine's own (unused) HTTP port, away from the server tiers'
         **ENGINE_KWARGS,
     )

@@ -80,7 +80,7 @@ def router(
 def test_two_sync_runs_through_the_router_reuse_the_prefix(router: str) -> None:
     runtime = RemoteSGLangRuntime(router, router=True, engine_budget=True)
     # the router drops custom_params: the in-engine budget cannot apply behind it
-    assert not runtime.engine_budget
+    assert not runtime.capabilities.engine_budget
     agent = Agent(None, runtime=runtime, policy=Fixed(thinking=False, max_tokens=24))
     session = agent.session()
     try:

@@ -26,7 +26,7 @@ async def _budget_hit(engine: SGLangEngine, *, in_engine: bool) -> RunResult:
     budget = len(tok.encode_trusted(f"<think>\n{REASONING}")) // 2
     engine.flush_cache()  # the other test's request put the same prompt and text in the cache
     runtime = engine.runtime([turn], engine_budget=in_engine)
-    assert runtime.engine_budget is in_engine
+    assert runtime.capabilities.engine_budget is in_engine
     agent = Agent(None, runtime=runtime, policy=Fixed(thinking=True, budget=budget))
     try:
         result = await agent.arun("What is 2 + 3? Think first.")
