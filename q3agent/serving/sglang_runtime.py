@@ -869,14 +869,24 @@ class SGLangRuntime(_CodecOwner):
         self, request: GenerationRequest, *, thinking_budget: int | None = None
     ) -> Generation:
         """Run one request on the engine and map its reply."""
+        codec, request, payload = self._prepare(request, False, thinking_budget)
+        out = await self._on_engine_loop(self._engine.async_generate(**payload))
+        return codec.generation(out, request)
+
+    def _prepare(
+        self, request: GenerationRequest, stream: bool, thinking_budget: int | None
+    ) -> tuple[_SGLangCodec, GenerationRequest, dict[str, Any]]:
+        """Start the engine, fit ``request`` to its context and build the engine's payload."""
         self.start()
         codec = self._codec_()
         request = fit_to_sglang(
             request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
         )
-        payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
-        out = await self._on_engine_loop(self._engine.async_generate(**payload))
-        return codec.generation(out, request)
+        return (
+            codec,
+            request,
+            codec.payload(request, stream=stream, thinking_budget=thinking_budget),
+        )
 
     async def _on_engine_loop(self, step: Any) -> Any:
         """Await ``step`` (a coroutine of the engine) on the engine's own loop, if it has one."""
@@ -889,12 +899,7 @@ class SGLangRuntime(_CodecOwner):
         self, request: GenerationRequest, *, thinking_budget: int | None = None
     ) -> AsyncIterator[GenerationChunk]:
         """Run one request, yielding text as the engine produces it."""
-        self.start()
-        codec = self._codec_()
-        request = fit_to_sglang(
-            request, self.context_length, model=self.model_name, max_tokens=self.max_tokens
-        )
-        payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
+        codec, request, payload = self._prepare(request, True, thinking_budget)
         chunks = await self._on_engine_loop(self._engine.async_generate(**payload))
         assembler = _StreamAssembler(codec, request)
         finished = False
