@@ -373,11 +373,16 @@ def panel_failures(run: Run) -> list[str]:
         answers = panel[i]["answers"] if i < len(panel) else []
         if not (answers and task_ok(task, got, answers[-1])):
             err = panel[i]["error"] if i < len(panel) else ""
-            out.append(f"{case.name}" + (f" ({err[:80]})" if err else ""))
+            out.append(f"{case.name}" + (f" ({_one_line(err)[:80]})" if err else ""))
     return out
 
 
 # ---------------------------------------------------------------------------- the tables
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line (a multi-line one would break the Markdown table)."""
+    return " ".join(text.split())
 
 
 def _pct(part: float, whole: float) -> str:
@@ -434,7 +439,7 @@ def report(runs: list[Run], engine: Engine) -> str:
             if key == "e":
                 fails = panel_failures(run)
                 row.append("; ".join(fails) if fails else "")
-            row.append(run.error[:120])
+            row.append(_one_line(run.error)[:120])
             rows.append(row)
         if not rows:
             continue
