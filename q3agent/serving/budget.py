@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from q3agent.qwen3.thinking import budget_continuation, count_reasoning_tokens
-from q3agent.qwen3.tokenizer import Qwen3Tokenizer
+from q3agent.qwen3.tokenizer import IncrementalDecoder, Qwen3Tokenizer
 from q3agent.serving.base import Generation, GenerationRequest, Runtime, closing_stream
 from q3agent.serving.engine_budget import (
     EngineBudget,
@@ -134,6 +135,120 @@ def _cut(tok: Qwen3Tokenizer, first: Generation, limit: int) -> Generation:
     )
 
 
+@dataclass(slots=True)
+class _Step:
+    """One budgeted step's settings and what its first request's stream has shown so far."""
+
+    tok: Qwen3Tokenizer
+    limit: int
+    model_opens_think: bool
+    stream: bool
+    in_engine: bool
+    params: dict[str, Any]
+    watch: _Watch
+    decoder: IncrementalDecoder
+    first: Generation | None = None
+    cut_early: bool = False
+    shown: int = 0  # ids whose text was yielded (ids-carrying streams)
+    cached: int = 0  # the prompt's cached tokens, as far as the stream reported them
+
+    def forced_by_engine(self, ids: list[int]) -> bool:
+        """Whether the ids past the limit are the engine's early-stop ids (so far)."""
+        return self.in_engine and follows_budget(
+            ids, self.limit, budget_variants(ids[: self.limit], self.params)
+        )
+
+    def reasoning(self, ids: list[int]) -> int:
+        """Reasoning tokens among ``ids`` (the completion's head)."""
+        return count_reasoning_tokens(ids, self.tok, prompt_open=not self.model_opens_think)
+
+    def tail(self) -> str:
+        """The decoder's held-back text, where ids-carrying text deltas were yielded."""
+        return self.decoder.flush() if self.stream and self.watch.ids else ""
+
+
+async def _first_request(
+    runtime: Runtime, request: GenerationRequest, step: _Step
+) -> AsyncIterator[TextDelta]:
+    """Stream the first request into ``step``; close it where the reasoning hits the limit."""
+    tok, watch = step.tok, step.watch
+    async with closing_stream(runtime.stream(request)) as chunks:
+        async for chunk in chunks:
+            if chunk.cached_tokens is not None:
+                step.cached = chunk.cached_tokens
+            if chunk.generation is not None:
+                step.first = chunk.generation
+            fresh = chunk.token_ids
+            if not fresh:  # a stream without ids: pass its text on, decide on the final ids
+                if step.stream and chunk.text and not watch.ids:
+                    yield TextDelta(chunk.text)
+                continue
+            hit = watch.feed(fresh) and not step.forced_by_engine(watch.ids)
+            keep = watch.ids[: step.limit if hit else len(watch.ids)]
+            if step.stream:
+                new = tuple(keep[step.shown :])
+                piece = step.decoder.push([t for t in new if t not in (tok.im_end_id, tok.eos_id)])
+                step.shown = len(keep)
+                if piece or new:
+                    yield TextDelta(piece, new)
+            if hit and step.first is None:
+                step.cut_early = True
+                break  # leaving closes the stream: the engine aborts the rest
+
+
+def _cut_early(request: GenerationRequest, step: _Step) -> Generation:
+    """The first request's generation, from the ids streamed until it was cut at the limit."""
+    head = step.watch.ids[: step.limit]
+    return Generation(
+        text=step.tok.decode(head),
+        token_ids=tuple(head),
+        finish_reason="length",
+        usage=Usage(
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=len(step.watch.ids),
+            cached_tokens=step.cached,
+            reasoning_tokens=step.reasoning(head),
+            requests=1,
+        ),
+    )
+
+
+async def _continuation(
+    runtime: Runtime, request: GenerationRequest, first: Generation, step: _Step
+) -> AsyncIterator[TextDelta | BudgetedGeneration]:
+    """The second request: the prompt + the budget's ids + the early-stop text, answered."""
+    tok = step.tok
+    kept = first if step.cut_early else _cut(tok, first, step.limit)
+    remaining = request.sampling.max_tokens - len(kept.token_ids)
+    extra_text = budget_continuation(kept.text)
+    extra_ids = tuple(tok.encode_trusted(extra_text))
+    if step.stream:
+        yield TextDelta(extra_text, extra_ids)
+    second_request = replace(
+        request,
+        prompt_ids=request.prompt_ids + kept.token_ids + extra_ids,
+        sampling=request.sampling.with_(max_tokens=max(1, remaining - len(extra_ids))),
+        request_id=None if request.request_id is None else f"{request.request_id}-cont",
+        engine_budget=None,
+    )
+    second: Generation | None = None
+    async for item in _one(runtime, second_request, step.stream):
+        if isinstance(item, Generation):
+            second = item
+        else:
+            yield item
+    assert second is not None
+    yield BudgetedGeneration(
+        text=kept.text + extra_text + second.text,
+        token_ids=kept.token_ids + extra_ids + second.token_ids,
+        finish_reason=second.finish_reason,
+        usage=first.usage + second.usage,
+        hit_budget=True,
+        requests=2,
+        ids_exact=kept.ids_exact and second.ids_exact,
+    )
+
+
 async def generate_with_budget(
     runtime: Runtime,
     request: GenerationRequest,
@@ -159,108 +274,36 @@ async def generate_with_budget(
         raise ValueError(f"thinking budget must be >= 0, got {budget}")
 
     limit = budget + (1 if model_opens_think else 0)
-    total = request.sampling.max_tokens
     in_engine = applies_budget_in_engine(runtime)
+    params: dict[str, Any] = {}
     if in_engine:
         engine_budget = EngineBudget(budget, model_opens_think)
         request = replace(request, engine_budget=engine_budget)
         params = budget_params(engine_budget, tok)
     watch = _Watch(tok, limit, prompt_open=not model_opens_think)
-
-    def forced_by_engine(ids: list[int]) -> bool:
-        """Whether the ids past the limit are the engine's early-stop ids (so far)."""
-        return in_engine and follows_budget(ids, limit, budget_variants(ids[:limit], params))
-
-    decoder = tok.decoder()
-    first: Generation | None = None
-    cut_early = False
-    shown = 0  # ids whose text was yielded (ids-carrying streams)
-    cached = 0  # the prompt's cached tokens, as far as the stream reported them
-    async with closing_stream(runtime.stream(request)) as chunks:
-        async for chunk in chunks:
-            if chunk.cached_tokens is not None:
-                cached = chunk.cached_tokens
-            if chunk.generation is not None:
-                first = chunk.generation
-            fresh = chunk.token_ids
-            if not fresh:  # a stream without ids: pass its text on, decide on the final ids
-                if stream and chunk.text and not watch.ids:
-                    yield TextDelta(chunk.text)
-                continue
-            hit = watch.feed(fresh) and not forced_by_engine(watch.ids)
-            keep = watch.ids[: limit if hit else len(watch.ids)]
-            if stream:
-                new = tuple(keep[shown:])
-                piece = decoder.push([t for t in new if t not in (tok.im_end_id, tok.eos_id)])
-                shown = len(keep)
-                if piece or new:
-                    yield TextDelta(piece, new)
-            if hit and first is None:
-                cut_early = True
-                break  # leaving closes the stream: the engine aborts the rest
-    if cut_early:
-        head = watch.ids[:limit]
-        prompt_open = not model_opens_think
-        first = Generation(
-            text=tok.decode(head),
-            token_ids=tuple(head),
-            finish_reason="length",
-            usage=Usage(
-                prompt_tokens=len(request.prompt_ids),
-                completion_tokens=len(watch.ids),
-                cached_tokens=cached,
-                reasoning_tokens=count_reasoning_tokens(head, tok, prompt_open=prompt_open),
-                requests=1,
-            ),
-        )
+    step = _Step(tok, limit, model_opens_think, stream, in_engine, params, watch, tok.decoder())
+    async for delta in _first_request(runtime, request, step):
+        yield delta
+    first = _cut_early(request, step) if step.cut_early else step.first
     assert first is not None  # a runtime's stream always ends with the generation
     view = list(first.token_ids) if first.ids_exact else tok.encode_trusted(first.text)
     ended_in_limit = len(view) == limit and first.finish_reason != "length"
-    if not cut_early and (not watch.over(view) or ended_in_limit):
-        tail = decoder.flush() if stream and watch.ids else ""
+    if not step.cut_early and (not watch.over(view) or ended_in_limit):
+        tail = step.tail()
         if tail:
             yield TextDelta(tail)
         yield _single(first)
         return
-    if not cut_early and forced_by_engine(view):  # the engine ended the reasoning itself
-        tail = decoder.flush() if stream and watch.ids else ""
+    if not step.cut_early and step.forced_by_engine(view):  # the engine ended the reasoning
+        tail = step.tail()
         if tail:
             yield TextDelta(tail)
-        prompt_open = not model_opens_think
-        reasoning = count_reasoning_tokens(view[:limit], tok, prompt_open=prompt_open)
+        reasoning = step.reasoning(view[:limit])
         yield replace(
             _single(first),
             usage=replace(first.usage, reasoning_tokens=reasoning),
             hit_budget=True,
         )
         return
-
-    kept = first if cut_early else _cut(tok, first, limit)
-    remaining = total - len(kept.token_ids)
-    extra_text = budget_continuation(kept.text)
-    extra_ids = tuple(tok.encode_trusted(extra_text))
-    if stream:
-        yield TextDelta(extra_text, extra_ids)
-    second_request = replace(
-        request,
-        prompt_ids=request.prompt_ids + kept.token_ids + extra_ids,
-        sampling=request.sampling.with_(max_tokens=max(1, remaining - len(extra_ids))),
-        request_id=None if request.request_id is None else f"{request.request_id}-cont",
-        engine_budget=None,
-    )
-    second: Generation | None = None
-    async for item in _one(runtime, second_request, stream):
-        if isinstance(item, Generation):
-            second = item
-        else:
-            yield item
-    assert second is not None
-    yield BudgetedGeneration(
-        text=kept.text + extra_text + second.text,
-        token_ids=kept.token_ids + extra_ids + second.token_ids,
-        finish_reason=second.finish_reason,
-        usage=first.usage + second.usage,
-        hit_budget=True,
-        requests=2,
-        ids_exact=kept.ids_exact and second.ids_exact,
-    )
+    async for result in _continuation(runtime, request, first, step):
+        yield result
