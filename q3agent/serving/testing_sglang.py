@@ -21,7 +21,6 @@ importable (the server unpickles it by reference, as
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -30,13 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from q3agent.serving.testing_vllm import TURN_SEPARATOR, forced_token
+from q3agent.serving.testing_vllm import TURN_SEPARATOR, ServerProcess, forced_token
 
 SCRIPT_PARAM = "q3agent_script"
 """The ``custom_params`` key holding the scripted token ids (turns separated by -1)."""
@@ -223,7 +220,7 @@ def kernel_calls(path: Path) -> list[str]:
         return []
 
 
-class SGLangServer:
+class SGLangServer(ServerProcess):
     """An SGLang CPU server in a subprocess (``/generate``, the OpenAI API, ``/flush_cache``).
 
     ``extra_args`` are added to :data:`CPU_FLAGS` (e.g. ``["--context-length", "4096"]``,
@@ -232,6 +229,10 @@ class SGLangServer:
     shimmed kernels it called (must stay empty). About 2.8 GB RSS; ready in 30 s on a quiet
     2-core machine, minutes under load. Use it as a context manager.
     """
+
+    engine_name = "SGLang"
+    health_timeout = 5.0
+    ready_timeout = 600.0
 
     def __init__(
         self,
@@ -252,8 +253,6 @@ class SGLangServer:
         self._extra_env = dict(env or {})
         self._process: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
-        self.ready_after: float | None = None
-        """Seconds from :meth:`start` to a healthy server."""
 
     def start(self) -> None:
         """Launch the server (returns at once; see :meth:`wait_ready`)."""
@@ -272,62 +271,13 @@ class SGLangServer:
                 start_new_session=True,
             )
 
-    def healthy(self) -> bool:
-        """Whether ``/health`` answers 200."""
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/health", timeout=5) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout: float = 600.0) -> None:
-        """Wait for ``/health``; raise with the log's tail if the server dies or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"SGLang exited with code {self._process.returncode} before it was ready; "
-                    f"its log ({self.log_path}) ends:\n{self.log_tail()}"
-                )
-            if self.healthy():
-                if self.started_at is not None:
-                    self.ready_after = time.monotonic() - self.started_at
-                return
-            time.sleep(1.0)
-        self.stop()
-        raise RuntimeError(
-            f"SGLang was not ready after {timeout:.0f} s; its log ({self.log_path}) ends:\n"
-            f"{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the server's log."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
     def kernel_calls(self) -> list[str]:
         """Shimmed ``sgl_kernel`` functions this server called (see ``sglang_cpu_shims``)."""
         return kernel_calls(self.kernel_calls_path)
 
     def stop(self) -> None:
         """Stop the server and its children (SIGTERM to the group, SIGKILL after 30 s)."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        if process is not None:
-            # scheduler and detokenizer children may outlive the front end
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        self._end_process_group()
 
     def cleanup(self) -> None:
         """Stop, then remove the work directory (unless the log lives there and is wanted)."""

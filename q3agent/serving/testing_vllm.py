@@ -215,13 +215,94 @@ def server_command(model: str | Path, port: int, *, served_model_name: str) -> l
     ]
 
 
-class VLLMServer:
+class ServerProcess:
+    """What a test engine server in a subprocess has in common: health, readiness, its log, stop.
+
+    Subclasses set ``base_url``, ``log_path`` and ``_process`` (started in its own process
+    group) and name the engine in ``engine_name`` for error messages.
+    """
+
+    engine_name = "the engine"
+    health_timeout = 2.0
+    ready_timeout = 420.0
+    base_url: str
+    log_path: Path
+    _process: subprocess.Popen[bytes] | None
+    started_at: float | None = None
+    ready_after: float | None = None
+    """Seconds from :meth:`start` to a healthy server (where ``started_at`` was set)."""
+
+    def healthy(self) -> bool:
+        """Whether ``/health`` answers 200."""
+        try:
+            url = f"{self.base_url}/health"
+            with urllib.request.urlopen(url, timeout=self.health_timeout) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait for ``/health``; raise with the log's tail if the server dies or times out."""
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.engine_name} exited with code {self._process.returncode} before it "
+                    f"was ready; its log ({self.log_path}) ends:\n{self.log_tail()}"
+                )
+            if self.healthy():
+                if self.started_at is not None:
+                    self.ready_after = time.monotonic() - self.started_at
+                return
+            time.sleep(1.0)
+        self.stop()
+        raise RuntimeError(
+            f"{self.engine_name} was not ready after {timeout:.0f} s; its log ({self.log_path}) "
+            f"ends:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _end_process_group(self) -> None:
+        """SIGTERM the server's process group, SIGKILL after 30 s, then kill what is left.
+
+        The engine's children (engine core, scheduler, detokenizer) may outlive the front end.
+        """
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the server and its children."""
+        self._end_process_group()
+
+
+class VLLMServer(ServerProcess):
     """A vLLM OpenAI-compatible server in a subprocess, with :class:`ScriptedTokens` loaded.
 
     ``start()`` launches it in its own process group (log in ``log_path``), ``wait_ready()``
     polls ``/health``, ``stop()`` ends the group. Use it as a context manager. About 4 GiB of
     RAM and 1.5–2.5 minutes to start on two CPU cores.
     """
+
+    engine_name = "vLLM"
 
     def __init__(
         self,
@@ -267,60 +348,13 @@ class VLLMServer:
                 start_new_session=True,
             )
 
-    def healthy(self) -> bool:
-        """Whether ``/health`` answers 200."""
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout: float = 420.0) -> None:
-        """Wait for ``/health``; raise with the log's tail if the server dies or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM exited with code {self._process.returncode} before it was ready; "
-                    f"its log ({self.log_path}) ends:\n{self.log_tail()}"
-                )
-            if self.healthy():
-                return
-            time.sleep(1.0)
-        self.stop()
-        raise RuntimeError(
-            f"vLLM was not ready after {timeout:.0f} s; its log ({self.log_path}) ends:\n"
-            f"{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the server's log."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop(self) -> None:
         """Stop the server and its children (SIGTERM to the group, SIGKILL after 30 s).
 
         The temporary work folder goes too, also when the server had already exited or never
         started, unless ``log_path`` lives in it (then the log is kept for reading).
         """
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        if process is not None:
-            # engine-core children may outlive the front end: end whatever is left of the group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        self._end_process_group()
         if self._workdir not in self.log_path.parents:  # keep a log that lives there
             shutil.rmtree(self._workdir, ignore_errors=True)
 
