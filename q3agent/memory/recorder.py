@@ -15,33 +15,22 @@ from typing import Any
 
 from q3agent.memory.sessions import Session
 from q3agent.qwen3.messages import Message, ToolCall, ToolMessage
-from q3agent.tools.base import Tool
+from q3agent.tools.base import DelegatingTool, Tool
 from q3agent.tools.context import RunContext
 from q3agent.tools.executor import ToolResult
 
 
-class _RecordingTool(Tool):
+class _RecordingTool(DelegatingTool):
     """Delegates to a tool and records its rendered output as soon as a call succeeds."""
 
     def __init__(self, inner: Tool, session: Session) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.session = session
-        self.name = inner.name
-        self.description = inner.description
-        self.parameters = inner.parameters
         self.requires_approval = inner.requires_approval
-        self.timeout = inner.timeout
-        self.max_retries = inner.max_retries
         self.strict = inner.strict
 
     def schema(self) -> dict[str, Any]:
         return self.inner.schema()
-
-    def validate(self, arguments: dict[str, Any]) -> Any:
-        return self.inner.validate(arguments)
-
-    def render(self, output: Any) -> str:
-        return self.inner.render(output)
 
     async def call(self, arguments: Any, ctx: RunContext[Any]) -> Any:
         output = await self.inner.call(arguments, ctx)

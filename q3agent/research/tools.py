@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 from q3agent.research.evidence import EvidenceBank
 from q3agent.tools import RunContext, Tool, ToolError, tool
+from q3agent.tools.base import DelegatingTool
 
 if TYPE_CHECKING:
     from q3agent.qwen3.tokenizer import Qwen3Tokenizer
@@ -190,21 +191,12 @@ def make_search_tool(retriever: Retriever, bank: EvidenceBank, *, k: int = 4) ->
     return _Announcing(inner, bank)
 
 
-class _Announcing(Tool):
+class _Announcing(DelegatingTool):
     """Reports sources a wrapped tool numbered directly in the citation bank."""
 
     def __init__(self, inner: Tool, bank: EvidenceBank) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.bank = bank
-        self.name = inner.name
-        self.description = inner.description
-        self.parameters = inner.parameters
-        self.timeout = inner.timeout
-        self.max_retries = inner.max_retries
-
-    def validate(self, arguments: dict[str, Any]) -> Any:
-        """The wrapped tool's validation."""
-        return self.inner.validate(arguments)
 
     async def call(self, arguments: Any, ctx: RunContext[Any]) -> Any:
         """Run the wrapped tool, then announce new sources."""
@@ -213,10 +205,6 @@ class _Announcing(Tool):
         finally:
             self.bank.announce_new_sources()
 
-    def render(self, output: Any) -> str:
-        """The wrapped tool's rendering."""
-        return self.inner.render(output)
-
 
 WRAP_UP_NOTICE = (
     "Not run: {reason}. Do not call more tools; write your findings now from the sources "
@@ -224,7 +212,7 @@ WRAP_UP_NOTICE = (
 )
 
 
-class WrapUpGuard(Tool):
+class WrapUpGuard(DelegatingTool):
     """Wraps a researcher tool: refuses to run once the run must wrap up.
 
     ``should_wrap_up()`` returns a reason (the run's budget) or ``None``; independently, when
@@ -240,20 +228,11 @@ class WrapUpGuard(Tool):
         context_limit: int,
         should_wrap_up: Callable[[], str | None],
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.tokenizer = tokenizer
         self.context_limit = context_limit
         self.should_wrap_up = should_wrap_up
-        self.name = inner.name
-        self.description = inner.description
-        self.parameters = inner.parameters
-        self.timeout = inner.timeout
-        self.max_retries = inner.max_retries
         self.refusals = 0
-
-    def validate(self, arguments: dict[str, Any]) -> Any:
-        """The wrapped tool's validation."""
-        return self.inner.validate(arguments)
 
     def context_tokens(self, messages: Sequence[Any]) -> int:
         """Tokens of the researcher's conversation so far (plus a small per-message margin)."""

@@ -50,6 +50,7 @@ import pydantic_core
 from q3agent.tools.context import RunContext
 
 __all__ = [
+    "DelegatingTool",
     "StaticToolset",
     "Tool",
     "ToolArgumentsError",
@@ -163,6 +164,34 @@ class Tool(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'name', '?')!r}>"
+
+
+class DelegatingTool(Tool):
+    """A tool that stands in for another, for wrappers that add behaviour around its calls.
+
+    It takes the inner tool's name, description, parameters, timeout and retry budget, and
+    hands validation, the call and the rendering to it; a subclass overrides what it changes.
+    """
+
+    def __init__(self, inner: Tool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.description = inner.description
+        self.parameters = inner.parameters
+        self.timeout = inner.timeout
+        self.max_retries = inner.max_retries
+
+    def validate(self, arguments: dict[str, Any]) -> Any:
+        """The wrapped tool's validation."""
+        return self.inner.validate(arguments)
+
+    async def call(self, arguments: Any, ctx: RunContext[Any]) -> Any:
+        """The wrapped tool's call."""
+        return await self.inner.call(arguments, ctx)
+
+    def render(self, output: Any) -> str:
+        """The wrapped tool's rendering."""
+        return self.inner.render(output)
 
 
 @runtime_checkable
