@@ -14,6 +14,7 @@ import importlib.util
 from typing import Any
 
 from q3agent.result import RunResult
+from q3agent.types import Usage
 
 _NS = 1_000_000_000
 
@@ -23,6 +24,17 @@ def telemetry_available() -> bool:
     """Whether the OpenTelemetry API can be imported (looked up once per process: every run
     asks, and the lookup searches the import path)."""
     return importlib.util.find_spec("opentelemetry") is not None
+
+
+def _model_call_attributes(operation: str, model: str, usage: Usage) -> dict[str, Any]:
+    """The GenAI attributes an ``invoke_agent`` and a ``chat`` span share."""
+    return {
+        "gen_ai.operation.name": operation,
+        "gen_ai.system": "qwen",
+        "gen_ai.request.model": model,
+        "gen_ai.usage.input_tokens": usage.prompt_tokens,
+        "gen_ai.usage.output_tokens": usage.completion_tokens,
+    }
 
 
 def emit_run_spans(result: RunResult, *, model: str, tracer: Any = None) -> bool:
@@ -46,11 +58,7 @@ def emit_run_spans(result: RunResult, *, model: str, tracer: Any = None) -> bool
         f"invoke_agent {model}",
         start_time=start,
         attributes={
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.system": "qwen",
-            "gen_ai.request.model": model,
-            "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": result.usage.completion_tokens,
+            **_model_call_attributes("invoke_agent", model, result.usage),
             "q3agent.run.id": result.run_id,
             "q3agent.run.status": result.status,
         },
@@ -64,11 +72,7 @@ def emit_run_spans(result: RunResult, *, model: str, tracer: Any = None) -> bool
             context=context,
             start_time=step_start,
             attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": "qwen",
-                "gen_ai.request.model": model,
-                "gen_ai.usage.input_tokens": step.usage.prompt_tokens,
-                "gen_ai.usage.output_tokens": step.usage.completion_tokens,
+                **_model_call_attributes("chat", model, step.usage),
                 "gen_ai.response.finish_reasons": [step.finish_reason],
                 "q3agent.step.index": step.index,
                 "q3agent.step.thinking": step.thinking,

@@ -124,34 +124,45 @@ def _add_served_agent_options(serve: argparse.ArgumentParser) -> None:
         "--model and the runtime flags)"
     )  # fmt: skip
     add_runtime_options(serve)
-    serve.add_argument(
+    _add_renamed(
+        serve,
         "--script",
+        "--runtime-script",
         dest="runtime_script",
         metavar="JSONL",
         help="answer from scripted completions instead of a model (demos, tests)",
     )
-    serve.add_argument("--runtime-script", dest="runtime_script", help=argparse.SUPPRESS)
     serve.add_argument("--mcp-config", metavar="FILE", help="MCP servers the served agent may use")
+
+
+def _add_renamed(
+    parser: argparse.ArgumentParser, flag: str, old_flag: str, *, dest: str, metavar: str, help: str
+) -> None:
+    """Add ``flag``, and its former spelling ``old_flag`` as a hidden alias of the same ``dest``."""
+    parser.add_argument(flag, dest=dest, metavar=metavar, help=help)
+    parser.add_argument(old_flag, dest=dest, help=argparse.SUPPRESS)
 
 
 def _add_store_options(serve: argparse.ArgumentParser) -> None:
     """The RAG store (``--store``/``--chroma-url``), ``--research``, and what ``rag_ingest``
     may read (``--allow-folder``/``--allow-url``)."""
-    serve.add_argument(
+    _add_renamed(
+        serve,
         "--store",
+        "--rag-store",
         dest="rag_store",
         metavar="DIR",
         help="an existing RAG store directory (made with `q3agent rag ingest`); enables "
         "rag_search, and rag_ingest with --allow-folder/--allow-url",
     )
-    serve.add_argument("--rag-store", dest="rag_store", help=argparse.SUPPRESS)
-    serve.add_argument(
+    _add_renamed(
+        serve,
         "--chroma-url",
+        "--rag-url",
         dest="rag_url",
         metavar="URL",
         help="a Chroma server instead of --store (`chroma run --path DIR --port 8000`)",
     )
-    serve.add_argument("--rag-url", dest="rag_url", help=argparse.SUPPRESS)
     serve.add_argument(
         "--research", action="store_true", help="also serve `research` (deep-research reports)"
     )
