@@ -246,10 +246,11 @@ def _java_element(value: Any, nested: str | None) -> str:
         return json.dumps(value)
     if nested is not None and not isinstance(value, list | dict):
         return source_value(value, {"type": nested}, "java")
-    return _java_plain(value)
+    return _plain_literal(value)
 
 
-def _java_plain(value: Any) -> str:
+def _plain_literal(value: Any) -> str:
+    """A scalar as Java or JavaScript source: ``true``/``false``, a JSON string, else repr."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -258,15 +259,11 @@ def _java_plain(value: Any) -> str:
 
 
 def _js_element(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(_js_element(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_js_element(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+    return _plain_literal(value)
 
 
 def source_value(value: Any, schema: Mapping[str, Any], language: str) -> str:
@@ -299,9 +296,9 @@ def source_value(value: Any, schema: Mapping[str, Any], language: str) -> str:
             items = ", ".join(_java_element(v, nested) for v in value)
             return f"new ArrayList<>(Arrays.asList({items}))"
         if kind == "HashMap" and isinstance(value, dict):
-            puts = " ".join(f'put("{k}", {_java_plain(v)});' for k, v in value.items())
+            puts = " ".join(f'put("{k}", {_plain_literal(v)});' for k, v in value.items())
             return f"new HashMap<String, Object>() {{{{ {puts} }}}}" if puts else "new HashMap<>()"
-        return _java_plain(value)
+        return _plain_literal(value)
     if kind == "Bigint" and isinstance(value, int):
         return f"{value}n"
     return _js_element(value)

@@ -190,8 +190,8 @@ async def _generate(
 
 
 @dataclass
-class _TurnTally:
-    """Counts the thinking policy reads within one user turn."""
+class TurnTally:
+    """Counts the thinking policy reads within one user turn (or one single-turn task)."""
 
     task_tokens: int
     num_tools: int
@@ -305,7 +305,7 @@ class _EntryTurns:
         )
         user = self._user_message(turn, turn_messages)
         self.run.messages.append(user)
-        tally = _TurnTally(
+        tally = TurnTally(
             self.tok.count(user.content),
             len(self.functions),
             self.capability,
@@ -335,7 +335,7 @@ class _EntryTurns:
         self.run.calls.append(steps_calls)
 
     async def _step(
-        self, turn: int, tally: _TurnTally, mode: StepMode
+        self, turn: int, tally: TurnTally, mode: StepMode
     ) -> tuple[list[ToolCall], str]:
         """One model step appended to the prompt; its parsed calls and its completion text."""
         request_id = f"{self.entry.id}-{turn}-{tally.step}"
@@ -369,7 +369,7 @@ class _EntryTurns:
         calls: list[ToolCall],
         rendered: list[str],
         executor: BfclExecutor,
-        tally: _TurnTally,
+        tally: TurnTally,
     ) -> list[ToolMessage]:
         """Run a step's calls with BFCL's executor; their results as tool messages."""
         results = executor.execute(rendered)

@@ -35,7 +35,7 @@ from q3agent.eval.bfcl_data import (
     resolve_categories,
 )
 from q3agent.eval.bfcl_decode import bfcl_ast_verdict
-from q3agent.eval.bfcl_multi_turn import run_multi_turn
+from q3agent.eval.bfcl_multi_turn import TurnTally, run_multi_turn
 from q3agent.eval.bfcl_settings import (
     HOLDOUT_NOTE,
     Holdout,
@@ -48,7 +48,7 @@ from q3agent.eval.bfcl_settings import (
 from q3agent.eval.oracle import bind_entry
 from q3agent.eval.scoring import CategoryScore, Verdict, check_ast, v3_summary
 from q3agent.loop import parse_generation
-from q3agent.policy.base import Policy, RunState, ThinkingCapability
+from q3agent.policy.base import Policy, ThinkingCapability
 from q3agent.policy.builtin import AlwaysThink, NeverThink, PlanAct
 from q3agent.qwen3.chat_format import render_ids
 from q3agent.qwen3.messages import ToolCall, to_messages
@@ -600,22 +600,13 @@ async def _run_single_turn(
         tools = to_qwen3_tools(entry.functions)
     capability = model_capability(config.model, config.capability)
     task = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    mode = policy.decide(
-        RunState(
-            step=0,
-            task_tokens=tok.count(task),
-            num_tools=len(entry.functions),
-            capability=capability,
-            tool_calls_so_far=0,
-            failures_so_far=0,
-            last_step_failed=False,
-            last_step_had_calls=False,
-            last_thinking_hit_budget=False,
-            thinking_steps=0,
-            thinking_tokens_used=0,
-            max_steps=1,
-        )
+    first_step = TurnTally(
+        task_tokens=tok.count(task),
+        num_tools=len(entry.functions),
+        capability=capability,
+        max_steps=1,
     )
+    mode = policy.decide(first_step.state())
     enable_thinking = mode.thinking if capability == "hybrid" else None
     typed = to_messages(messages)
     prompt_ids = render_ids(tok, typed, tools, enable_thinking=enable_thinking)
