@@ -218,11 +218,19 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
             engine_budget=self._engine_budget,
         )
 
-    def _add_engine_budget(self, body: dict[str, Any], request: GenerationRequest) -> None:
+    def _finish_body(
+        self, body: dict[str, Any], request: GenerationRequest, *, stream: bool
+    ) -> dict[str, Any]:
+        """Add what both endpoints' bodies end with: streaming, ``extra_body``, the budget."""
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.extra_body)
         if self._engine_budget and request.engine_budget is not None:
             extra = dict(body.get("vllm_xargs") or {})
             extra.update(budget_params(request.engine_budget, self.tokenizer))
             body["vllm_xargs"] = extra
+        return body
 
     @property
     def model_name(self) -> str:
@@ -281,12 +289,7 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
                     "tool-call constraints need vLLM's structured_outputs, which "
                     "extended_sampling=False does not send; use chat=True for tool_choice",
                 )
-        body["stream"] = stream
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        body.update(self.extra_body)
-        self._add_engine_budget(body, request)
-        return body
+        return self._finish_body(body, request, stream=stream)
 
     def chat_body(self, request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         """The JSON body of the ``/v1/chat/completions`` request for ``request``."""
@@ -313,12 +316,7 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
             body["add_generation_prompt"] = False
         if self.extended_sampling:
             body["return_token_ids"] = True
-        body["stream"] = stream
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        body.update(self.extra_body)
-        self._add_engine_budget(body, request)
-        return body
+        return self._finish_body(body, request, stream=stream)
 
     def _partial_assistant_turn(self, prompt_ids: Sequence[int]) -> str | None:
         """The text of an assistant turn the prompt ends inside (a continuation), else None.
