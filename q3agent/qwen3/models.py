@@ -213,24 +213,14 @@ def _moe(
     yarn: int = 131_072,
     thinking: ThinkingMode = "hybrid",
 ) -> ModelSpec:
-    return ModelSpec(
-        name=name,
-        hf_id=f"Qwen/{name}",
-        params_total=params,
+    dense = _dense(name, params, layers, q, 4, hidden, inter, tie=False, native=native, yarn=yarn)
+    return replace(
+        dense,
+        thinking=thinking,
         params_active=active,
-        layers=layers,
-        num_attention_heads=q,
-        num_key_value_heads=4,
-        head_dim=128,
-        hidden_size=hidden,
-        intermediate_size=inter,
         moe_intermediate_size=moe_inter,
         num_experts=128,
         num_experts_per_tok=8,
-        native_context=native,
-        yarn_context=yarn,
-        tie_word_embeddings=False,
-        thinking=thinking,
     )
 
 
