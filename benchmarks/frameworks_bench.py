@@ -153,6 +153,8 @@ class Engine:
         messages = []
         for m in body.get("messages", []):
             m = dict(m)
+            if m.get("content") is None:  # an assistant turn with only calls (the template reads it)
+                m["content"] = ""
             for call in m.get("tool_calls") or []:
                 fn = call.get("function", {})
                 if isinstance(fn.get("arguments"), str):
@@ -542,6 +544,15 @@ def main() -> int:
                     flush=True,
                 )
                 runs.append(run)
+        if args.json:  # before the report: a failure there must not lose the runs
+            Path(args.json).write_text(
+                json.dumps(
+                    [{**r.__dict__, "requests": [e.__dict__ for e in r.requests]} for r in runs],
+                    default=str,
+                    indent=1,
+                ),
+                encoding="utf-8",
+            )
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         text = f"## Frameworks on {args.engine}, {date}\n\n{versions(runs, engine)}\n\n"
         text += report(runs, engine)
@@ -549,15 +560,6 @@ def main() -> int:
         if server is not None:
             server.stop()
     print("\n" + text)
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                [{**r.__dict__, "requests": [e.__dict__ for e in r.requests]} for r in runs],
-                default=str,
-                indent=1,
-            ),
-            encoding="utf-8",
-        )
     return 0
 
 
