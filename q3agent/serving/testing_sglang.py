@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -285,6 +284,8 @@ class SGLangServer(ServerProcess):
         if self._workdir not in self.log_path.parents:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
+    close = cleanup
+
     def __enter__(self) -> SGLangServer:
         self.start()
         self.wait_ready()
@@ -304,24 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    server = SGLangServer(args[0], port=int(args[1]), extra_args=args[2:])
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
-    server.start()
-    try:
-        server.wait_ready()
-        print(f"SGLang ready at {server.base_url} (log: {server.log_path})", flush=True)
-        while server.healthy():
-            time.sleep(5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.cleanup()
-    return 0
+    return SGLangServer(args[0], port=int(args[1]), extra_args=args[2:]).serve()
 
 
 if __name__ == "__main__":

@@ -293,6 +293,35 @@ class ServerProcess:
         """Stop the server and its children."""
         self._end_process_group()
 
+    def start(self) -> None:
+        """Launch the server (returns at once; see :meth:`wait_ready`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the server and remove what it leaves behind (its log where that is wanted)."""
+        self.stop()
+
+    def serve(self) -> int:
+        """Start, then serve until SIGTERM/SIGINT or the server dies; close it in any case."""
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # stop the server on SIGTERM, and on SIGINT even when started in the background
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
+        self.start()
+        try:
+            self.wait_ready()
+            print(f"{self.engine_name} ready at {self.base_url} (log: {self.log_path})", flush=True)
+            while self.healthy():
+                time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+        return 0
+
 
 class VLLMServer(ServerProcess):
     """A vLLM OpenAI-compatible server in a subprocess, with :class:`ScriptedTokens` loaded.
@@ -377,25 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m q3agent.serving.testing_vllm MODEL_DIR PORT", file=sys.stderr)
         return 2
-    server = VLLMServer(args[0], port=int(args[1]))
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # stop the server on SIGTERM, and on SIGINT even when started in the background
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
-    server.start()
-    try:
-        server.wait_ready()
-        print(f"vLLM ready at {server.base_url} (log: {server.log_path})", flush=True)
-        while server.healthy():
-            time.sleep(5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return VLLMServer(args[0], port=int(args[1])).serve()
 
 
 if __name__ == "__main__":
