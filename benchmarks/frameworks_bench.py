@@ -153,7 +153,7 @@ class Engine:
         messages = []
         for m in body.get("messages", []):
             m = dict(m)
-            if m.get("content") is None:  # an assistant turn with only calls (the template reads it)
+            if m.get("content") is None:  # a calls-only assistant turn (the template reads it)
                 m["content"] = ""
             for call in m.get("tool_calls") or []:
                 fn = call.get("function", {})
