@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from q3agent.closing import Closing
 from q3agent.qwen3.messages import (
     Message,
     ToolCall,
@@ -206,7 +207,7 @@ def _same_process(owner: str) -> bool:
     return len(parts) == 3 and parts[0] == socket.gethostname() and parts[1] == str(os.getpid())
 
 
-class SessionStore:
+class SessionStore(Closing):
     """Where sessions live, chosen by URL: ``SessionStore("sqlite:///sessions.db")``, a plain
     path (SQLite), or ``SessionStore("postgresql://user@host/db")``.
 
@@ -308,12 +309,6 @@ class SessionStore:
         if row is None or row[0] is None or float(row[1]) <= now:
             return None
         return str(row[0]), float(row[1]) - now
-
-    def __enter__(self) -> SessionStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- leases -------------------------------------------------------------------------
     def _try_acquire(self, session_id: str, owner: str, ttl: float) -> int | SessionBusy:
@@ -447,7 +442,7 @@ def _close_thread_connection(store: SessionStore) -> None:
         closer()
 
 
-class Session:
+class Session(Closing):
     """One persisted conversation; every method commits before returning."""
 
     def __init__(self, store: SessionStore, session_id: str) -> None:
@@ -547,12 +542,6 @@ class Session:
         until another worker takes it)."""
         if self.lease is not None:
             self.lease.release()
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def load(self, *, strict: bool = False) -> SessionState:
         """Read the whole session back.

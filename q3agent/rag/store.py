@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from q3agent.closing import Closing
 from q3agent.errors import UsageError
 from q3agent.rag.embeddings import Embedder, shared_embedder
 
@@ -140,7 +141,7 @@ def collection_name(name: str) -> str:
     return cleaned[:512]
 
 
-class RagStore:
+class RagStore(Closing):
     """One Chroma collection and its embedder; use :meth:`open` (or the named constructors).
 
     Writes are batched under the client's maximum batch size. ``revision`` increases with
@@ -301,12 +302,6 @@ class RagStore:
         self._closed = True
         if self._lock is not None:
             self._lock.release()
-
-    def __enter__(self) -> RagStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- reads -----------------------------------------------------------------------------
 
