@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -432,6 +432,8 @@ class HTTPRuntimeBase(RuntimeBase):
     """Where :meth:`fetch_context_length` looks, in order (set by each subclass)."""
     _served_model: str | None = None
     """The model id to prefer among a ``/v1/models`` answer's entries."""
+    _server_label = "server"
+    """What errors and retry warnings call the server ("SGLang server", ...)."""
 
     def __init__(
         self,
@@ -478,6 +480,30 @@ class HTTPRuntimeBase(RuntimeBase):
                 self._context_length = found
                 break
         return self._context_length
+
+    async def _post_json(self, url: str, payload: Mapping[str, Any]) -> Any:
+        """:func:`post_json` with this runtime's client, retry policy and server label."""
+        return await post_json(
+            self._client,
+            url,
+            payload,
+            policy=self.retry,
+            server=self._server_label,
+            sleep=self._sleep,
+        )
+
+    def _open_stream(
+        self, url: str, payload: Mapping[str, Any]
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """:func:`open_stream` with this runtime's client, retry policy and server label."""
+        return open_stream(
+            self._client,
+            url,
+            payload,
+            policy=self.retry,
+            server=self._server_label,
+            sleep=self._sleep,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client (the server keeps running)."""

@@ -48,8 +48,6 @@ from q3agent.serving._http import (
     HTTPOptions,
     HTTPRuntimeBase,
     RuntimeHTTPError,
-    open_stream,
-    post_json,
 )
 from q3agent.serving.base import (
     Generation,
@@ -169,6 +167,8 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
     the completion tokens of every request (an :class:`~q3agent.Agent` on this runtime uses it
     as its own limit unless given ``max_tokens``).
     """
+
+    _server_label = "OpenAI-compatible server"
 
     def __init__(
         self,
@@ -428,14 +428,7 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
-            return await post_json(
-                self._client,
-                f"{self.base_url}{path}",
-                body,
-                policy=self.retry,
-                server="OpenAI-compatible server",
-                sleep=self._sleep,
-            )
+            return await self._post_json(f"{self.base_url}{path}", body)
         except RuntimeHTTPError as exc:
             raise self._explain(exc) from exc
 
@@ -506,14 +499,7 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
         )
         state = _StreamState(self.tokenizer)
         try:
-            async with open_stream(
-                self._client,
-                f"{self.base_url}{path}",
-                body,
-                policy=self.retry,
-                server="OpenAI-compatible server",
-                sleep=self._sleep,
-            ) as events:
+            async with self._open_stream(f"{self.base_url}{path}", body) as events:
                 async for event in events:
                     piece, ids = state.feed(event, chat=self.chat)
                     if piece or ids:

@@ -60,8 +60,6 @@ from q3agent.qwen3.thinking import ReasoningMode, count_reasoning_tokens, reason
 from q3agent.serving._http import (
     HTTPOptions,
     HTTPRuntimeBase,
-    open_stream,
-    post_json,
 )
 from q3agent.serving.base import (
     ContextLengthError,
@@ -978,6 +976,8 @@ class RemoteSGLangRuntime(_CodecOwner, HTTPRuntimeBase):
     through the router anyway (the loop's own budget procedure still bounds the thinking).
     """
 
+    _server_label = "SGLang server"
+
     def __init__(
         self,
         base_url: str,
@@ -1058,14 +1058,7 @@ class RemoteSGLangRuntime(_CodecOwner, HTTPRuntimeBase):
         codec = self._codec_()
         request = await self._fit(request)
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
-        out = await post_json(
-            self._client,
-            self._generate_url(payload),
-            payload,
-            policy=self.retry,
-            server="SGLang server",
-            sleep=self._sleep,
-        )
+        out = await self._post_json(self._generate_url(payload), payload)
         if isinstance(out, list):  # a batch answer to a single prompt
             out = out[0]
         return codec.generation(out, request)
@@ -1078,14 +1071,7 @@ class RemoteSGLangRuntime(_CodecOwner, HTTPRuntimeBase):
         request = await self._fit(request)
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
         assembler = _StreamAssembler(codec, request)
-        async with open_stream(
-            self._client,
-            self._generate_url(payload),
-            payload,
-            policy=self.retry,
-            server="SGLang server",
-            sleep=self._sleep,
-        ) as events:
+        async with self._open_stream(self._generate_url(payload), payload) as events:
             async for out in events:
                 piece = assembler.feed(out)
                 if piece is not None:
