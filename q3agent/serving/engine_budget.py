@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
     from q3agent.qwen3.tokenizer import Qwen3Tokenizer
     from q3agent.serving.base import Runtime
 
@@ -169,9 +171,22 @@ def _newline_counter(decode: Callable[[list[int]], str]) -> Callable[[Sequence[i
 # ---------------------------------------------------------------------------- vLLM
 
 
+def force_logits(logits: torch.Tensor, token: int | None) -> torch.Tensor:
+    """A vLLM processor's forced step: ``logits`` with all but ``token`` at ``-inf``.
+
+    ``logits`` come back unchanged where nothing is forced (``None``) or ``token`` is past
+    the vocabulary. Shared with the scripted-token processor of
+    :mod:`q3agent.serving.testing_vllm`, which imports it from its copy of this file.
+    """
+    if token is None or token >= logits.shape[-1]:
+        return logits
+    forced = logits.new_full(logits.shape, float("-inf"))
+    forced[token] = 0.0
+    return forced
+
+
 def _define_vllm_processor() -> type:
     """The vLLM logits-processor class (defined only where vLLM is importable)."""
-    import torch
     from vllm.v1.sample.logits_processor import (  # type: ignore[import-not-found]
         AdapterLogitsProcessor,
     )
@@ -214,11 +229,7 @@ def _define_vllm_processor() -> type:
 
             def force(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
                 token = forced_budget_token(output_ids, frozen, self._newlines)
-                if token is None or token >= logits.shape[-1]:
-                    return logits
-                forced = torch.full_like(logits, float("-inf"))
-                forced[token] = 0.0
-                return forced
+                return force_logits(logits, token)
 
             return force
 

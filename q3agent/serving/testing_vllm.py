@@ -123,6 +123,7 @@ def script_body(turns: Sequence[Sequence[int]]) -> dict[str, Any]:
 def _define_processor() -> type:
     """The vLLM logits-processor class (defined only where vLLM is importable)."""
     import torch
+    from q3agent_engine_budget import force_logits  # type: ignore[import-not-found]  # the copy
     from vllm.v1.sample.logits_processor import (  # type: ignore[import-not-found]
         AdapterLogitsProcessor,
     )
@@ -144,11 +145,9 @@ def _define_processor() -> type:
             def force(
                 prompt_ids: list[int], output_ids: list[int], logits: torch.Tensor
             ) -> torch.Tensor:
-                token = forced_token(prompt_ids, output_ids, frozen)
-                if token is None or token >= logits.shape[-1]:
-                    return logits
-                forced = torch.full_like(logits, float("-inf"))
-                forced[token] = 0.0
+                forced: torch.Tensor = force_logits(
+                    logits, forced_token(prompt_ids, output_ids, frozen)
+                )
                 return forced
 
             return force
