@@ -3,12 +3,16 @@
 :class:`SGLangEngineDouble` answers ``async_generate`` the way SGLang's tokenizer manager,
 scheduler and detokenizer do, with the model's words chosen by a script:
 
-* it **rejects** what SGLang rejects (``tokenizer_manager.py``): a prompt of ``context_length``
-  tokens or more ("The input (N tokens) is longer than the model's context length (C
-  tokens).") and ``prompt + max_new_tokens >= context_length`` ("Requested token count
-  exceeds the model's maximum context length …"), both as ``ValueError``; and a ``rid``
-  that is still in flight ("Duplicate request ID detected: …"; a finished request's rid may be
-  reused, as on the real engine);
+* it **rejects** what SGLang rejects: in the tokenizer manager (``tokenizer_manager.py``) a
+  prompt of ``context_length`` tokens or more ("The input (N tokens) is longer than the
+  model's context length (C tokens).") and ``prompt + max_new_tokens > context_length``
+  ("Requested token count exceeds the model's maximum context length …"), both as
+  ``ValueError``, and a ``rid`` that is still in flight ("Duplicate request ID detected: …";
+  a finished request's rid may be reused, as on the real engine); in the scheduler
+  (``validate_input_length``) a prompt of ``context_length - 6`` tokens or more, aborted with
+  status 400: a ``ValueError`` with the scheduler's message, or, when streaming, one chunk
+  whose ``finish_reason`` is that abort;
+* the scheduler caps a request's output at ``context_length - prompt - 2`` tokens;
 * it stops where SGLang stops (``max_new_tokens``, ``stop_token_ids`` plus EOS, stop strings)
   and reports it the same way: ``output_ids`` keep a matched stop id while ``text`` drops it
   (``detokenizer_manager.py`` trims ``output[:-1]``), a stop string is cut from the text,
@@ -107,12 +111,33 @@ class SGLangEngineDouble:
             | extra
         )
         self._validate(list(input_ids), sampling_params, rid)
-        out = self._complete(list(input_ids), sampling_params, rid)
+        refusal = self._scheduler_refusal(len(input_ids), rid)
+        if refusal is not None and not stream:
+            raise ValueError(refusal["meta_info"]["finish_reason"]["message"])
+        out = refusal or self._complete(list(input_ids), sampling_params, rid)
         if not stream:
             return out
         if rid is not None:
             self._in_flight.add(rid)
         return self._chunks(out, rid)
+
+    def _scheduler_refusal(self, prompt: int, rid: str | None) -> dict[str, Any] | None:
+        """The scheduler's abort for a prompt past ``max_req_input_len`` (context - 6)."""
+        allowed = self.context_length - 6
+        if prompt < allowed:
+            return None
+        message = (
+            f"Input length ({prompt} tokens) exceeds the maximum allowed length "
+            f"({allowed} tokens). Use a shorter input or enable --allow-auto-truncate."
+        )
+        finish = {
+            "type": "abort",
+            "message": message,
+            "status_code": 400,
+            "err_type": "BadRequestError",
+        }
+        meta = {"id": rid, "finish_reason": finish, "prompt_tokens": prompt}
+        return {"text": "", "output_ids": [], "meta_info": meta | {"completion_tokens": 0}}
 
     def _validate(self, ids: list[int], params: dict[str, Any], rid: str | None) -> None:
         if rid is not None and rid in self._in_flight:
@@ -124,7 +149,7 @@ class SGLangEngineDouble:
                 f"({context} tokens)."
             )
         max_new = params.get("max_new_tokens")
-        if max_new is not None and max_new + len(ids) >= context:
+        if max_new is not None and max_new + len(ids) > context:
             raise ValueError(
                 f"Requested token count exceeds the model's maximum context length of "
                 f"{context} tokens. You requested a total of {max_new + len(ids)} tokens: "
@@ -146,7 +171,8 @@ class SGLangEngineDouble:
         tok = self.tokenizer
         planned = tok.encode_trusted(self._next_text(prompt))
         max_new = params.get("max_new_tokens")
-        limit = self.context_length - len(prompt) if max_new is None else int(max_new)
+        room = self.context_length - len(prompt) - 2  # the scheduler's cap on the output
+        limit = room if max_new is None else min(int(max_new), room)
         stop_ids = {tok.im_end_id, tok.eos_id, *params.get("stop_token_ids", ())}
         stops = [s for s in params.get("stop") or () if s]
         out: list[int] = []

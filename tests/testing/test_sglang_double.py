@@ -1,7 +1,8 @@
 """The SGLang runtimes against an engine-faithful SGLang double (SGLang needs CUDA).
 
-The double rejects what SGLang's tokenizer manager rejects (context overflow, a rid in flight)
-and trims what its detokenizer trims (a matched stop id's text), so these tests fail exactly
+The double rejects what SGLang's tokenizer manager and scheduler reject (context overflow, a
+prompt past the scheduler's input limit, a rid in flight), caps the output where the scheduler
+does, and trims what its detokenizer trims (a matched stop id's text), so these tests fail exactly
 where a real SGLang engine would.
 """
 
@@ -41,8 +42,8 @@ async def test_the_double_refuses_what_sglang_refuses(tokenizer: Qwen3Tokenizer)
     double = SGLangEngineDouble(["Hi."] * 3, context_length=100, tokenizer=tokenizer)
     with pytest.raises(ValueError, match=r"The input \(100 tokens\) is longer"):
         await double.async_generate(list(range(100)), {"max_new_tokens": 1})
-    with pytest.raises(ValueError, match="Requested token count exceeds"):
-        await double.async_generate(list(range(50)), {"max_new_tokens": 50})
+    with pytest.raises(ValueError, match="Requested token count exceeds"):  # > context, not ==
+        await double.async_generate(list(range(50)), {"max_new_tokens": 51})
     await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="a")
     await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="a")  # finished: reusable
     chunks = await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="b", stream=True)
@@ -50,6 +51,24 @@ async def test_the_double_refuses_what_sglang_refuses(tokenizer: Qwen3Tokenizer)
     with pytest.raises(ValueError, match="Duplicate request ID detected: b"):  # in flight
         await double.async_generate([1, 2], {"max_new_tokens": 5}, rid="b")
     await chunks.aclose()
+
+
+async def test_the_double_refuses_and_caps_where_sglangs_scheduler_does(
+    tokenizer: Qwen3Tokenizer,
+) -> None:
+    """SGLang 0.5.23: input limit context - 6 (validate_input_length), output context - p - 2."""
+    double = SGLangEngineDouble(["word " * 200] * 2, context_length=100, tokenizer=tokenizer)
+    fits = await double.async_generate(list(range(50)), {"max_new_tokens": 50})  # total == context
+    assert len(fits["output_ids"]) == 100 - 50 - 2
+    assert fits["meta_info"]["finish_reason"] == {"type": "length", "length": 48}
+    with pytest.raises(ValueError, match=r"Input length \(94 tokens\) exceeds .* \(94 tokens\)"):
+        await double.async_generate(list(range(94)), {"max_new_tokens": 1})
+    chunks = [c async for c in await double.async_generate(list(range(95)), {}, stream=True)]
+    assert [c["meta_info"]["finish_reason"]["type"] for c in chunks] == ["abort"]
+    assert chunks[0]["meta_info"]["finish_reason"]["status_code"] == 400
+    assert chunks[0]["output_ids"] == [] and chunks[0]["text"] == ""
+    last = await double.async_generate(list(range(93)), {})  # the longest prompt it takes
+    assert len(last["output_ids"]) == 5
 
 
 async def test_the_double_caches_what_radix_attention_caches(tokenizer: Qwen3Tokenizer) -> None:
