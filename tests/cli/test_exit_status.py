@@ -152,8 +152,8 @@ def test_an_interrupted_run_writes_its_trace_and_exits_130(
     )  # fmt: skip
     _wait_for(tmp_path / "tool-started", proc)
     os.kill(proc.pid, sig)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == INTERRUPTED, stderr
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED, (stdout, stderr)
     assert "interrupted (1 steps finished); the steps so far are in trace.jsonl" in stderr
     records = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     assert records[-1]["type"] == "run" and records[-1]["status"] == "cancelled"
