@@ -21,6 +21,14 @@ def _forward(signum: int, frame: FrameType | None) -> None:
 
 
 def sigterm_as_interrupt() -> None:
-    """Handle SIGTERM as Ctrl-C from now on (main thread only; elsewhere a no-op)."""
+    """Handle SIGTERM as Ctrl-C from now on (main thread only; elsewhere a no-op).
+
+    A process started in the background by a non-interactive shell (``q3agent run … &`` in a
+    script, or a CI runner) inherits SIGINT as *ignored*; asyncio then installs no handler and
+    a forwarded SIGTERM would be ignored too, so the run went on to its end after ``kill``.
+    SIGINT is therefore turned back on (as ``KeyboardInterrupt``) before it is used here.
+    """
     if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _forward)

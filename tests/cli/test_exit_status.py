@@ -132,9 +132,22 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> 
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` in a non-interactive shell
+
+
+@pytest.mark.parametrize(
+    ("sig", "background"),
+    [
+        (signal.SIGTERM, False),
+        (signal.SIGINT, False),
+        (signal.SIGTERM, True),
+        (signal.SIGINT, True),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-sigint-ignored", "SIGINT-sigint-ignored"],
+)
 def test_an_interrupted_run_writes_its_trace_and_exits_130(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, background: bool
 ) -> None:
     (tmp_path / "slowtools.py").write_text(TOOLS)
     steps = [
@@ -149,6 +162,7 @@ def test_an_interrupted_run_writes_its_trace_and_exits_130(
         [sys.executable, str(bin_script), "run", "Wait.", "--script", "s.jsonl",
          "--tools", "slowtools:wait_here", "--trace", "trace.jsonl", "--thinking", "off"],
         cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if background else None,
     )  # fmt: skip
     _wait_for(tmp_path / "tool-started", proc)
     os.kill(proc.pid, sig)
