@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Self
 
 __all__ = ["Closing"]
 
 
-class Closing:
+class Closing(abc.ABC):
     """Something that holds resources (connections, locks, leases) until :meth:`close`.
 
     ``with obj:`` returns the object itself and calls :meth:`close` on the way out.
     """
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release what the object holds."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self

@@ -33,6 +33,7 @@ Write order the agent loop follows for one step::
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -229,16 +230,17 @@ class SessionStore(Closing):
         return super().__new__(cls)
 
     # -- backend primitives -------------------------------------------------------------
+    @abc.abstractmethod
     def _transaction(self) -> contextlib.AbstractContextManager[_Tx]:
         """A write transaction that holds the database's write lock for the session."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _reader(self) -> _Tx:
-        raise NotImplementedError
+        """A connection to read from (this thread's own)."""
 
+    @abc.abstractmethod
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Turn driver errors into :class:`SessionError` saying ``what`` failed."""
-        raise NotImplementedError
 
     def _lock_session(self, tx: _Tx, session_id: str) -> None:
         """Serialise writers of one session inside ``tx`` (SQLite's write lock does already)."""
@@ -247,9 +249,9 @@ class SessionStore(Closing):
         """Seconds since the epoch by the database's clock (one clock for every worker)."""
         return time.time()
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Close every connection this store opened."""
-        raise NotImplementedError
 
     # -- the interface ------------------------------------------------------------------
     def open(
@@ -782,4 +784,4 @@ def session_store(url: str | os.PathLike[str] | SessionStore, **options: Any) ->
     """The store ``url`` names (a :class:`SessionStore` is returned as it is)."""
     if isinstance(url, SessionStore):
         return url
-    return SessionStore(url, **options)
+    return _store_class(url)(url, **options)
