@@ -282,9 +282,12 @@ def run_one(framework: str, workload: str, engine: Engine, log: ProxyLog, proxy_
             f"http://127.0.0.1:{proxy_port}/run/{label}/v1",
             str(out),
         ]
+        # q3agent's client imports the checkout this script is in (the one compileall ran
+        # on), not whatever q3agent the venv has installed (an editable install elsewhere)
+        path = [HERE, ROOT] if framework == "q3agent" else [HERE]
         env = {
             **os.environ,
-            "PYTHONPATH": str(HERE),
+            "PYTHONPATH": os.pathsep.join(str(p) for p in path),
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
         }
