@@ -38,6 +38,10 @@ SCRIPT_ARG = "q3agent_script"
 """The ``vllm_xargs`` key holding the scripted token ids."""
 TURN_SEPARATOR = -1
 """Separates the assistant turns in the flat script list (``vllm_xargs`` takes flat lists)."""
+FREE_TURN_ID = -2
+FREE_TURN: tuple[int, ...] = (FREE_TURN_ID,)
+"""A script turn that forces nothing: the model writes that turn itself (sampled as usual,
+under whatever constraint the request carries, e.g. a required tool call's grammar)."""
 
 # Qwen3 ids (shared by every Qwen3 checkpoint; tests check them against the tokenizer)
 IM_START_ID = 151644
@@ -73,7 +77,8 @@ def _leading_newlines(ids: Sequence[int]) -> int:
 def forced_token(
     prompt_ids: Sequence[int], output_ids: Sequence[int], script: Sequence[int]
 ) -> int | None:
-    """The token the script forces next, or ``None`` when the prompt has no assistant turn.
+    """The token the script forces next, or ``None`` when the prompt has no assistant turn or
+    the current turn is :data:`FREE_TURN` (left to the model).
 
     A turn's script is ``reasoning … </think>`` + answer, or the answer alone. Before the turn
     holds a ``</think>``, the reasoning part is forced position by position; after it (the
@@ -91,6 +96,8 @@ def forced_token(
     if len(headers) > len(turns):
         return IM_END_ID
     turn = turns[len(headers) - 1]
+    if tuple(turn) == FREE_TURN:
+        return None
     done = ids[headers[-1] + 3 :]  # after "<|im_start|>assistant\n"
     if THINK_END_ID in turn and THINK_END_ID not in done:
         reasoning = turn[: turn.index(THINK_END_ID) + 1]

@@ -10,7 +10,7 @@ import pytest
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving import testing_vllm
-from q3agent.serving.testing_vllm import forced_token, script_body, server_command
+from q3agent.serving.testing_vllm import FREE_TURN, forced_token, script_body, server_command
 
 TOK = Qwen3Tokenizer.offline()
 QUERY = "<|im_start|>user\nAdd 2 and 3.<|im_end|>\n<|im_start|>assistant\n"
@@ -69,6 +69,21 @@ def test_the_turn_is_found_by_counting_assistant_headers() -> None:
     # a turn past the script ends at once instead of letting the random model ramble
     assert _generate(second, _script(ANSWER)) == "<|im_end|>"
     assert forced_token(TOK.encode_trusted("no chat here"), [], _script(ANSWER)) is None
+
+
+def test_a_free_turn_is_left_to_the_model_and_the_script_goes_on_after_it() -> None:
+    script = script_body([TOK.encode_trusted(ANSWER), FREE_TURN, TOK.encode_trusted(ANSWER)])
+    flat = script["vllm_xargs"]["q3agent_script"]
+    first = TOK.encode_trusted(QUERY)
+    assert forced_token(first, [], flat) == TOK.encode_trusted(ANSWER)[0]
+    second = [*first, *TOK.encode_trusted(ANSWER + "\n<|im_start|>user\nAgain.<|im_end|>\n")]
+    second += TOK.encode_trusted("<|im_start|>assistant\n")
+    # the model's own turn: nothing forced, whatever it has written so far
+    assert forced_token(second, [], flat) is None
+    assert forced_token(second, TOK.encode("Five, I think."), flat) is None
+    third = [*second, *TOK.encode_trusted("Five.<|im_end|>\n<|im_start|>user\nOnce more.")]
+    third += TOK.encode_trusted("<|im_end|>\n<|im_start|>assistant\n")
+    assert _generate(TOK.decode(third), flat) == ANSWER
 
 
 def test_plain_text_that_spells_a_header_is_not_a_turn() -> None:
