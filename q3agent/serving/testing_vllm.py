@@ -20,6 +20,7 @@ top: the server imports it by file (copied beside the model), without q3agent in
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -221,7 +222,7 @@ def server_command(model: str | Path, port: int, *, served_model_name: str) -> l
     ]
 
 
-class ServerProcess:
+class ServerProcess(abc.ABC):
     """What a test engine server in a subprocess has in common: health, readiness, its log, stop.
 
     Subclasses set ``base_url``, ``log_path`` and ``_process`` (started in its own process
@@ -299,16 +300,18 @@ class ServerProcess:
         """Stop the server and its children."""
         self._end_process_group()
 
+    @abc.abstractmethod
     def start(self) -> None:
         """Launch the server (returns at once; see :meth:`wait_ready`)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Stop the server and remove what it leaves behind (its log where that is wanted)."""
         self.stop()
 
     def serve(self) -> int:
-        """Start, then serve until SIGTERM/SIGINT or the server dies; close it in any case."""
+        """Start, then serve until SIGTERM/SIGINT (exit 0) or the server dies (exit 1, its log's
+        tail on stderr); close it in any case. A slow ``/health`` under load does not end it:
+        only the server's own exit does."""
 
         def interrupt(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
@@ -320,8 +323,16 @@ class ServerProcess:
         try:
             self.wait_ready()
             print(f"{self.engine_name} ready at {self.base_url} (log: {self.log_path})", flush=True)
-            while self.healthy():
+            process = self._process
+            while process is not None and process.poll() is None:
                 time.sleep(5)
+            if process is not None:
+                print(
+                    f"{self.engine_name} exited with code {process.returncode}; its log "
+                    f"({self.log_path}) ends:\n{self.log_tail()}",
+                    file=sys.stderr,
+                )
+                return 1
         except KeyboardInterrupt:
             pass
         finally:

@@ -3,6 +3,11 @@ server command line; tests/engine runs them inside a real vLLM server."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +119,72 @@ def test_stop_removes_the_temporary_work_folder_even_when_never_started(tmp_path
     assert workdir.is_dir()
     server.stop()
     assert not workdir.exists()
+
+
+FLAKY_SERVER = """
+import http.server, sys, threading, time
+class Health(http.server.BaseHTTPRequestHandler):
+    answered = 0
+    def do_GET(self):
+        Health.answered += 1
+        if Health.answered > 1:
+            time.sleep(1.5)  # slower than the health timeout, as under load
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Health)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("serving", flush=True)
+time.sleep(2)
+sys.exit(3)
+"""
+
+
+class _FlakyServer(testing_vllm.ServerProcess):
+    """A stand-in engine: /health answers once at once, then slower than the timeout; the
+    process exits with code 3 after 2 s."""
+
+    engine_name = "flaky"
+    health_timeout = 0.5
+
+    def __init__(self, tmp_path: Path, port: int) -> None:
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = tmp_path / "flaky.log"
+        self._process = None
+        self._port = port
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", FLAKY_SERVER, str(self._port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+def test_serve_outlives_a_slow_health_check_and_reports_the_servers_exit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The long-lived server (``python -m q3agent.serving.testing_sglang``) used to stop at
+    the first ``/health`` slower than its timeout and exit 0; now only the server's own exit
+    ends it, with exit 1 and the log's tail."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    started = time.monotonic()
+    try:
+        assert _FlakyServer(tmp_path, port).serve() == 1
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert time.monotonic() - started >= 2  # it served on past the slow health checks
+    err = capsys.readouterr().err
+    assert "flaky exited with code 3" in err and "serving" in err
+
+
+def test_a_server_class_must_say_how_it_starts() -> None:
+    with pytest.raises(TypeError, match="start"):
+        testing_vllm.ServerProcess()  # type: ignore[abstract]
