@@ -2,8 +2,8 @@
 
 Both :class:`~q3agent.serving.sglang_runtime.RemoteSGLangRuntime` and
 :class:`~q3agent.serving.openai_runtime.OpenAICompatibleRuntime` post JSON to a server that may
-be starting up, overloaded (429) or briefly failing (5xx). :func:`post_json` and
-:func:`open_stream` retry those cases with exponential backoff and jitter, honour
+be starting up, overloaded (429) or briefly failing (5xx). :class:`HTTPCaller`'s
+``post_json`` and ``open_stream`` retry those cases with exponential backoff and jitter, honour
 ``Retry-After``, and turn what is left into errors that say what to do next.
 """
 
@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -240,79 +240,76 @@ def _read_timeout(client: httpx.AsyncClient) -> float | None:
     return client.timeout.read
 
 
-async def post_json(
-    client: httpx.AsyncClient,
-    url: str,
-    payload: Mapping[str, Any],
-    *,
-    policy: RetryPolicy,
-    server: str,
-    sleep: Sleep = anyio.sleep,
-) -> Any:
-    """POST ``payload`` as JSON and return the decoded JSON reply, retrying per ``policy``."""
-    attempts = _Attempts(policy, url, server, sleep)
-    while True:
-        try:
-            response = await client.post(url, json=payload)
-        except httpx.ReadTimeout as exc:
-            raise _timeout_error(server, url, exc, _read_timeout(client)) from exc
-        except httpx.WriteTimeout as exc:
-            raise _timeout_error(server, url, exc, client.timeout.write) from exc
-        except httpx.TransportError as exc:
-            if not _connection_error(exc):
-                raise
-            await attempts.after_connection_error(exc)
-            continue
-        if response.status_code >= 400:
-            await attempts.after_status(response, response.text)
-            continue
-        try:
-            return response.json()
-        except json.JSONDecodeError as exc:
-            raise RuntimeHTTPError(
-                f"The {server} at {url} answered with something that is not JSON: "
-                f"{_body_snippet(response.text)!r}. Is the URL pointing at the right server?",
-                status_code=response.status_code,
-                body=response.text,
-            ) from exc
+@dataclass(frozen=True, slots=True)
+class HTTPCaller:
+    """One runtime's way to its server: the client, the retry policy, what errors call the
+    server, and the sleep between retries (a fake one in tests)."""
 
+    client: httpx.AsyncClient
+    policy: RetryPolicy
+    server: str
+    sleep: Sleep = anyio.sleep
 
-@asynccontextmanager
-async def open_stream(
-    client: httpx.AsyncClient,
-    url: str,
-    payload: Mapping[str, Any],
-    *,
-    policy: RetryPolicy,
-    server: str,
-    sleep: Sleep = anyio.sleep,
-) -> AsyncIterator[AsyncIterator[Any]]:
-    """POST ``payload`` and yield an iterator over the server-sent events' JSON payloads.
+    async def post_json(self, url: str, payload: Mapping[str, Any]) -> Any:
+        """POST ``payload`` as JSON and return the decoded JSON reply, retrying per the policy."""
+        client, server = self.client, self.server
+        attempts = _Attempts(self.policy, url, server, self.sleep)
+        while True:
+            try:
+                response = await client.post(url, json=payload)
+            except httpx.ReadTimeout as exc:
+                raise _timeout_error(server, url, exc, _read_timeout(client)) from exc
+            except httpx.WriteTimeout as exc:
+                raise _timeout_error(server, url, exc, client.timeout.write) from exc
+            except httpx.TransportError as exc:
+                if not _connection_error(exc):
+                    raise
+                await attempts.after_connection_error(exc)
+                continue
+            if response.status_code >= 400:
+                await attempts.after_status(response, response.text)
+                continue
+            try:
+                return response.json()
+            except json.JSONDecodeError as exc:
+                raise RuntimeHTTPError(
+                    f"The {server} at {url} answered with something that is not JSON: "
+                    f"{_body_snippet(response.text)!r}. Is the URL pointing at the right server?",
+                    status_code=response.status_code,
+                    body=response.text,
+                ) from exc
 
-    Retries happen only before the first byte of a successful response; once events flow, an
-    error ends the stream (replaying would duplicate text the caller has already shown). The
-    ``data: [DONE]`` sentinel ends the iteration.
-    """
-    attempts = _Attempts(policy, url, server, sleep)
-    while True:
-        started = False
-        try:
-            async with client.stream("POST", url, json=payload) as response:
-                if response.status_code >= 400:
-                    body = (await response.aread()).decode("utf-8", errors="replace")
-                    await attempts.after_status(response, body)
-                    continue
-                started = True
-                yield _sse_events(response, server, url, _read_timeout(client))
-                return
-        except httpx.ReadTimeout as exc:
-            if started:
-                raise
-            raise _timeout_error(server, url, exc, _read_timeout(client)) from exc
-        except httpx.TransportError as exc:
-            if started or not _connection_error(exc):
-                raise
-            await attempts.after_connection_error(exc)
+    @asynccontextmanager
+    async def open_stream(
+        self, url: str, payload: Mapping[str, Any]
+    ) -> AsyncIterator[AsyncIterator[Any]]:
+        """POST ``payload`` and yield an iterator over the server-sent events' JSON payloads.
+
+        Retries happen only before the first byte of a successful response; once events flow, an
+        error ends the stream (replaying would duplicate text the caller has already shown). The
+        ``data: [DONE]`` sentinel ends the iteration.
+        """
+        client, server = self.client, self.server
+        attempts = _Attempts(self.policy, url, server, self.sleep)
+        while True:
+            started = False
+            try:
+                async with client.stream("POST", url, json=payload) as response:
+                    if response.status_code >= 400:
+                        body = (await response.aread()).decode("utf-8", errors="replace")
+                        await attempts.after_status(response, body)
+                        continue
+                    started = True
+                    yield _sse_events(response, server, url, _read_timeout(client))
+                    return
+            except httpx.ReadTimeout as exc:
+                if started:
+                    raise
+                raise _timeout_error(server, url, exc, _read_timeout(client)) from exc
+            except httpx.TransportError as exc:
+                if started or not _connection_error(exc):
+                    raise
+                await attempts.after_connection_error(exc)
 
 
 async def _sse_events(
@@ -481,29 +478,10 @@ class HTTPRuntimeBase(RuntimeBase):
                 break
         return self._context_length
 
-    async def _post_json(self, url: str, payload: Mapping[str, Any]) -> Any:
-        """:func:`post_json` with this runtime's client, retry policy and server label."""
-        return await post_json(
-            self._client,
-            url,
-            payload,
-            policy=self.retry,
-            server=self._server_label,
-            sleep=self._sleep,
-        )
-
-    def _open_stream(
-        self, url: str, payload: Mapping[str, Any]
-    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
-        """:func:`open_stream` with this runtime's client, retry policy and server label."""
-        return open_stream(
-            self._client,
-            url,
-            payload,
-            policy=self.retry,
-            server=self._server_label,
-            sleep=self._sleep,
-        )
+    @property
+    def _caller(self) -> HTTPCaller:
+        """This runtime's client, retry policy (settable: ``retry``) and server label."""
+        return HTTPCaller(self._client, self.retry, self._server_label, self._sleep)
 
     async def aclose(self) -> None:
         """Close the HTTP client (the server keeps running)."""

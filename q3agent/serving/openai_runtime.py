@@ -428,7 +428,7 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
-            return await self._post_json(f"{self.base_url}{path}", body)
+            return await self._caller.post_json(f"{self.base_url}{path}", body)
         except RuntimeHTTPError as exc:
             raise self._explain(exc) from exc
 
@@ -499,7 +499,7 @@ class OpenAICompatibleRuntime(HTTPRuntimeBase):
         )
         state = _StreamState(self.tokenizer)
         try:
-            async with self._open_stream(f"{self.base_url}{path}", body) as events:
+            async with self._caller.open_stream(f"{self.base_url}{path}", body) as events:
                 async for event in events:
                     piece, ids = state.feed(event, chat=self.chat)
                     if piece or ids:

@@ -1058,7 +1058,7 @@ class RemoteSGLangRuntime(_CodecOwner, HTTPRuntimeBase):
         codec = self._codec_()
         request = await self._fit(request)
         payload = codec.payload(request, stream=False, thinking_budget=thinking_budget)
-        out = await self._post_json(self._generate_url(payload), payload)
+        out = await self._caller.post_json(self._generate_url(payload), payload)
         if isinstance(out, list):  # a batch answer to a single prompt
             out = out[0]
         return codec.generation(out, request)
@@ -1071,7 +1071,7 @@ class RemoteSGLangRuntime(_CodecOwner, HTTPRuntimeBase):
         request = await self._fit(request)
         payload = codec.payload(request, stream=True, thinking_budget=thinking_budget)
         assembler = _StreamAssembler(codec, request)
-        async with self._open_stream(self._generate_url(payload), payload) as events:
+        async with self._caller.open_stream(self._generate_url(payload), payload) as events:
             async for out in events:
                 piece = assembler.feed(out)
                 if piece is not None:
