@@ -4,7 +4,8 @@ Use them in your own tests of agents and tools; none needs a GPU or a download.
 
 * :class:`ScriptedRuntime` answers with scripted completions in order and
   :class:`FunctionRuntime` with what a function of the request returns
-  (:mod:`q3agent.testing.runtimes`); both take and return the real Qwen3 token ids.
+  (:mod:`q3agent.testing.runtimes`); both take and return the real Qwen3 token ids, and
+  both (like :class:`SchemaRuntime`) take the keyword options of :class:`StandInOptions`.
 * :class:`SGLangEngineDouble` stands in for ``sglang.Engine`` where SGLang cannot run
   (:mod:`q3agent.testing.sglang_double`).
 * :func:`make_tiny_qwen3` writes a tiny random Qwen3 checkpoint (:mod:`q3agent.testing.models`).
@@ -22,6 +23,7 @@ from q3agent.testing.runtimes import (
     ScriptedRuntime,
     ScriptExhaustedError,
     ScriptFileError,
+    StandInOptions,
     load_completions,
 )
 from q3agent.testing.schema_runtime import SchemaRuntime, example_arguments, example_value
@@ -37,6 +39,7 @@ __all__ = [
     "ScriptExhaustedError",
     "ScriptFileError",
     "ScriptedRuntime",
+    "StandInOptions",
     "example_arguments",
     "example_value",
     "load_completions",

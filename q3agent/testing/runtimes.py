@@ -13,6 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import ClassVar, TypedDict, Unpack
 
 import anyio
 
@@ -96,14 +97,31 @@ class RecordedRequest:
         return f"RecordedRequest(prompt_ids=<{len(self.prompt_ids)} ids>, {self.request.sampling})"
 
 
+class StandInOptions(TypedDict, total=False):
+    """The keyword options every test runtime takes (all optional)."""
+
+    tokenizer: Qwen3Tokenizer | None
+    """The Qwen3 tokenizer to speak (default: the offline build)."""
+    model_name: str | None
+    """The name shown in traces (default: the runtime's own, e.g. ``scripted-qwen3``)."""
+    latency: float
+    """Seconds each request sleeps (on the event loop) before answering."""
+    simulate_prefix_cache: bool
+    """Report a repeated prompt prefix as cached tokens, as a prefix-caching engine would."""
+    context_length: int | None
+    """The context ``max_tokens`` is clamped to, like the real runtimes (None: none)."""
+
+
 class _TestRuntimeBase(ABC):
     """Shared machinery: tokenization, stop handling, usage, request recording."""
+
+    default_model_name: ClassVar[str] = "scripted-qwen3"
 
     def __init__(
         self,
         *,
         tokenizer: Qwen3Tokenizer | None = None,
-        model_name: str = "scripted-qwen3",
+        model_name: str | None = None,
         latency: float = 0.0,
         simulate_prefix_cache: bool = True,
         context_length: int | None = None,
@@ -111,7 +129,7 @@ class _TestRuntimeBase(ABC):
         self._tokenizer = tokenizer or Qwen3Tokenizer.offline()
         self.context_length = context_length
         """The context the runtime clamps ``max_tokens`` to, like the real ones (None: none)."""
-        self._model_name = model_name
+        self._model_name = model_name or self.default_model_name
         self.latency = latency
         """Seconds each request sleeps (on the event loop) before answering."""
         self.simulate_prefix_cache = simulate_prefix_cache
@@ -321,21 +339,12 @@ class ScriptedRuntime(_TestRuntimeBase):
     kept in ``.requests``; :meth:`assert_complete` checks the whole script was used.
     """
 
+    default_model_name = "scripted-qwen3"
+
     def __init__(
-        self,
-        completions: Iterable[Completion] = (),
-        *,
-        tokenizer: Qwen3Tokenizer | None = None,
-        model_name: str = "scripted-qwen3",
-        latency: float = 0.0,
-        context_length: int | None = None,
+        self, completions: Iterable[Completion] = (), **options: Unpack[StandInOptions]
     ) -> None:
-        super().__init__(
-            tokenizer=tokenizer,
-            model_name=model_name,
-            latency=latency,
-            context_length=context_length,
-        )
+        super().__init__(**options)
         self._script: list[Completion] = list(completions)
 
     def add(self, *completions: Completion) -> None:
@@ -372,21 +381,10 @@ class FunctionRuntime(_TestRuntimeBase):
     ``runtime.tokenizer.decode(request.prompt_ids)`` gives the prompt text to react to.
     """
 
-    def __init__(
-        self,
-        fn: CompletionFn,
-        *,
-        tokenizer: Qwen3Tokenizer | None = None,
-        model_name: str = "function-qwen3",
-        latency: float = 0.0,
-        context_length: int | None = None,
-    ) -> None:
-        super().__init__(
-            tokenizer=tokenizer,
-            model_name=model_name,
-            latency=latency,
-            context_length=context_length,
-        )
+    default_model_name = "function-qwen3"
+
+    def __init__(self, fn: CompletionFn, **options: Unpack[StandInOptions]) -> None:
+        super().__init__(**options)
         self._fn = fn
 
     async def _complete(self, request: GenerationRequest) -> Completion:

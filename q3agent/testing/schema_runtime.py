@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from q3agent.qwen3.messages import AssistantMessage, ToolMessage, UserMessage
 from q3agent.qwen3.thinking import reasoning_mode
-from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import GenerationRequest
-from q3agent.testing.runtimes import Completion, _TestRuntimeBase
+from q3agent.testing.runtimes import Completion, StandInOptions, _TestRuntimeBase
 from q3agent.tools.base import resolve_ref
 
 __all__ = ["SchemaRuntime", "example_arguments", "example_value"]
@@ -216,16 +215,16 @@ class SchemaRuntime(_TestRuntimeBase):
     the agent loop always fills.
     """
 
+    default_model_name = "schema-qwen3"
+
     def __init__(
         self,
         *,
         call_tools: Sequence[str] | Literal["all"] = "all",
         answer: str | None = None,
-        tokenizer: Qwen3Tokenizer | None = None,
-        model_name: str = "schema-qwen3",
-        context_length: int | None = None,
+        **options: Unpack[StandInOptions],
     ) -> None:
-        super().__init__(tokenizer=tokenizer, model_name=model_name, context_length=context_length)
+        super().__init__(**options)
         self.call_tools = call_tools
         self.answer = answer
         self.calls: list[tuple[str, dict[str, Any]]] = []
