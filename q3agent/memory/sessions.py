@@ -397,23 +397,24 @@ class SessionStore(Closing):
             )
 
 
+@dataclass(eq=False)
 class Lease:
     """This worker's hold on one session: renewed in the background until released."""
 
-    def __init__(
-        self, store: SessionStore, session_id: str, owner: str, token: int, ttl: float
-    ) -> None:
-        self.store = store
-        self.session_id = session_id
-        self.owner = owner
-        self.token = token
-        """The fencing token: grows with every acquisition; writes carry it."""
-        self.ttl = ttl
-        self.lost = False
-        """Set when a renewal or a write found the lease taken over."""
-        self._stop = threading.Event()
+    store: SessionStore = field(repr=False)
+    session_id: str
+    owner: str
+    token: int
+    """The fencing token: grows with every acquisition; writes carry it."""
+    ttl: float
+    lost: bool = field(default=False, init=False)
+    """Set when a renewal or a write found the lease taken over."""
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
         self._thread = threading.Thread(
-            target=self._heartbeat, name=f"q3agent-lease-{session_id}", daemon=True
+            target=self._heartbeat, name=f"q3agent-lease-{self.session_id}", daemon=True
         )
         self._thread.start()
 
