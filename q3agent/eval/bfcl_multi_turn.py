@@ -258,28 +258,23 @@ async def run_multi_turn(
     )
 
 
+@dataclass(eq=False)
 class _EntryTurns:
     """One entry's user turns on one append-only prompt, each run until a step holds no call
     (or BFCL's step limit force-quits the entry); what they produced is in :attr:`run`."""
 
-    def __init__(
-        self,
-        entry: BfclEntry,
-        runtime: Runtime,
-        config: EvalConfig,
-        policy: Policy,
-        context_length: int | None,
-    ) -> None:
-        self.entry = entry
-        self.runtime = runtime
-        self.config = config
-        self.policy = policy
-        self.context_length = context_length
-        self.tok = runtime.tokenizer
-        self.capability = model_capability(config.model, config.capability)
-        self.functions = list(entry.functions)
+    entry: BfclEntry
+    runtime: Runtime
+    config: EvalConfig
+    policy: Policy
+    context_length: int | None
+    run: MultiTurnRun = field(default_factory=MultiTurnRun, init=False)
+
+    def __post_init__(self) -> None:
+        self.tok = self.runtime.tokenizer
+        self.capability = model_capability(self.config.model, self.config.capability)
+        self.functions = list(self.entry.functions)
         self.builder = PromptBuilder(self.tok, to_qwen3_tools(self.functions))
-        self.run = MultiTurnRun()
 
     def _thinking(self, mode: StepMode) -> bool | None:
         """``enable_thinking`` for the template: only hybrid models take it."""

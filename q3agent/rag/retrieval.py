@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
@@ -275,6 +275,7 @@ class CrossEncoderReranker:
         return [float(s) for s in scores]
 
 
+@dataclass(eq=False)
 class Retriever:
     """Searches a :class:`RagStore` (hybrid by default), returning :class:`Passage` objects.
 
@@ -282,26 +283,17 @@ class Retriever:
     (through this process, or when the chunk count moves on a shared server).
     """
 
-    def __init__(
-        self,
-        store: RagStore,
-        *,
-        reranker: Reranker | None = None,
-        candidates: int = 50,
-        rrf_k: int = RRF_K,
-        identifier_weight: float = 2.0,
-        exact_identifiers_first: bool = True,
-    ) -> None:
-        self.store = store
-        self.exact_identifiers_first = exact_identifiers_first
-        """Passages containing the query's identifiers exactly rank above those that do not."""
-        self.reranker = reranker
-        self.candidates = candidates
-        self.rrf_k = rrf_k
-        self.identifier_weight = identifier_weight
-        self._bm25: Bm25Index | None = None
-        self._bm25_key: tuple[int, int] | None = None
-        self._lock = threading.Lock()
+    store: RagStore = field(repr=False)
+    _: KW_ONLY
+    reranker: Reranker | None = None
+    candidates: int = 50
+    rrf_k: int = RRF_K
+    identifier_weight: float = 2.0
+    exact_identifiers_first: bool = True
+    """Passages containing the query's identifiers exactly rank above those that do not."""
+    _bm25: Bm25Index | None = field(default=None, init=False, repr=False)
+    _bm25_key: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def bm25(self) -> Bm25Index:
         """The BM25 index, (re)built if the store changed since it was last built."""
