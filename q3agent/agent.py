@@ -11,6 +11,7 @@ from typing import Any, Literal
 import anyio
 
 from q3agent._sync import SyncPortal
+from q3agent.closing import Closing
 from q3agent.conversation import Conversation
 from q3agent.events import Event, FinalResult
 from q3agent.loop import LoopSettings, run_task
@@ -173,11 +174,9 @@ class Agent:
     def runtime(self) -> Runtime:
         """The runtime, chosen and created on first use when none was given."""
         if self._runtime is None:
-            from q3agent.serving.select import select_runtime
+            from q3agent.serving.select import runtime_for
 
-            if self.model is None:
-                raise ValueError("Agent(model=None) needs runtime=...; pass one or a model name")
-            self._runtime = select_runtime(self.model)
+            self._runtime = runtime_for("Agent", self.model)
         return self._runtime
 
     def session(
@@ -250,7 +249,7 @@ class Agent:
         self._portal.close()
 
 
-class AgentSession:
+class AgentSession(Closing):
     """A multi-turn conversation with an :class:`Agent`: each task sees the earlier ones.
 
     The prompt stays append-only across tasks where Qwen3's template allows it (a new query
@@ -297,12 +296,6 @@ class AgentSession:
             self._saved.close()
         if self._own_store is not None:
             self._own_store.close()
-
-    def __enter__(self) -> AgentSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def interrupted(self) -> bool:

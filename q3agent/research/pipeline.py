@@ -393,11 +393,9 @@ class ResearchAgent:
     def runtime(self) -> Runtime:
         """The runtime, chosen on first use when none was given."""
         if self._runtime is None:
-            from q3agent.serving.select import select_runtime
+            from q3agent.serving.select import runtime_for
 
-            if self.model is None:
-                raise ValueError("ResearchAgent(model=None) needs runtime=...")
-            self._runtime = select_runtime(self.model)
+            self._runtime = runtime_for("ResearchAgent", self.model)
         return self._runtime
 
     def _context_tokens(self) -> int:

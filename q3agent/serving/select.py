@@ -28,6 +28,7 @@ __all__ = [
     "RUNTIME_ENV",
     "RuntimeSettings",
     "local_weights",
+    "runtime_for",
     "select_runtime",
 ]
 
@@ -99,6 +100,14 @@ def select_runtime(model: str, settings: RuntimeSettings | None = None) -> Runti
     return LimitedRuntime(
         runtime, max_tokens=settings.max_tokens, context_length=settings.context_length
     )
+
+
+def runtime_for(owner: str, model: str | None) -> Runtime:
+    """:func:`select_runtime` for an agent made without ``runtime=``; ``owner`` names the agent
+    class in the error ``model=None`` gets."""
+    if model is None:
+        raise ValueError(f"{owner}(model=None) needs runtime=...; pass one or a model name")
+    return select_runtime(model)
 
 
 def _select(model: str, settings: RuntimeSettings) -> Runtime:
