@@ -18,6 +18,7 @@ at long-lived servers (``python -m q3agent.serving.testing_sglang MODEL_DIR PORT
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.sglang)
             item.add_marker(pytest.mark.timeout(900))
     items.sort(key=order)
+
+
+def make_yarn_qwen3(directory: Path, *, native: int, factor: float) -> Path:
+    """The tiny dense Qwen3 with a native window of ``native`` positions whose ``config.json``
+    lists YaRN (``factor`` over ``native``), as the Qwen3 cards tell users to add it."""
+    model = make_tiny_qwen3(
+        directory,
+        seed=0,
+        head_dim=VLLM_CPU_HEAD_DIM,
+        max_position_embeddings=native,
+        chat_template=TEMPLATE,
+    )
+    config_file = model / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    rope = dict(config.get("rope_parameters") or {"rope_theta": 10000.0})
+    rope.update(rope_type="yarn", factor=factor, original_max_position_embeddings=native)
+    config["rope_parameters"] = rope
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return model
 
 
 def encode_turns(turns: Sequence[str | Sequence[int]]) -> list[list[int]]:

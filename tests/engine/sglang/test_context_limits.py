@@ -24,9 +24,8 @@ from q3agent import Agent, tool
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving import ContextLengthError, GenerationRequest, SamplingParams
 from q3agent.serving.sglang_runtime import SGLangRuntime
-from q3agent.testing.models import VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from tests.engine.conftest import Fixed
-from tests.engine.sglang.conftest import PORTS, TEMPLATE, SGLangEngine, SGLangServers
+from tests.engine.sglang.conftest import PORTS, SGLangEngine, SGLangServers, make_yarn_qwen3
 
 pytestmark = pytest.mark.anyio
 
@@ -52,19 +51,7 @@ def add(a: int, b: int) -> int:
 @pytest.fixture(scope="module")
 def yarn_server(sglang_servers: SGLangServers) -> Iterator[tuple[SGLangEngine, list[str]]]:
     """The module's server (stopping any other main server first) and its YaRN flags."""
-    model = make_tiny_qwen3(
-        sglang_servers.scratch / "dense-yarn",
-        seed=0,
-        head_dim=VLLM_CPU_HEAD_DIM,
-        max_position_embeddings=NATIVE,
-        chat_template=TEMPLATE,
-    )
-    config_file = model / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    rope = dict(config.get("rope_parameters") or {"rope_theta": 10000.0})
-    rope.update(rope_type="yarn", factor=2.0, original_max_position_embeddings=NATIVE)
-    config["rope_parameters"] = rope
-    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    model = make_yarn_qwen3(sglang_servers.scratch / "dense-yarn", native=NATIVE, factor=2.0)
 
     # q3agent's own YaRN settings for this model (tp_size given: no GPU lookup)
     args = SGLangRuntime(str(model), context_length=CONTEXT, tp_size=1).engine_args()
