@@ -155,6 +155,14 @@ class Engine:
             m = dict(m)
             if m.get("content") is None:  # a calls-only assistant turn (the template reads it)
                 m["content"] = ""
+            if isinstance(m["content"], list):
+                # content parts (smolagents' system turn): SGLang flattens them for a
+                # string-content template such as Qwen3's, text parts joined with a space
+                m["content"] = " ".join(
+                    str(p.get("text", ""))
+                    for p in m["content"]
+                    if isinstance(p, dict) and p.get("type") in ("text", "input_text")
+                )
             for call in m.get("tool_calls") or []:
                 fn = call.get("function", {})
                 if isinstance(fn.get("arguments"), str):
@@ -205,7 +213,7 @@ SGLANG_FLAGS = (
 
 
 def start_sglang(port: int, scratch: Path) -> Any:
-    from q3agent.serving.testing_sglang import SGLangServer
+    from q3agent.testing.sglang_server import SGLangServer
 
     server = SGLangServer(
         tiny_model(scratch), port=port, extra_args=SGLANG_FLAGS, log_path=scratch / "sglang.log"
@@ -217,7 +225,7 @@ def start_sglang(port: int, scratch: Path) -> Any:
 
 
 def start_vllm(port: int, scratch: Path) -> Any:
-    from q3agent.serving.testing_vllm import VLLMServer
+    from q3agent.testing.vllm_server import VLLMServer
 
     os.environ.update(ENGINE_ENV)
     model = tiny_model(scratch)
