@@ -6,7 +6,7 @@
 # their CUDA-only requirements, then sglang's runtime dependencies minus the CUDA-only ones
 # (sglang-kernel, flashinfer, cutlass-dsl, deep-ep/gemm, flash-attn, torch pins), sglang-router,
 # and what q3agent's embedded-engine tests import. The two import shims the CPU engine needs
-# here live in q3agent/serving/sglang_cpu_shims/ (each says why); the smoke test below imports
+# here live in q3agent/testing/sglang_cpu_shims/ (each says why); the smoke test below imports
 # sglang's engine with them, and only then is the ready stamp written.
 # Idempotent: a venv with the stamp and sglang $SGLANG_VERSION is reused in seconds.
 # Cold: about 3.5 minutes and 2.9 GB. Needs Python 3.11 ($Q3AGENT_SGLANG_PYTHON or python3).
@@ -20,7 +20,7 @@ TORCH_VERSION=2.13.0
 venv="${Q3AGENT_SGLANG_VENV:-$HOME/.cache/q3agent/sglang-venv}"
 python="${Q3AGENT_SGLANG_PYTHON:-python3}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-shims="$repo/q3agent/serving/sglang_cpu_shims"
+shims="$repo/q3agent/testing/sglang_cpu_shims"
 stamp="$venv/.q3agent-ready"
 
 installed() {

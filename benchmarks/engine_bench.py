@@ -2,8 +2,8 @@
 chat client.
 
 Two workloads on a tiny random Qwen3 whose replies are scripted inside the engine (vLLM: the
-scripted-token logits processor of :mod:`q3agent.serving.testing_vllm`; SGLang: the
-``CustomLogitProcessor`` of :mod:`q3agent.serving.testing_sglang`), so both clients get the
+scripted-token logits processor of :mod:`q3agent.testing.vllm_server`; SGLang: the
+``CustomLogitProcessor`` of :mod:`q3agent.testing.sglang_server`), so both clients get the
 same replies and only how they build prompts differs:
 
 * a 4-step tool task with thinking off (3 tool calls, each returning ~300 tokens, then the
@@ -26,7 +26,7 @@ Engines (``--engine``):
 * ``vllm`` (default): vLLM from the engine venv (``.ci/engines.sh``) on 18021; q3agent runs
   ``OpenAICompatibleRuntime`` (``/v1/completions`` with token ids).
 * ``sglang``: SGLang's CPU server from the SGLang venv (``.ci/sglang.sh``; started as the
-  SGLang tier does, :class:`~q3agent.serving.testing_sglang.SGLangServer`) on 18061; q3agent
+  SGLang tier does, :class:`~q3agent.testing.sglang_server.SGLangServer`) on 18061; q3agent
   runs ``RemoteSGLangRuntime`` (``/generate`` with ``input_ids``), the chat client SGLang's
   OpenAI server.
 * ``sglang-embedded``: ``SGLangRuntime`` on an ``sglang.Engine`` inside the benchmark's
@@ -72,7 +72,8 @@ from q3agent.serving.base import (
 )
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime, SGLangRequestOptions, SGLangRuntime
-from q3agent.serving.testing_sglang import (
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.testing.sglang_server import (
     ENGINE_KWARGS,
     SGLangServer,
     engine_env,
@@ -81,8 +82,7 @@ from q3agent.serving.testing_sglang import (
     scripted_processor_str,
     sglang_python,
 )
-from q3agent.serving.testing_vllm import VLLMServer, script_body
-from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.testing.vllm_server import VLLMServer, script_body
 from q3agent.types import Usage
 
 SERVED = "tiny-qwen3"
@@ -567,8 +567,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("vllm", "sglang", "sglang-embedded"), default="vllm")
     parser.add_argument(
         "--base-url",
-        help="a running server (vLLM by testing_vllm, SGLang by "
-        "testing_sglang with the flags of SGLANG_SERVER_FLAGS)",
+        help="a running server (vLLM by q3agent.testing.vllm_server, SGLang by "
+        "q3agent.testing.sglang_server with the flags of SGLANG_SERVER_FLAGS)",
     )
     parser.add_argument("--moe", action="store_true", help="the tiny Qwen3-MoE")
     parser.add_argument(

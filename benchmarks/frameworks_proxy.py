@@ -5,9 +5,9 @@ conversation the client sent (chat ``messages``, or a completions prompt as ids 
 takes its last turn (everything after the last assistant turn), looks up the scripted reply
 for the ``[[marker]]`` found there (:func:`frameworks_workloads.reply_for`) and adds to the
 request the engine's own forcing constraint for that reply: on vLLM the scripted-token logits
-processor's ``vllm_xargs`` (see :mod:`q3agent.serving.testing_vllm`), on SGLang its
+processor's ``vllm_xargs`` (see :mod:`q3agent.testing.vllm_server`), on SGLang its
 scripted-token ``custom_logit_processor`` with ``custom_params`` (see
-:mod:`q3agent.serving.testing_sglang`). Where the request makes the engine add its own
+:mod:`q3agent.testing.sglang_server`). Where the request makes the engine add its own
 structured-output grammar (``tool_choice="required"`` or a named tool; on SGLang also a
 ``strict`` tool under ``tool_choice="auto"``), the reply is written in the shape that grammar
 admits, as a constrained model would write it (:func:`frameworks_workloads.reply_for`): the
@@ -39,7 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.testing_vllm import script_body
+from q3agent.testing.vllm_server import script_body
 
 ASSISTANT_HEADER = "<|im_start|>assistant"
 MAX_TOKENS = 1024
@@ -161,7 +161,7 @@ class ForcingProxy:
         turns: list[list[int]] = [[] for _ in range(max(0, earlier - 2))]
         turns += [ids] * (earlier + 4 - len(turns))
         if self.engine == "sglang":
-            from q3agent.serving.testing_sglang import script_params, scripted_processor_str
+            from q3agent.testing.sglang_server import script_params, scripted_processor_str
 
             body["custom_logit_processor"] = scripted_processor_str()
             body["custom_params"] = {**(body.get("custom_params") or {}), **script_params(turns)}

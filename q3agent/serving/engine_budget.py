@@ -176,7 +176,7 @@ def force_logits(logits: torch.Tensor, token: int | None) -> torch.Tensor:
 
     ``logits`` come back unchanged where nothing is forced (``None``) or ``token`` is past
     the vocabulary. Shared with the scripted-token processor of
-    :mod:`q3agent.serving.testing_vllm`, which imports it from its copy of this file.
+    :mod:`q3agent.testing.vllm_server`, which imports it from its copy of this file.
     """
     if token is None or token >= logits.shape[-1]:
         return logits

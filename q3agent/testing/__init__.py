@@ -12,6 +12,10 @@ Use them in your own tests of agents and tools; none needs a GPU or a download.
 * :class:`SchemaRuntime` calls every tool with schema-valid arguments, no script needed
   (:mod:`q3agent.testing.schema_runtime`).
 * :mod:`q3agent.testing.http_server` is a scripted HTTP server for the runtimes' HTTP clients.
+* :mod:`q3agent.testing.vllm_server` and :mod:`q3agent.testing.sglang_server` start the real
+  vLLM and SGLang CPU engines for engine tests and benchmarks, with their scripted-token
+  processors (imported on demand, not by this package; the SGLang CPU shims live in
+  ``sglang_cpu_shims/``).
 """
 
 from q3agent.testing.models import make_tiny_qwen3

@@ -1,7 +1,7 @@
 """The vLLM engine tier: one real vLLM CPU server per model kind, shared by the whole session.
 
 The fixture finds a server (``Q3AGENT_VLLM_DENSE_URL`` / ``Q3AGENT_VLLM_MOE_URL``, started with
-``python -m q3agent.serving.testing_vllm MODEL_DIR PORT`` so it loads the scripted-token
+``python -m q3agent.testing.vllm_server MODEL_DIR PORT`` so it loads the scripted-token
 processor) or starts one from the engine venv (``.ci/engines.sh``). Only one server runs at a
 time (each takes about 4 GiB): asking for the MoE server stops the dense one. Tests skip with
 the reason when the engine venv is absent.
@@ -23,8 +23,8 @@ from q3agent.policy.base import RunState, StepMode
 from q3agent.qwen3.models import NON_THINKING_SAMPLING, THINKING_SAMPLING
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.openai_runtime import OpenAICompatibleRuntime
-from q3agent.serving.testing_vllm import VLLMServer, engine_missing_reason, script_body
 from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.testing.vllm_server import VLLMServer, engine_missing_reason, script_body
 
 Kind = Literal["dense", "moe"]
 TEMPLATE = Path(__file__).parents[2].parent / "shared" / "reference" / "qwen3_chat_template.jinja"
@@ -157,7 +157,7 @@ def _check_scripted(engine: Engine) -> None:
     if text != "OK":
         pytest.fail(
             f"the vLLM server at {engine.base_url} does not follow scripts (got {text!r}): "
-            "start it with `python -m q3agent.serving.testing_vllm MODEL_DIR PORT`"
+            "start it with `python -m q3agent.testing.vllm_server MODEL_DIR PORT`"
         )
 
 

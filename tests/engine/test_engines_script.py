@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.serving.testing_vllm import engine_missing_reason
+from q3agent.testing.vllm_server import engine_missing_reason
 
 SCRIPT = Path(__file__).parents[2] / ".ci" / "engines.sh"
 

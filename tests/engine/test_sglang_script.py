@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.serving.testing_sglang import sglang_missing_reason
+from q3agent.testing.sglang_server import sglang_missing_reason
 
 SCRIPT = Path(__file__).parents[2] / ".ci" / "sglang.sh"
 

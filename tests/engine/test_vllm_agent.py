@@ -1,7 +1,7 @@
 """The agent against a real vLLM CPU server with a tiny random Qwen3 (dense).
 
 The model's replies are scripted token by token inside the engine (see
-:mod:`q3agent.serving.testing_vllm`), so vLLM's own detokenizer, stop handling, reasoning and
+:mod:`q3agent.testing.vllm_server`), so vLLM's own detokenizer, stop handling, reasoning and
 tool parsers and prefix cache are what q3agent meets, in completions (token ids) and chat mode,
 streaming and not.
 """

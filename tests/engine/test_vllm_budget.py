@@ -1,7 +1,7 @@
 """The thinking budget inside vLLM: q3agent's logits processor forces the report's early-stop
 text at the budget, so a step whose reasoning hits it is one request with nothing re-prefilled.
 
-The reasoning is scripted past the budget (see :mod:`q3agent.serving.testing_vllm`); the
+The reasoning is scripted past the budget (see :mod:`q3agent.testing.vllm_server`); the
 runtime is created with ``engine_budget=True``. test_vllm_agent runs the same step without it
 (abort-and-continue: two requests).
 """

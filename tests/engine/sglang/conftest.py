@@ -1,8 +1,8 @@
 """The SGLang engine tier: SGLang's own CPU engine (``.ci/sglang.sh``) with tiny random Qwen3s.
 
 Servers are started on demand by :class:`SGLangServers` (one session fixture) from the SGLang
-venv with the shims of ``q3agent/serving/sglang_cpu_shims`` and the scripted-token processor
-(:mod:`q3agent.serving.testing_sglang`). The models' words are forced inside the engine by that
+venv with the shims of ``q3agent/testing/sglang_cpu_shims`` and the scripted-token processor
+(:mod:`q3agent.testing.sglang_server`). The models' words are forced inside the engine by that
 processor, so SGLang's scheduler, RadixAttention, detokenizer, stop handling and grammar
 backend are what q3agent meets. Only one "main" server (dense, MoE, or one started with extra
 flags) runs at a time; helpers that need several at once (the router's workers) start them
@@ -12,7 +12,7 @@ The tier fails loudly at teardown if any server called a shimmed ``sgl_kernel`` 
 Another session's SGLang tier on this machine is waited for (``flock`` on
 ``/tmp/q3agent-sglang-tier.lock``): the ports are fixed. Tests skip with the reason when the
 SGLang venv is absent. ``Q3AGENT_SGLANG_DENSE_URL`` / ``Q3AGENT_SGLANG_MOE_URL`` point the tier
-at long-lived servers (``python -m q3agent.serving.testing_sglang MODEL_DIR PORT``).
+at long-lived servers (``python -m q3agent.testing.sglang_server MODEL_DIR PORT``).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime, SGLangRequestOptions
-from q3agent.serving.testing_sglang import (
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.testing.sglang_server import (
     SGLangServer,
     script_params,
     scripted_processor_str,
     sglang_missing_reason,
 )
-from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 
 Kind = Literal["dense", "moe"]
 TEMPLATE = Path(__file__).parents[3].parent / "shared" / "reference" / "qwen3_chat_template.jinja"

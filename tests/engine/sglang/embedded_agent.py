@@ -14,10 +14,10 @@ sync ``run()`` calls after the async ones (the engine's requests must keep worki
 event loop). Then the engine is shut down and the tiny MoE model gets its own engine for a tool
 round and a budget cut.
 
-The tiny random model follows one script (:class:`~q3agent.serving.testing_sglang.ScriptedTokens`)
+The tiny random model follows one script (:class:`~q3agent.testing.sglang_server.ScriptedTokens`)
 whose turns fit both modes (with thinking off the prompt's empty think block skips the scripted
 reasoning): a single task's turns are the first two, the session's six, and the required
-scenario's own turn is the seventh, a :data:`~q3agent.serving.testing_vllm.FREE_TURN`. Each
+scenario's own turn is the seventh, a :data:`~q3agent.testing.vllm_server.FREE_TURN`. Each
 scenario asserts its own outcome; the last line printed is ``EMBEDDED-OK`` and a JSON summary.
 """
 
@@ -40,8 +40,8 @@ from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.result import RunResult
 from q3agent.serving.base import ContextLengthError, GenerationRequest
 from q3agent.serving.sglang_runtime import SGLangRequestOptions, SGLangRuntime
-from q3agent.serving.testing_sglang import ENGINE_KWARGS, script_params, scripted_processor_str
-from q3agent.serving.testing_vllm import FREE_TURN
+from q3agent.testing.sglang_server import ENGINE_KWARGS, script_params, scripted_processor_str
+from q3agent.testing.vllm_server import FREE_TURN
 from q3agent.types import SamplingParams
 
 NATIVE = 2048

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving.testing_sglang import script_params, scripted_processor_str
 from q3agent.testing.sglang_double import SGLangEngineDouble
+from q3agent.testing.sglang_server import script_params, scripted_processor_str
 from tests.engine.sglang.conftest import SGLangEngine
 
 pytestmark = pytest.mark.anyio

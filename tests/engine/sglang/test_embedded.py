@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from q3agent.serving.testing_sglang import (
+from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
+from q3agent.testing.sglang_server import (
     engine_env,
     kernel_calls,
     sglang_missing_reason,
     sglang_python,
 )
-from q3agent.testing.models import QWEN3_CONTEXT, VLLM_CPU_HEAD_DIM, make_tiny_qwen3
 from tests.engine.sglang.conftest import TEMPLATE, make_yarn_qwen3
 
 SCRIPT = Path(__file__).with_name("embedded_agent.py")

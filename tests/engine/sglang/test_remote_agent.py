@@ -1,7 +1,7 @@
 """The agent against SGLang's own CPU engine, through RemoteSGLangRuntime's ``/generate``.
 
 The tiny random model's replies are forced token by token inside the engine by the scripted
-``CustomLogitProcessor`` (:mod:`q3agent.serving.testing_sglang`), so SGLang's scheduler,
+``CustomLogitProcessor`` (:mod:`q3agent.testing.sglang_server`), so SGLang's scheduler,
 RadixAttention, detokenizer and stop handling are what q3agent meets; the required-call test
 leaves the random model unforced under q3agent's tool-call grammar (xgrammar in SGLang).
 """

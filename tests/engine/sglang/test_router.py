@@ -18,7 +18,7 @@ import pytest
 
 from q3agent import Agent
 from q3agent.serving.sglang_runtime import RemoteSGLangRuntime
-from q3agent.serving.testing_sglang import engine_env, sglang_venv
+from q3agent.testing.sglang_server import engine_env, sglang_venv
 from tests.engine.conftest import Fixed
 from tests.engine.sglang.conftest import SGLangServers
 

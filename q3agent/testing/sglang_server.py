@@ -6,7 +6,7 @@ SGLang tier does, and makes a tiny random Qwen3 write what a test needs: :class:
 is an SGLang ``CustomLogitProcessor`` that forces, per request, the tokens of a script given in
 ``custom_params`` (``{"q3agent_script": [...]}``), one token sequence per assistant turn, with
 the same turn/position logic as the vLLM tier's processor
-(:func:`q3agent.serving.testing_vllm.forced_token`). The server must run with
+(:func:`q3agent.testing.vllm_server.forced_token`). The server must run with
 ``--enable-custom-logit-processor`` and ``--disable-overlap-schedule`` (the overlap scheduler
 samples a token before the previous one is appended, so a token-by-token script lags by one).
 
@@ -16,7 +16,7 @@ process group with the shims on its path, waits for ``/health`` and stops the gr
 embedded tests run under the SGLang venv's Python with it). This file imports only the
 standard library at the top; the processor class is built on first access, where sglang is
 importable (the server unpickles it by reference, as
-``q3agent.serving.testing_sglang.ScriptedTokens``).
+``q3agent.testing.sglang_server.ScriptedTokens``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from q3agent.serving.testing_vllm import TURN_SEPARATOR, ServerProcess, forced_token
+from q3agent.testing.vllm_server import TURN_SEPARATOR, ServerProcess, forced_token
 
 SCRIPT_PARAM = "q3agent_script"
 """The ``custom_params`` key holding the scripted token ids (turns separated by -1)."""
@@ -43,7 +43,7 @@ READY_STAMP = ".q3agent-ready"
 SHIMS_DIR = Path(__file__).with_name("sglang_cpu_shims")
 KERNEL_CALLS_ENV = "Q3AGENT_SGL_KERNEL_CALLS"
 """File the ``sgl_kernel`` shim appends a name to when a shimmed function is called."""
-PROCESSOR_PATH = "q3agent.serving.testing_sglang"
+PROCESSOR_PATH = "q3agent.testing.sglang_server"
 
 CPU_FLAGS: tuple[str, ...] = (
     "--device",
@@ -114,7 +114,7 @@ def _define_processor() -> type:
 
     class ScriptedTokens(CustomLogitProcessor):  # type: ignore[misc]
         """Forces the tokens of each request's ``custom_params`` script (see
-        :func:`~q3agent.serving.testing_vllm.forced_token`); requests without one pass."""
+        :func:`~q3agent.testing.vllm_server.forced_token`); requests without one pass."""
 
         def __call__(
             self, logits: torch.Tensor, custom_param_list: list[dict[str, Any]] | None = None
@@ -296,12 +296,12 @@ class SGLangServer(ServerProcess):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m q3agent.serving.testing_sglang MODEL_DIR PORT [SGLANG FLAGS...]``: serve
+    """``python -m q3agent.testing.sglang_server MODEL_DIR PORT [SGLANG FLAGS...]``: serve
     until Ctrl-C/SIGTERM (one long-lived server for repeated test or benchmark runs)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
         print(
-            "usage: python -m q3agent.serving.testing_sglang MODEL_DIR PORT [FLAGS...]",
+            "usage: python -m q3agent.testing.sglang_server MODEL_DIR PORT [FLAGS...]",
             file=sys.stderr,
         )
         return 2

@@ -8,7 +8,7 @@ SGLang's own ``forward_native`` path, and none of these functions is called by a
 one ever is, it appends its name to the file named by ``$Q3AGENT_SGL_KERNEL_CALLS`` and raises:
 the SGLang test tier fails at teardown when that file is not empty, so the shim can never
 quietly stand in for a kernel that did run. Test infrastructure only (q3agent itself never
-imports it); ``q3agent.serving.testing_sglang`` puts this directory on the server's path.
+imports it); ``q3agent.testing.sglang_server`` puts this directory on the server's path.
 """
 
 from __future__ import annotations

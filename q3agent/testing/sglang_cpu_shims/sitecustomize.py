@@ -7,7 +7,7 @@ ops its own C++ library would have defined). SGLang imports torchvision for its 
 processors; the text path never calls these ops. This module runs at interpreter start (it is
 on the SGLang server's ``PYTHONPATH``) and registers only the two schemas, with no kernels, on
 the first ``import torchvision``; torch itself is not imported until then. Test
-infrastructure only (see ``q3agent.serving.testing_sglang``).
+infrastructure only (see ``q3agent.testing.sglang_server``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import pytest
 
 from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
-from q3agent.serving import testing_vllm
-from q3agent.serving.testing_vllm import FREE_TURN, forced_token, script_body, server_command
+from q3agent.testing import vllm_server
+from q3agent.testing.vllm_server import FREE_TURN, forced_token, script_body, server_command
 
 TOK = Qwen3Tokenizer.offline()
 QUERY = "<|im_start|>user\nAdd 2 and 3.<|im_end|>\n<|im_start|>assistant\n"
@@ -40,12 +40,12 @@ def _generate(prompt: str, script: list[int], limit: int = 200) -> str:
 
 
 def test_qwen3_ids_match_the_tokenizer() -> None:
-    assert TOK.im_start_id == testing_vllm.IM_START_ID
-    assert TOK.im_end_id == testing_vllm.IM_END_ID
-    assert TOK.think_end_id == testing_vllm.THINK_END_ID
-    assert TOK.encode_trusted("<|im_start|>assistant\n")[1] == testing_vllm.ASSISTANT_ID
+    assert TOK.im_start_id == vllm_server.IM_START_ID
+    assert TOK.im_end_id == vllm_server.IM_END_ID
+    assert TOK.think_end_id == vllm_server.THINK_END_ID
+    assert TOK.encode_trusted("<|im_start|>assistant\n")[1] == vllm_server.ASSISTANT_ID
     assert {TOK.encode_trusted(s)[0] for s in ("\n", "\n\n", "\n\n\n")} == set(
-        testing_vllm.NEWLINE_IDS
+        vllm_server.NEWLINE_IDS
     )
 
 
@@ -109,12 +109,12 @@ def test_the_server_command_loads_the_processor_and_reports_cached_tokens() -> N
 
 def test_a_missing_engine_venv_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("Q3AGENT_ENGINE_VENV", "/nonexistent/engine-venv")
-    reason = testing_vllm.engine_missing_reason()
+    reason = vllm_server.engine_missing_reason()
     assert reason is not None and ".ci/engines.sh" in reason
 
 
 def test_stop_removes_the_temporary_work_folder_even_when_never_started(tmp_path: Path) -> None:
-    server = testing_vllm.VLLMServer(tmp_path, port=1, log_path=tmp_path / "vllm.log")
+    server = vllm_server.VLLMServer(tmp_path, port=1, log_path=tmp_path / "vllm.log")
     workdir = server._workdir
     assert workdir.is_dir()
     server.stop()
@@ -141,7 +141,7 @@ sys.exit(3)
 """
 
 
-class _FlakyServer(testing_vllm.ServerProcess):
+class _FlakyServer(vllm_server.ServerProcess):
     """A stand-in engine: /health answers once at once, then slower than the timeout; the
     process exits with code 3 after 2 s."""
 
@@ -167,7 +167,7 @@ class _FlakyServer(testing_vllm.ServerProcess):
 def test_serve_outlives_a_slow_health_check_and_reports_the_servers_exit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The long-lived server (``python -m q3agent.serving.testing_sglang``) used to stop at
+    """The long-lived server (``python -m q3agent.testing.sglang_server``) used to stop at
     the first ``/health`` slower than its timeout and exit 0; now only the server's own exit
     ends it, with exit 1 and the log's tail."""
     with socket.socket() as probe:
@@ -187,4 +187,4 @@ def test_serve_outlives_a_slow_health_check_and_reports_the_servers_exit(
 
 def test_a_server_class_must_say_how_it_starts() -> None:
     with pytest.raises(TypeError, match="start"):
-        testing_vllm.ServerProcess()  # type: ignore[abstract]
+        vllm_server.ServerProcess()  # type: ignore[abstract]

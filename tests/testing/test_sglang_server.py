@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from q3agent.serving.testing_sglang import SGLangServer
+from q3agent.testing.sglang_server import SGLangServer
 
 
 def test_leaving_the_context_removes_the_temporary_work_folder(tmp_path: Path) -> None:

@@ -373,7 +373,7 @@ class VLLMServer(ServerProcess):
             raise RuntimeError(reason)
         self._workdir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(__file__, self._workdir / f"{PROCESSOR_MODULE}.py")
-        budget_file = Path(__file__).with_name("engine_budget.py")
+        budget_file = Path(__file__).parents[1] / "serving" / "engine_budget.py"
         shutil.copyfile(budget_file, self._workdir / f"{BUDGET_MODULE}.py")
         env = {
             **os.environ,
@@ -414,14 +414,14 @@ class VLLMServer(ServerProcess):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m q3agent.serving.testing_vllm MODEL_DIR PORT``: serve until Ctrl-C/SIGTERM.
+    """``python -m q3agent.testing.vllm_server MODEL_DIR PORT``: serve until Ctrl-C/SIGTERM.
 
     For running the engine tests or ``benchmarks/engine_bench.py`` against one long-lived
     server (``Q3AGENT_VLLM_DENSE_URL=http://127.0.0.1:PORT``) instead of one per session.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
-        print("usage: python -m q3agent.serving.testing_vllm MODEL_DIR PORT", file=sys.stderr)
+        print("usage: python -m q3agent.testing.vllm_server MODEL_DIR PORT", file=sys.stderr)
         return 2
     return VLLMServer(args[0], port=int(args[1])).serve()
 
