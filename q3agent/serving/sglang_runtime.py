@@ -579,6 +579,27 @@ def shutdown_engine_only(engine: Any, engine_pids: Sequence[int]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class GPUs:
+    """The GPUs to size an embedded engine for, in place of the ones this machine has.
+
+    :class:`SGLangRuntime` finds the GPUs with PyTorch; pass ``gpus=GPUs(count=8,
+    memory_gb=80)`` to plan ``tp_size`` for another machine (or in a test without a GPU).
+    """
+
+    count: int
+    """How many GPUs the engine may use."""
+    memory_gb: float = 80.0
+    """Memory of each GPU in GB (the sizing leaves 10% of it free)."""
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.memory_gb <= 0:
+            raise ValueError(
+                f"GPUs needs count >= 1 and memory_gb > 0, got count={self.count}, "
+                f"memory_gb={self.memory_gb}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class SGLangRequestOptions:
     """What both SGLang runtimes add to every request beyond its sampling settings.
 
@@ -673,8 +694,8 @@ class SGLangRuntime(_CodecOwner):
     the runtime runs the engine's coroutines on a loop of its own (a daemon thread) and any
     caller's loop (``Agent.run``'s portal, a later ``asyncio.run``) can use it.
 
-    ``engine_factory`` replaces ``sglang.Engine`` (tests pass a fake engine); ``gpu_count`` and
-    ``gpu_memory_gb`` replace GPU detection (to plan for another machine).
+    ``engine_factory`` replaces ``sglang.Engine`` (tests pass a fake engine); ``gpus``
+    (:class:`GPUs`) replaces GPU detection (to plan for another machine).
     """
 
     def __init__(
@@ -690,8 +711,7 @@ class SGLangRuntime(_CodecOwner):
         max_tokens: int | None = None,
         tokenizer: Qwen3Tokenizer | None = None,
         engine_factory: Callable[..., Any] | None = None,
-        gpu_count: int | None = None,
-        gpu_memory_gb: float | None = None,
+        gpus: GPUs | None = None,
         **engine_kwargs: Any,
     ) -> None:
         from q3agent.qwen3.models import get_model
@@ -706,8 +726,7 @@ class SGLangRuntime(_CodecOwner):
         self._mem_fraction_static = mem_fraction_static
         self._options = request_options or SGLangRequestOptions()
         self._engine_factory = engine_factory
-        self._gpu_count = gpu_count
-        self._gpu_memory_gb = gpu_memory_gb
+        self._gpus = gpus
         self._engine_kwargs = engine_kwargs
         self._tokenizer = tokenizer
         self._engine_budget = engine_budget
@@ -741,32 +760,30 @@ class SGLangRuntime(_CodecOwner):
         """The running ``sglang.Engine`` (``None`` before :meth:`start`)."""
         return self._engine
 
-    def _detect_gpus(self) -> tuple[int, float]:
-        count, memory = self._gpu_count, self._gpu_memory_gb
-        if count is None or memory is None:
-            try:
-                import torch
-            except ImportError as exc:
-                raise RuntimeUnavailableError(
-                    f"SGLangRuntime needs PyTorch with CUDA to find the GPUs. {_INSTALL_HINT}"
-                ) from exc
-            found = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-            if count is None:
-                count = found
-            if memory is None and found:
-                memory = torch.cuda.get_device_properties(0).total_memory / 1e9
-        if not count:
+    def _detect_gpus(self) -> GPUs:
+        if self._gpus is not None:
+            return self._gpus
+        try:
+            import torch
+        except ImportError as exc:
+            raise RuntimeUnavailableError(
+                f"SGLangRuntime needs PyTorch with CUDA to find the GPUs. {_INSTALL_HINT}"
+            ) from exc
+        found = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        if not found:
             raise RuntimeUnavailableError(
                 f"SGLangRuntime found no CUDA GPU on this machine. {_INSTALL_HINT}"
             )
-        return count, memory if memory else 80.0
+        memory = torch.cuda.get_device_properties(0).total_memory / 1e9
+        return GPUs(count=found, memory_gb=memory or 80.0)
 
     def engine_args(self) -> dict[str, Any]:
         """The keyword arguments the ``sglang.Engine`` is (or would be) created with."""
         spec = self._spec
         tp = self._tp_size
         if tp is None:
-            count, memory = self._detect_gpus()
+            gpus = self._detect_gpus()
+            count, memory = gpus.count, gpus.memory_gb
             tp = spec.gpus_needed(memory, self._context_length)
             if tp > count:
                 weights_gb = spec.weight_bytes_bf16 / 1e9

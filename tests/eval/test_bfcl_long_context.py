@@ -15,7 +15,7 @@ from q3agent.eval.bfcl_data import load_category
 from q3agent.eval.bfcl_runner import EvalConfig, run_bfcl
 from q3agent.eval.bfcl_settings import PRESETS
 from q3agent.eval.oracle import OracleRuntime
-from q3agent.serving.sglang_runtime import SGLangRuntime
+from q3agent.serving.sglang_runtime import GPUs, SGLangRuntime
 from q3agent.testing.sglang_double import SGLangEngineDouble
 
 pytest.importorskip("bfcl_eval", reason="bfcl-eval not installed: pip install --no-deps bfcl-eval")
@@ -32,8 +32,7 @@ def _run(context: int, config: EvalConfig) -> tuple[SGLangEngineDouble, bool]:
         context_length=context if context > 40_960 else None,
         engine_factory=lambda **kw: double,
         tokenizer=double.tokenizer,
-        gpu_count=1,
-        gpu_memory_gb=80.0,
+        gpus=GPUs(count=1, memory_gb=80.0),
     )
     report = anyio.run(lambda: run_bfcl(runtime, config, entries=[entry]))
     result = report.results[0]

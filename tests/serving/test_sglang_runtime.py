@@ -36,6 +36,7 @@ from q3agent.serving.base import (
     ToolCallConstraint,
 )
 from q3agent.serving.sglang_runtime import (
+    GPUs,
     RemoteSGLangRuntime,
     SGLangRequestOptions,
     SGLangRuntime,
@@ -183,8 +184,7 @@ def fake_runtime(
     model: str = "Qwen3-30B-A3B", script: deque[Any] | None = None, **kwargs: Any
 ) -> tuple[SGLangRuntime, deque[Any]]:
     queue: deque[Any] = deque() if script is None else script
-    kwargs.setdefault("gpu_count", 8)
-    kwargs.setdefault("gpu_memory_gb", 80.0)
+    kwargs.setdefault("gpus", GPUs(count=8, memory_gb=80.0))
     runtime = SGLangRuntime(
         model,
         engine_factory=lambda **kw: FakeEngine(queue, **kw),
@@ -205,7 +205,7 @@ def test_runtime_satisfies_the_protocol() -> None:
 
 
 def test_engine_args_size_tensor_and_expert_parallelism_from_the_registry() -> None:
-    small, _ = fake_runtime("Qwen3-30B-A3B", gpu_count=4)
+    small, _ = fake_runtime("Qwen3-30B-A3B", gpus=GPUs(count=4))
     args = small.engine_args()
     assert args["model_path"] == "Qwen/Qwen3-30B-A3B"
     assert args["tp_size"] == 1  # 61 GB of bf16 weights fit one 80 GB GPU
@@ -215,11 +215,11 @@ def test_engine_args_size_tensor_and_expert_parallelism_from_the_registry() -> N
     assert "json_model_override_args" not in args
     assert "enable_custom_logit_processor" not in args
 
-    big, _ = fake_runtime("Qwen3-235B-A22B", gpu_count=8)
+    big, _ = fake_runtime("Qwen3-235B-A22B", gpus=GPUs(count=8))
     args = big.engine_args()
     assert (args["tp_size"], args["ep_size"]) == (8, 8)
 
-    dense, _ = fake_runtime("Qwen3-32B", gpu_count=8)
+    dense, _ = fake_runtime("Qwen3-32B", gpus=GPUs(count=8))
     args = dense.engine_args()
     assert args["tp_size"] == 2
     assert "ep_size" not in args
@@ -232,7 +232,7 @@ def test_engine_args_size_tensor_and_expert_parallelism_from_the_registry() -> N
 
 
 def test_too_few_gpus_is_a_clear_error() -> None:
-    runtime, _ = fake_runtime("Qwen3-235B-A22B", gpu_count=4)
+    runtime, _ = fake_runtime("Qwen3-235B-A22B", gpus=GPUs(count=4))
     with pytest.raises(RuntimeUnavailableError, match=r"needs 8 GPUs of 80 GB.*has 4"):
         runtime.engine_args()
 
@@ -669,3 +669,10 @@ async def test_router_drops_constraints_so_they_go_to_a_worker_or_are_warned(
         await warned.aclose()
     assert len(router.requests) == 2
     assert "sglang-router drops structural_tag" in caplog.text
+
+
+def test_gpus_to_plan_for_must_exist() -> None:
+    with pytest.raises(ValueError, match="count >= 1"):
+        GPUs(count=0)
+    with pytest.raises(ValueError, match="memory_gb > 0"):
+        GPUs(count=1, memory_gb=0)

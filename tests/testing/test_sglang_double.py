@@ -16,7 +16,7 @@ from q3agent.qwen3.thinking import EARLY_STOP_TEXT
 from q3agent.qwen3.tokenizer import Qwen3Tokenizer
 from q3agent.serving.base import ContextLengthError, GenerationRequest
 from q3agent.serving.budget import BudgetedGeneration, TextDelta, generate_with_budget
-from q3agent.serving.sglang_runtime import SGLangRuntime
+from q3agent.serving.sglang_runtime import GPUs, SGLangRuntime
 from q3agent.testing.sglang_double import SGLangEngineDouble
 from q3agent.types import SamplingParams
 
@@ -28,8 +28,7 @@ def runtime_on(double: SGLangEngineDouble) -> SGLangRuntime:
         "Qwen3-8B",
         engine_factory=lambda **kw: double,
         tokenizer=double.tokenizer,
-        gpu_count=1,
-        gpu_memory_gb=80.0,
+        gpus=GPUs(count=1, memory_gb=80.0),
     )
 
 
