@@ -472,7 +472,11 @@ def report(runs: list[Run], engine: Engine) -> str:
                 good, total = reasoning_as_template(run, engine)
                 row.append(f"{good}/{total}")
             if key == "d":
-                row += [f"{float(run.report.get('wall', 0)):.2f}", f"{run.process_cpu:.2f}"]
+                row += [
+                    f"{float(run.report.get('wall', 0)):.2f}",
+                    f"{run.wall:.2f}",
+                    f"{run.process_cpu:.2f}",
+                ]
             else:
                 later = run.later_cpu_per_step()
                 row += [
@@ -501,7 +505,7 @@ def report(runs: list[Run], engine: Engine) -> str:
         if key in ("b", "c"):
             header.append("reasoning as template")
         header += (
-            ["wall s", "client CPU s"]
+            ["wall s", "process wall s", "client CPU s"]
             if key == "d"
             else ["start-up CPU s", "CPU ms/step", "client CPU s"]
         )
