@@ -32,7 +32,7 @@ Engines (``--engine``):
 * ``sglang-embedded``: ``SGLangRuntime`` on an ``sglang.Engine`` inside the benchmark's
   process (the script re-runs itself under the SGLang venv's Python; engine port 18065). No
   HTTP server, so no chat client; its tokenizer manager runs in this process (counted in the
-  client CPU), its scheduler in child processes.
+  client CPU: a few milliseconds a step), its scheduler in child processes.
 
     python benchmarks/engine_bench.py                       # starts vLLM (engine venv) on 18021
     python benchmarks/engine_bench.py --engine sglang       # starts SGLang (SGLang venv) on 18061

@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -82,6 +83,15 @@ _TOKENIZER_JSON = "tokenizer.json"
 _CACHE_FORMAT = "1"
 _build_lock = threading.Lock()
 _offline_instance: Qwen3Tokenizer | None = None
+_loaded_files: OrderedDict[
+    tuple[type[Qwen3Tokenizer], Path], tuple[tuple[int, int], Qwen3Tokenizer]
+] = OrderedDict()
+"""What :meth:`Qwen3Tokenizer.from_pretrained` loaded, by class and resolved file: the file's
+(mtime_ns, size) when it was read and the tokenizer built from it; the most recently used
+last."""
+_LOADED_FILES_KEPT = 4
+"""Tokenizer files kept loaded (about 40 MB each): a process rarely uses more than one, and a
+test suite making a model directory per test must not keep them all."""
 
 
 class TokenizerNotFoundError(FileNotFoundError):
@@ -366,6 +376,11 @@ class Qwen3Tokenizer:
     def from_pretrained(cls, path_or_id: str | os.PathLike[str]) -> Qwen3Tokenizer:
         """Load ``tokenizer.json`` from a local model dir, or a Hugging Face repo id in the cache.
 
+        Each file is loaded once per process (building the tokenizer costs about half a second
+        of CPU): later calls for the same file return the same instance, so every runtime and
+        agent on one model directory shares it. A file that has changed since (another
+        modification time or size) is loaded again; the four files used last stay loaded.
+
         Raises :class:`TokenizerNotFoundError` saying what to do when neither has the file.
         """
         local = Path(path_or_id).expanduser()
@@ -376,9 +391,9 @@ class Qwen3Tokenizer:
                     f"{local} has no {_TOKENIZER_JSON}; point at a Qwen3 model directory, or use "
                     "Qwen3Tokenizer.offline() which needs no files"
                 )
-            return cls(file.read_text(encoding="utf-8"))
+            return cls._load_file(file)
         if local.is_file():
-            return cls(local.read_text(encoding="utf-8"))
+            return cls._load_file(local)
         repo_id = str(path_or_id)
         try:
             from huggingface_hub import hf_hub_download
@@ -391,7 +406,23 @@ class Qwen3Tokenizer:
                 f"`hf download {repo_id} {_TOKENIZER_JSON}` while online, pass a local model "
                 "directory, or use Qwen3Tokenizer.offline()"
             ) from exc
-        return cls(Path(cached).read_text(encoding="utf-8"))
+        return cls._load_file(Path(cached))
+
+    @classmethod
+    def _load_file(cls, file: Path) -> Qwen3Tokenizer:
+        """The tokenizer of ``file``, built on the first call for it and again once it changes."""
+        key = (cls, file.resolve())
+        with _build_lock:
+            stat = key[1].stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+            loaded = _loaded_files.get(key)
+            if loaded is None or loaded[0] != version:
+                loaded = (version, cls(key[1].read_text(encoding="utf-8")))
+                _loaded_files[key] = loaded
+                while len(_loaded_files) > _LOADED_FILES_KEPT:
+                    _loaded_files.popitem(last=False)
+            _loaded_files.move_to_end(key)
+            return loaded[1]
 
     @classmethod
     def resolve(cls, source: Qwen3Tokenizer | str | os.PathLike[str] | None) -> Qwen3Tokenizer:

@@ -213,6 +213,44 @@ def test_from_pretrained_reads_a_model_directory(tokenizer: Qwen3Tokenizer, tmp_
     assert loaded.special_tokens == tokenizer.special_tokens
 
 
+def test_from_pretrained_loads_each_file_once_until_it_changes(
+    tokenizer: Qwen3Tokenizer, tmp_path: Path
+) -> None:
+    """Every runtime on one model directory shares its tokenizer (a load costs ~0.5 s of CPU);
+    a tokenizer.json rewritten since is read again."""
+    tokenizer.save_pretrained(tmp_path)
+    first = Qwen3Tokenizer.from_pretrained(tmp_path)
+    assert Qwen3Tokenizer.from_pretrained(tmp_path) is first
+    assert Qwen3Tokenizer.from_pretrained(tmp_path / "tokenizer.json") is first
+    assert Qwen3Tokenizer.from_pretrained(tmp_path / "." / "tokenizer.json") is first
+
+    file = tmp_path / "tokenizer.json"
+    file.write_text(file.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    reloaded = Qwen3Tokenizer.from_pretrained(tmp_path)
+    assert reloaded is not first
+    assert reloaded.encode("hello world") == first.encode("hello world")
+    assert Qwen3Tokenizer.from_pretrained(tmp_path) is reloaded
+
+
+def test_from_pretrained_keeps_only_the_last_files_loaded(
+    tokenizer: Qwen3Tokenizer, tmp_path: Path
+) -> None:
+    """A process that loads many model directories (a test suite) does not keep them all."""
+    dirs = [tmp_path / str(i) for i in range(6)]
+    for d in dirs:
+        tokenizer.save_pretrained(d)
+    first, second = (Qwen3Tokenizer.from_pretrained(d) for d in dirs[:2])
+    for d in dirs[2:4]:
+        Qwen3Tokenizer.from_pretrained(d)
+    assert Qwen3Tokenizer.from_pretrained(dirs[0]) is first  # used again: now the newest
+    for d in dirs[4:]:  # two more files: the two used longest ago (1 and 2) are dropped
+        Qwen3Tokenizer.from_pretrained(d)
+    assert Qwen3Tokenizer.from_pretrained(dirs[0]) is first
+    again = Qwen3Tokenizer.from_pretrained(dirs[1])
+    assert again is not second
+    assert again.encode("same words") == second.encode("same words")
+
+
 def test_from_pretrained_explains_a_missing_tokenizer(tmp_path: Path) -> None:
     with pytest.raises(TokenizerNotFoundError, match=r"no tokenizer\.json.*offline\(\)"):
         Qwen3Tokenizer.from_pretrained(tmp_path)
